@@ -1,0 +1,16 @@
+//! Change capture: every byte range and every name that changes under the watched
+//! trees, as one ordered, coalesced stream of [`Change`]s.
+//!
+//! ```text
+//!  kernel                         user space (one capture thread)
+//!  ------                         -------------------------------
+//!  syscall / io_uring /  --ring-->  ebpf::Probes --(dev,ino,range)--+
+//!  writeback tracepoints                                            v
+//!                                                       ranges::DirtyFiles --+
+//!  fanotify (FID, dir+name) ---->  fanotify::Fanotify -> reconcile::Reconciler|--> Change stream
+//!                                        (index::Index: the tree as last seen)+
+//! ```
+
+pub mod ebpf;
+pub mod fanotify;
+pub mod ranges;
