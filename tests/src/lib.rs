@@ -1,1 +1,6 @@
-//! Shared fixtures of the integration tests.
+//! Shared fixtures of the integration tests: the capture oracle's workload generator,
+//! its stream consumer (the shadow replayer) and the tree comparator.
+
+pub mod compare;
+pub mod shadow;
+pub mod sys;

@@ -1,2 +1,151 @@
-//! Developer tasks; placeholder.
-fn main() {}
+//! Developer tasks, run as `cargo xtask <task>`: the generated vmlinux header, lint,
+//! the whole test suite (unprivileged and privileged parts), the demo and benchmarks.
+//!
+//! Every task is a plain sequence of commands, printed before it runs, so that what
+//! CI does can be repeated by hand.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Regenerates agent-ebpf/src/bpf/vmlinux/x86_64/vmlinux.h from this kernel's BTF.
+    Vmlinux,
+    /// rustfmt check, clippy with warnings denied, and the tidy checks.
+    Lint,
+    /// The whole test suite: lint, unit tests, then the privileged integration tests.
+    Test {
+        /// Seeds of the capture oracle, comma separated (three by default).
+        #[arg(long, default_value = "1,2,3")]
+        seeds: String,
+        /// Skip lint (for quick local runs; CI does not skip it).
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Builds the agent and runs the capture benchmarks, printing a table.
+    Bench,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Vmlinux => vmlinux(&root),
+        Task::Lint => lint(&root),
+        Task::Test { seeds, no_lint } => test(&root, &seeds, no_lint),
+        Task::Bench => run(&root, "cargo", &["run", "--release", "-p", "tandem-tests", "--bin", "capture-bench"], &[]),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").context("run through `cargo xtask`")?;
+    Path::new(&dir)
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Runs a command in `dir`, echoing it first; a failure names the command.
+fn run(dir: &Path, prog: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    eprintln!("+ {prog} {}", args.join(" "));
+    let status = Command::new(prog)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run {prog}"))?;
+    if !status.success() {
+        bail!("`{prog} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn vmlinux(root: &Path) -> anyhow::Result<()> {
+    let out = root.join("agent-ebpf/src/bpf/vmlinux/x86_64/vmlinux.h");
+    let dump = Command::new("bpftool")
+        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"])
+        .output()
+        .context("cannot run bpftool (apt-get install bpftool)")?;
+    if !dump.status.success() {
+        bail!("bpftool failed: {}", String::from_utf8_lossy(&dump.stderr));
+    }
+    std::fs::write(&out, dump.stdout).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn lint(root: &Path) -> anyhow::Result<()> {
+    run(root, "cargo", &["fmt", "--all", "--check"], &[])?;
+    run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    tidy(root)
+}
+
+/// House rules no compiler checks: every crate opts into the workspace lints and
+/// every Rust source starts with a module doc comment.
+fn tidy(root: &Path) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for krate in ["agent", "agent-common", "agent-ebpf", "xtask", "tests"] {
+        let manifest = std::fs::read_to_string(root.join(krate).join("Cargo.toml"))?;
+        if !manifest.contains("[lints]\nworkspace = true") {
+            problems.push(format!("{krate}/Cargo.toml does not set [lints] workspace = true"));
+        }
+        let mut stack = vec![root.join(krate)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() && !path.ends_with("target") {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path)?;
+                    if !text.trim_start().starts_with("//!") {
+                        problems.push(format!("{} has no `//!` module doc", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("tidy:\n{}", problems.join("\n"));
+    }
+    eprintln!("tidy: ok");
+    Ok(())
+}
+
+fn test(root: &Path, seeds: &str, no_lint: bool) -> anyhow::Result<()> {
+    if !no_lint {
+        lint(root)?;
+    }
+    if !nix_is_root() {
+        bail!("the test suite needs root (eBPF, fanotify, namespaces): run it with sudo");
+    }
+    run(root, "cargo", &["build", "--workspace", "--all-targets"], &[])?;
+    run(root, "cargo", &["test", "--workspace", "--exclude", "tandem-tests"], &[])?;
+    let bin = root.join("target/debug/tandem");
+    let bin = bin.to_string_lossy();
+    run(root, "cargo", &["test", "-p", "tandem-tests", "--lib"], &[])?;
+    run(
+        root,
+        "cargo",
+        &["test", "-p", "tandem-tests", "--test", "capture", "--", "--test-threads=1"],
+        &[("TANDEM_BIN", &bin), ("TANDEM_ORACLE_SEEDS", seeds)],
+    )
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

@@ -1,0 +1,1154 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Tandem's change capture: report every successful change to the contents of a
+ * file under a watched tree into the EVENTS ring buffer, with the exact byte range
+ * taken at syscall exit from the real return value.
+ *
+ * Hooks (all loadable by aya 0.14 on a kernel without kprobes, fentry or LSM):
+ *  - syscall tracepoints. Each sys_enter_* program resolves the fd to its struct
+ *    file, reads what only the entry knows (explicit offset, f_pos or i_size before
+ *    the call, flags) and stashes it in STASH keyed by pid_tgid, together with the
+ *    file's (dev, ino, dentry). One generic program, sys_exit_file, is attached to
+ *    every matching sys_exit_* tracepoint: it checks that the stash belongs to this
+ *    syscall, computes the range from the return value, filters and emits. The
+ *    filter runs at exit only, so a file renamed into a watched tree while a write
+ *    is in flight is still reported.
+ *  - write/writev/sendfile/pwritev2(-1) use the union of [f_pos(enter), +ret) and
+ *    [f_pos(exit) - ret, f_pos(exit)): threads sharing a struct file can move f_pos
+ *    between the two hooks, and over-reporting is safe where under-reporting loses
+ *    data. Appends (O_APPEND, RWF_APPEND, and pwrite on an O_APPEND fd, which Linux
+ *    appends) use [i_size(enter), max(i_size(enter) + ret, i_size(exit))).
+ *  - tp_btf/io_uring_submit_req stashes the prepped position of write-like
+ *    requests in UREQ keyed by the request pointer; tp_btf/io_uring_complete reads
+ *    req->file (fixed files included) and the result. A request whose position is
+ *    the file position, or an append, or whose stash was evicted, becomes VERIFY.
+ *  - shared writable mmap of a watched file inserts its key into MMAPPED and the
+ *    tgid into MAPPERS; tp_btf/writeback_dirty_folio reports the first store to
+ *    each clean page of such files; msync/munmap by a MAPPERS tgid become FLUSH.
+ *  - rename/unlink/rmdir/link exits (and their io_uring forms) bump GEN, which
+ *    invalidates the verdict cache.
+ *
+ * Filter: the file's own (s_dev, ino) is looked up in WATCHED (user space adds
+ * hard-linked inodes there), then each ancestor up the d_parent chain to the root
+ * of the file's filesystem, at most MAX_DEPTH levels; a walk that gives up reports
+ * the change with TANDEM_F_DEPTH_EXCEEDED. Verdicts are cached in VCACHE under
+ * (dev, ino, dentry) for the file and for its parent directory, tagged with GEN[0].
+ * Struct fields are read by snapshotting the head of each kernel object with one
+ * bpf_probe_read_kernel and picking fields at CO-RE offsets: that is one helper
+ * call per object instead of one per field, which is what the hot path costs.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "tandem_abi.h"
+
+char _license[] SEC("license") = "GPL";
+
+#define MAX_DEPTH 64
+
+/* uapi constants (macros are not in BTF, so vmlinux.h lacks them). */
+#define T_O_TRUNC 00001000
+#define T_O_APPEND 00002000
+#define T_O_DSYNC 00010000 /* O_SYNC includes this bit */
+#define T_S_IFMT 0170000
+#define T_S_IFREG 0100000
+#define T_S_IFDIR 0040000
+#define T_RWF_DSYNC 0x2
+#define T_RWF_SYNC 0x4
+#define T_RWF_APPEND 0x10
+#define T_MAP_SHARED 0x1
+#define T_PROT_WRITE 0x2
+#define T_MS_SYNC 4
+#define T_SYNC_FILE_RANGE_WAIT_AFTER 4
+#define T_PAGE_SHIFT 12
+#define T_MAX_ERRNO 4095
+
+/* What the exit program must do with a stash (struct stash.op). */
+enum {
+	ST_NONE = 0,
+	ST_WRITE_OFF,    /* [off, off + ret) */
+	ST_WRITE_FPOS,   /* union of f_pos-based candidates; obj = struct file * */
+	ST_WRITE_APPEND, /* i_size-based; obj = struct inode * */
+	ST_WRITE_UPTR,   /* off from a user loff_t * (obj), read at enter and exit */
+	ST_TRUNCATE,
+	ST_FALLOCATE,
+	ST_OPEN_TRUNC, /* the file is only known at exit (ret is the fd) */
+	ST_SYNC,
+	ST_SYNCFS,
+	ST_MMAP,
+	ST_FLUSH,
+};
+
+/* Filter verdicts, as cached in VCACHE. */
+enum {
+	VERDICT_NO = 0,
+	VERDICT_YES = 1,
+	VERDICT_DEPTH = 2, /* the walk gave up: report, flagged */
+};
+
+struct stash {
+	__u64 dev;
+	__u64 ino;
+	__u64 dentry;
+	__u64 obj;
+	__s64 off;
+	__u64 len;
+	__u32 nr; /* syscall number, checked at exit */
+	__u32 op;
+	__u32 aux;
+	__u32 sync; /* also emit TANDEM_SYNC_WRITE after the write */
+};
+
+struct pstash {
+	__u32 nr;
+	__u32 flags;
+	__u64 len;
+	char path[TANDEM_PATH_MAX];
+};
+
+struct ureq {
+	__s64 pos;
+	__u64 len;
+	__u32 opcode;
+	__u32 tgid;
+	__u32 aux;
+	__u32 rwf;
+};
+
+struct vkey {
+	__u64 dev;
+	__u64 ino;
+	__u64 dentry;
+};
+
+struct vval {
+	__u64 gen;
+	__u32 verdict;
+	__u32 pad;
+};
+
+struct finfo {
+	__u64 dev;
+	__u64 ino;
+	__u64 dentry;
+	__u64 inode;
+	__s64 pos;
+	__s64 isize;
+	__u32 flags;
+	__u32 mode;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} EVENTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tandem_key);
+	__type(value, __u32);
+} WATCHED SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct vkey);
+	__type(value, struct vval);
+} VCACHE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} GEN SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} EXCLUDED SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TANDEM_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} STATS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tandem_key);
+	__type(value, __u32);
+} LOST SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tandem_key);
+	__type(value, __u32);
+} MMAPPED SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} MAPPERS SEC(".maps");
+
+/*
+ * An LRU so that stashes of threads that died inside a syscall age out; an entry
+ * is consumed in place (op = ST_NONE) rather than deleted, which saves a helper
+ * call on the hot path, and the syscall number guards against a stale one.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct stash);
+} STASH SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct pstash);
+} PSTASH SEC(".maps");
+
+/* Scratch for truncate(2)'s path: too big for the 512-byte BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pstash);
+} PSCRATCH SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ureq);
+} UREQ SEC(".maps");
+
+/* Snapshot sizes: must cover the last field read from each object. */
+#define FILE_SNAP 128
+#define INODE_SNAP 96
+#define DENTRY_SNAP 56
+
+/* Reads `field` of a `type` object from a snapshot of its head. */
+#define SNAP(buf, type, field)                                                 \
+	(*(typeof(((type *)0)->field) *)((char *)(buf) +                       \
+					  bpf_core_field_offset(type, field)))
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&STATS, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 cur_tgid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* A lost event: user space must verify the file; (0, 0) means "unknown file". */
+static __always_inline void lost(__u64 dev, __u64 ino)
+{
+	struct tandem_key k = { .dev = dev, .ino = ino };
+	__u32 one = 1;
+
+	stat_inc(TANDEM_STAT_DROPPED);
+	bpf_map_update_elem(&LOST, &k, &one, BPF_ANY);
+}
+
+static __always_inline void emit(__u32 kind, __u64 dev, __u64 ino, __u64 off,
+				 __u64 len, __u32 aux, __u32 flags, __u32 tgid)
+{
+	struct tandem_event *e = bpf_ringbuf_reserve(&EVENTS, sizeof(*e), 0);
+
+	if (!e) {
+		lost(dev, ino);
+		return;
+	}
+	e->dev = dev;
+	e->ino = ino;
+	e->offset = off;
+	e->len = len;
+	e->kind = kind;
+	e->tgid = tgid;
+	e->aux = aux;
+	e->flags = flags;
+	/*
+	 * Data events do not wake the consumer (it drains on a short timer, which
+	 * sustains millions of events per second); durability points must be seen
+	 * at once because the application is waiting on them.
+	 */
+	if (kind == TANDEM_EV_SYNC || kind == TANDEM_EV_SYNC_ALL ||
+	    kind == TANDEM_EV_FLUSH)
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	stat_inc(TANDEM_STAT_EMITTED);
+}
+
+static __always_inline __u64 read_gen(void)
+{
+	__u32 z = 0;
+	__u64 *g = bpf_map_lookup_elem(&GEN, &z);
+
+	return g ? *g : 0;
+}
+
+static __always_inline void bump_gen(void)
+{
+	__u32 z = 0;
+	__u64 *g = bpf_map_lookup_elem(&GEN, &z);
+
+	if (g)
+		__sync_fetch_and_add(g, 1);
+}
+
+/* fd -> struct file of the current task, or NULL. */
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (fd < 0)
+		return NULL;
+	/* BTF pointer walks: plain loads, no helper calls. */
+	fdt = t->files->fdt;
+	if ((__u64)fd >= fdt->max_fds)
+		return NULL;
+	fds = fdt->fd;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return NULL;
+	return f;
+}
+
+/* Everything the filter and the range computation need about an open file. */
+static __always_inline int file_info(struct file *f, struct finfo *fi)
+{
+	__u64 fb[FILE_SNAP / 8];
+	__u64 ib[INODE_SNAP / 8];
+	struct super_block *sb;
+	struct inode *inode;
+	dev_t dev = 0;
+
+	if (!f || bpf_probe_read_kernel(fb, sizeof(fb), f))
+		return -1;
+	inode = SNAP(fb, struct file, f_inode);
+	fi->flags = SNAP(fb, struct file, f_flags);
+	fi->dentry = (__u64)SNAP(fb, struct file, f_path.dentry);
+	fi->pos = SNAP(fb, struct file, f_pos);
+	if (!inode || bpf_probe_read_kernel(ib, sizeof(ib), inode))
+		return -1;
+	fi->inode = (__u64)inode;
+	fi->mode = SNAP(ib, struct inode, i_mode);
+	fi->ino = SNAP(ib, struct inode, i_ino);
+	fi->isize = SNAP(ib, struct inode, i_size);
+	sb = SNAP(ib, struct inode, i_sb);
+	if (bpf_core_read(&dev, sizeof(dev), &sb->s_dev))
+		return -1;
+	fi->dev = dev;
+	return 0;
+}
+
+/*
+ * Walks up from the file's dentry. Returns the verdict of the file's parent
+ * directory (which is the file's verdict when its own key is not watched) and
+ * caches it under the parent's key as well.
+ */
+static __always_inline __u32 walk(__u64 dev, __u64 dentry, __u64 gen)
+{
+	__u64 db[DENTRY_SNAP / 8];
+	struct tandem_key k = { .dev = dev };
+	struct vkey pk = { .dev = dev };
+	struct vval pv = { .gen = gen };
+	__u64 d = dentry, p, ino;
+	struct inode *pi;
+	struct vval *cv;
+	__u32 v = VERDICT_DEPTH;
+	int i;
+
+	if (bpf_probe_read_kernel(db, sizeof(db), (void *)d))
+		return VERDICT_DEPTH;
+	p = (__u64)SNAP(db, struct dentry, d_parent);
+	for (i = 0; i < MAX_DEPTH; i++) {
+		if (!p || p == d) {
+			v = VERDICT_NO; /* the root of this filesystem */
+			break;
+		}
+		if (bpf_probe_read_kernel(db, sizeof(db), (void *)p)) {
+			v = VERDICT_DEPTH;
+			break;
+		}
+		pi = SNAP(db, struct dentry, d_inode);
+		ino = 0;
+		if (bpf_core_read(&ino, sizeof(ino), &pi->i_ino)) {
+			v = VERDICT_DEPTH;
+			break;
+		}
+		k.ino = ino;
+		if (bpf_map_lookup_elem(&WATCHED, &k)) {
+			v = VERDICT_YES;
+			break;
+		}
+		if (i == 0) {
+			pk.ino = ino;
+			pk.dentry = p;
+		}
+		struct vkey ck = { .dev = dev, .ino = ino, .dentry = p };
+		cv = bpf_map_lookup_elem(&VCACHE, &ck);
+		if (cv && cv->gen == gen) {
+			if (i == 0)
+				return cv->verdict; /* already cached as the parent */
+			v = cv->verdict;
+			break;
+		}
+		d = p;
+		p = (__u64)SNAP(db, struct dentry, d_parent);
+	}
+	if (pk.dentry) {
+		pv.verdict = v;
+		bpf_map_update_elem(&VCACHE, &pk, &pv, BPF_ANY);
+	}
+	return v;
+}
+
+static __always_inline __u32 verdict(__u64 dev, __u64 ino, __u64 dentry)
+{
+	struct vkey vk = { .dev = dev, .ino = ino, .dentry = dentry };
+	struct tandem_key k = { .dev = dev, .ino = ino };
+	__u64 gen = read_gen();
+	struct vval nv = { .gen = gen };
+	struct vval *cv;
+
+	cv = bpf_map_lookup_elem(&VCACHE, &vk);
+	if (cv && cv->gen == gen) {
+		stat_inc(TANDEM_STAT_CACHE_HIT);
+		return cv->verdict;
+	}
+	if (bpf_map_lookup_elem(&WATCHED, &k))
+		nv.verdict = VERDICT_YES;
+	else
+		nv.verdict = walk(dev, dentry, gen);
+	bpf_map_update_elem(&VCACHE, &vk, &nv, BPF_ANY);
+	return nv.verdict;
+}
+
+/* Whether a change to this file by tgid is reported; sets the event flags. */
+static __always_inline int wanted(__u64 dev, __u64 ino, __u64 dentry,
+				  __u32 tgid, __u32 *flags)
+{
+	__u32 v = verdict(dev, ino, dentry);
+
+	if (v == VERDICT_NO) {
+		stat_inc(TANDEM_STAT_FILTERED);
+		return 0;
+	}
+	if (v == VERDICT_DEPTH)
+		*flags |= TANDEM_F_DEPTH_EXCEEDED;
+	/* Checked after the verdict: only watched writes pay for it. */
+	if (bpf_map_lookup_elem(&EXCLUDED, &tgid))
+		return 0;
+	return 1;
+}
+
+static __always_inline int is_reg(__u32 mode)
+{
+	return (mode & T_S_IFMT) == T_S_IFREG;
+}
+
+static __always_inline void put_stash(struct stash *st, struct finfo *fi)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (bpf_map_update_elem(&STASH, &id, st, BPF_ANY))
+		lost(fi ? fi->dev : 0, fi ? fi->ino : 0);
+}
+
+/*
+ * The common sys_enter part for syscalls that act on an fd: resolve it, keep
+ * regular files only (and directories for fsync), and stash what exit needs.
+ * rwf carries pwritev2's RWF_* flags.
+ */
+static __always_inline int enter_fd(struct trace_event_raw_sys_enter *ctx,
+				    long fd, __u32 op, __s64 off, __u64 len,
+				    __u32 aux, __u32 rwf, __u64 uptr)
+{
+	struct file *f = fd_file(fd);
+	struct finfo fi = {};
+	struct stash st = {};
+
+	if (file_info(f, &fi))
+		return 0;
+	if (!is_reg(fi.mode) &&
+	    !(op == ST_SYNC && (fi.mode & T_S_IFMT) == T_S_IFDIR))
+		return 0;
+	st.dev = fi.dev;
+	st.ino = fi.ino;
+	st.dentry = fi.dentry;
+	st.nr = (__u32)ctx->id;
+	st.op = op;
+	st.off = off;
+	st.len = len;
+	st.aux = aux;
+	if (op == ST_WRITE_OFF || op == ST_WRITE_FPOS || op == ST_WRITE_UPTR) {
+		if ((fi.flags & T_O_APPEND) || (rwf & T_RWF_APPEND)) {
+			st.op = ST_WRITE_APPEND;
+			st.off = fi.isize;
+			st.obj = fi.inode;
+		} else if (op == ST_WRITE_FPOS) {
+			st.off = fi.pos;
+			st.obj = (__u64)f;
+		} else if (op == ST_WRITE_UPTR) {
+			__s64 o = -1;
+
+			st.obj = uptr;
+			if (bpf_probe_read_user(&o, sizeof(o), (void *)uptr))
+				o = -1;
+			st.off = o;
+		}
+		st.sync = (fi.flags & T_O_DSYNC) ||
+			  (rwf & (T_RWF_DSYNC | T_RWF_SYNC));
+	}
+	put_stash(&st, &fi);
+	return 0;
+}
+
+static __always_inline __s64 smin(__s64 a, __s64 b)
+{
+	return a < b ? a : b;
+}
+
+static __always_inline __s64 smax(__s64 a, __s64 b)
+{
+	return a > b ? a : b;
+}
+
+/* ---- sys_enter programs ---------------------------------------------------- */
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int sys_enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_WRITE_FPOS, 0, 0, 0, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int sys_enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_WRITE_FPOS, 0, 0, 0, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pwrite64")
+int sys_enter_pwrite64(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_WRITE_OFF, ctx->args[3], 0, 0, 0,
+			0);
+}
+
+/* pwritev(fd, iov, cnt, pos_l, pos_h): on 64-bit the offset is pos_l. */
+SEC("tracepoint/syscalls/sys_enter_pwritev")
+int sys_enter_pwritev(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_WRITE_OFF, ctx->args[3], 0, 0, 0,
+			0);
+}
+
+/* pwritev2(fd, iov, cnt, pos_l, pos_h, flags): offset -1 means f_pos. */
+SEC("tracepoint/syscalls/sys_enter_pwritev2")
+int sys_enter_pwritev2(struct trace_event_raw_sys_enter *ctx)
+{
+	__s64 off = ctx->args[3];
+	__u32 op = off == -1 ? ST_WRITE_FPOS : ST_WRITE_OFF;
+
+	return enter_fd(ctx, ctx->args[0], op, off, 0, 0, ctx->args[5], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_ftruncate")
+int sys_enter_ftruncate(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_TRUNCATE, ctx->args[1], 0, 0, 0,
+			0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fallocate")
+int sys_enter_fallocate(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_FALLOCATE, ctx->args[2],
+			ctx->args[3], ctx->args[1], 0, 0);
+}
+
+/* copy_file_range(fd_in, off_in, fd_out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_copy_file_range")
+int sys_enter_copy_file_range(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 uptr = ctx->args[3];
+
+	return enter_fd(ctx, ctx->args[2], uptr ? ST_WRITE_UPTR : ST_WRITE_FPOS,
+			0, 0, 0, 0, uptr);
+}
+
+/* splice(fd_in, off_in, fd_out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_splice")
+int sys_enter_splice(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 uptr = ctx->args[3];
+
+	return enter_fd(ctx, ctx->args[2], uptr ? ST_WRITE_UPTR : ST_WRITE_FPOS,
+			0, 0, 0, 0, uptr);
+}
+
+/* sendfile64(out_fd, in_fd, offset, count): the offset belongs to in_fd. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int sys_enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_WRITE_FPOS, 0, 0, 0, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fsync")
+int sys_enter_fsync(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_SYNC, 0, 0, TANDEM_SYNC_FSYNC, 0,
+			0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fdatasync")
+int sys_enter_fdatasync(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_fd(ctx, ctx->args[0], ST_SYNC, 0, 0, TANDEM_SYNC_FDATASYNC,
+			0, 0);
+}
+
+/* sync_file_range(fd, off, nbytes, flags): durable only with WAIT_AFTER. */
+SEC("tracepoint/syscalls/sys_enter_sync_file_range")
+int sys_enter_sync_file_range(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[3] & T_SYNC_FILE_RANGE_WAIT_AFTER))
+		return 0;
+	return enter_fd(ctx, ctx->args[0], ST_SYNC, ctx->args[1], ctx->args[2],
+			TANDEM_SYNC_FILE_RANGE, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_syncfs")
+int sys_enter_syncfs(struct trace_event_raw_sys_enter *ctx)
+{
+	struct finfo fi = {};
+	struct stash st = {};
+
+	/* A bad fd fails the syscall; an fd we cannot read still syncs. */
+	file_info(fd_file(ctx->args[0]), &fi);
+	st.dev = fi.dev;
+	st.nr = (__u32)ctx->id;
+	st.op = ST_SYNCFS;
+	put_stash(&st, 0);
+	return 0;
+}
+
+/* mmap(addr, len, prot, flags, fd, off) */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int sys_enter_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[3] & T_MAP_SHARED) || !(ctx->args[2] & T_PROT_WRITE))
+		return 0;
+	return enter_fd(ctx, (int)ctx->args[4], ST_MMAP, ctx->args[5],
+			ctx->args[1], 0, 0, 0);
+}
+
+static __always_inline int enter_flush(struct trace_event_raw_sys_enter *ctx,
+				       __u32 aux)
+{
+	__u32 tgid = cur_tgid();
+	struct stash st = {};
+
+	/* Only processes that mapped a watched file shared and writable. */
+	if (!bpf_map_lookup_elem(&MAPPERS, &tgid))
+		return 0;
+	st.nr = (__u32)ctx->id;
+	st.op = ST_FLUSH;
+	st.off = ctx->args[0];
+	st.len = ctx->args[1];
+	st.aux = aux;
+	put_stash(&st, 0);
+	return 0;
+}
+
+/* msync(addr, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_msync")
+int sys_enter_msync(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_flush(ctx, (ctx->args[2] & T_MS_SYNC) ? TANDEM_SYNC_MSYNC : 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_munmap")
+int sys_enter_munmap(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_flush(ctx, 0);
+}
+
+static __always_inline int enter_open(struct trace_event_raw_sys_enter *ctx,
+				      __u64 flags)
+{
+	struct stash st = {};
+
+	if (!(flags & T_O_TRUNC))
+		return 0;
+	st.nr = (__u32)ctx->id;
+	st.op = ST_OPEN_TRUNC;
+	put_stash(&st, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int sys_enter_open(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_open(ctx, ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int sys_enter_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_open(ctx, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int sys_enter_creat(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_open(ctx, T_O_TRUNC);
+}
+
+/* openat2(dfd, path, struct open_how *how, size) */
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int sys_enter_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 flags = 0;
+
+	/* A fault here makes the syscall fail with EFAULT as well. */
+	if (bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[2]))
+		return 0;
+	return enter_open(ctx, flags);
+}
+
+/* truncate(path, len): no file to filter on; the path goes to user space. */
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int sys_enter_truncate(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pstash *ps;
+	__u32 z = 0;
+	long n;
+
+	ps = bpf_map_lookup_elem(&PSCRATCH, &z);
+	if (!ps)
+		return 0;
+	n = bpf_probe_read_user_str(ps->path, sizeof(ps->path),
+				    (void *)ctx->args[0]);
+	ps->flags = 0;
+	if (n < 0) {
+		ps->path[0] = 0;
+		ps->flags = TANDEM_F_PATH_TRUNCATED;
+	} else if (n >= TANDEM_PATH_MAX) {
+		ps->flags = TANDEM_F_PATH_TRUNCATED;
+	}
+	ps->nr = (__u32)ctx->id;
+	ps->len = ctx->args[1];
+	if (bpf_map_update_elem(&PSTASH, &id, ps, BPF_ANY))
+		lost(0, 0);
+	return 0;
+}
+
+/* ---- sys_exit programs ----------------------------------------------------- */
+
+SEC("tracepoint/syscalls/sys_exit_truncate")
+int sys_exit_truncate(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct tandem_path_event *e;
+	struct pstash *ps;
+
+	ps = bpf_map_lookup_elem(&PSTASH, &id);
+	if (!ps)
+		return 0;
+	if (ps->nr != (__u32)ctx->id || ctx->ret != 0 ||
+	    bpf_map_lookup_elem(&EXCLUDED, &tgid))
+		goto out;
+	e = bpf_ringbuf_reserve(&EVENTS, sizeof(*e), 0);
+	if (!e) {
+		lost(0, 0);
+		goto out;
+	}
+	e->hdr.dev = 0;
+	e->hdr.ino = 0;
+	e->hdr.offset = ps->len;
+	e->hdr.len = 0;
+	e->hdr.kind = TANDEM_EV_TRUNCATE_PATH;
+	e->hdr.tgid = tgid;
+	e->hdr.aux = 0;
+	e->hdr.flags = ps->flags;
+	bpf_probe_read_kernel(e->path, sizeof(e->path), ps->path);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	stat_inc(TANDEM_STAT_EMITTED);
+out:
+	bpf_map_delete_elem(&PSTASH, &id);
+	return 0;
+}
+
+/*
+ * The one exit program for every syscall whose enter stashed something. It is
+ * attached to many sys_exit_* tracepoints; the stashed syscall number says which.
+ */
+SEC("tracepoint/syscalls/sys_exit_file")
+int sys_exit_file(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	long ret = ctx->ret;
+	__u32 kind, flags = 0, aux = 0;
+	__u64 off = 0, len = 0;
+	struct stash *sp, st;
+
+	sp = bpf_map_lookup_elem(&STASH, &id);
+	if (!sp || sp->op == ST_NONE)
+		return 0;
+	st = *sp;
+	sp->op = ST_NONE;
+	if (st.nr != (__u32)ctx->id)
+		return 0;
+
+	switch (st.op) {
+	case ST_WRITE_OFF:
+		if (ret <= 0)
+			return 0;
+		kind = TANDEM_EV_WRITE;
+		off = st.off;
+		len = ret;
+		break;
+	case ST_WRITE_FPOS: {
+		__s64 lo = st.off, after = 0, start, end;
+
+		if (ret <= 0)
+			return 0;
+		/*
+		 * The syscall held a reference on the file until just now; a
+		 * concurrent close can free it, and then this read is garbage but
+		 * harmless (the range only grows).
+		 */
+		if (bpf_core_read(&after, sizeof(after),
+				  &((struct file *)st.obj)->f_pos))
+			after = lo + ret;
+		start = smin(lo, after - ret);
+		end = smax(lo + ret, after);
+		kind = TANDEM_EV_WRITE;
+		off = start < 0 ? 0 : start;
+		len = end - (__s64)off;
+		break;
+	}
+	case ST_WRITE_APPEND: {
+		__s64 lo = st.off, isize = 0;
+
+		if (ret <= 0)
+			return 0;
+		if (bpf_core_read(&isize, sizeof(isize),
+				  &((struct inode *)st.obj)->i_size))
+			isize = 0;
+		kind = TANDEM_EV_WRITE;
+		off = lo;
+		len = smax(lo + ret, isize) - lo;
+		break;
+	}
+	case ST_WRITE_UPTR: {
+		__s64 lo = st.off, after = -1, start, end;
+
+		if (ret <= 0)
+			return 0;
+		if (bpf_probe_read_user(&after, sizeof(after), (void *)st.obj))
+			after = -1;
+		kind = TANDEM_EV_WRITE;
+		if (lo >= 0 && after >= ret) {
+			start = smin(lo, after - ret);
+			end = smax(lo + ret, after);
+		} else if (lo >= 0) {
+			start = lo;
+			end = lo + ret;
+		} else if (after >= ret) {
+			start = after - ret;
+			end = after;
+		} else {
+			kind = TANDEM_EV_VERIFY;
+			start = 0;
+			end = 0;
+		}
+		off = start;
+		len = end - start;
+		break;
+	}
+	case ST_TRUNCATE:
+		if (ret != 0)
+			return 0;
+		kind = TANDEM_EV_TRUNCATE;
+		off = st.off;
+		break;
+	case ST_FALLOCATE:
+		if (ret != 0)
+			return 0;
+		kind = TANDEM_EV_FALLOCATE;
+		off = st.off;
+		len = st.len;
+		aux = st.aux;
+		break;
+	case ST_SYNC:
+		if (ret != 0)
+			return 0;
+		kind = TANDEM_EV_SYNC;
+		off = st.off;
+		len = st.len;
+		aux = st.aux;
+		break;
+	case ST_MMAP:
+		if ((unsigned long)ret >= (unsigned long)-T_MAX_ERRNO)
+			return 0;
+		kind = TANDEM_EV_MMAP;
+		off = st.off;
+		len = st.len;
+		break;
+	case ST_OPEN_TRUNC: {
+		struct finfo fi = {};
+
+		if (ret < 0 || file_info(fd_file(ret), &fi) || !is_reg(fi.mode))
+			return 0;
+		st.dev = fi.dev;
+		st.ino = fi.ino;
+		st.dentry = fi.dentry;
+		kind = TANDEM_EV_TRUNCATE;
+		break;
+	}
+	case ST_SYNCFS:
+		if (ret == 0)
+			emit(TANDEM_EV_SYNC_ALL, st.dev, 0, 0, 0,
+			     TANDEM_SYNC_SYNCFS, 0, tgid);
+		return 0;
+	case ST_FLUSH:
+		if (ret == 0 && !bpf_map_lookup_elem(&EXCLUDED, &tgid))
+			emit(TANDEM_EV_FLUSH, 0, 0, st.off, st.len, st.aux, 0,
+			     tgid);
+		return 0;
+	default:
+		return 0;
+	}
+
+	if (!wanted(st.dev, st.ino, st.dentry, tgid, &flags))
+		return 0;
+	emit(kind, st.dev, st.ino, off, len, aux, flags, tgid);
+	if (st.sync)
+		emit(TANDEM_EV_SYNC, st.dev, st.ino, off, len, TANDEM_SYNC_WRITE,
+		     flags, tgid);
+	if (st.op == ST_MMAP) {
+		struct tandem_key k = { .dev = st.dev, .ino = st.ino };
+		__u32 one = 1;
+
+		bpf_map_update_elem(&MMAPPED, &k, &one, BPF_ANY);
+		bpf_map_update_elem(&MAPPERS, &tgid, &one, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sync")
+int sys_exit_sync(struct trace_event_raw_sys_exit *ctx)
+{
+	emit(TANDEM_EV_SYNC_ALL, 0, 0, 0, 0, TANDEM_SYNC_SYNC, 0, cur_tgid());
+	return 0;
+}
+
+/* Attached to the exits of rename*, unlink*, rmdir and link*: a successful one
+ * may move a subtree in or out of a watched tree or recycle a dentry. */
+SEC("tracepoint/syscalls/sys_exit_rename")
+int sys_exit_namespace(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret == 0)
+		bump_gen();
+	return 0;
+}
+
+/* ---- io_uring ---------------------------------------------------------------- */
+
+static __always_inline int uring_is_write(__u32 op)
+{
+	return op == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE) ||
+	       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITEV) ||
+	       op == bpf_core_enum_value(enum io_uring_op,
+					 IORING_OP_WRITE_FIXED) ||
+	       (bpf_core_enum_value_exists(enum io_uring_op,
+					   IORING_OP_WRITEV_FIXED) &&
+		op == bpf_core_enum_value(enum io_uring_op,
+					  IORING_OP_WRITEV_FIXED));
+}
+
+/* The request is prepped here but its file is only assigned at issue. */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(uring_submit, struct io_kiocb *req)
+{
+	__u32 op = req->opcode;
+	struct ureq u = {};
+	__u64 key = (__u64)req;
+
+	u.opcode = op;
+	u.tgid = cur_tgid();
+	if (uring_is_write(op)) {
+		struct io_rw *rw = (void *)req;
+
+		u.pos = rw->kiocb.ki_pos;
+		u.rwf = rw->flags;
+	} else if (op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_FALLOCATE) ||
+		   op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_SYNC_FILE_RANGE) ||
+		   op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_FSYNC)) {
+		struct io_sync *s = (void *)req;
+
+		u.pos = s->off;
+		u.len = s->len;
+		u.aux = s->mode;
+	} else if (bpf_core_enum_value_exists(enum io_uring_op,
+					      IORING_OP_FTRUNCATE) &&
+		   op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_FTRUNCATE)) {
+		struct io_ftrunc *t = (void *)req;
+
+		u.pos = t->len;
+	} else if (op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_SPLICE)) {
+		struct io_splice *s = (void *)req;
+
+		u.pos = s->off_out;
+	} else {
+		return 0;
+	}
+	bpf_map_update_elem(&UREQ, &key, &u, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(uring_complete, struct io_ring_ctx *rctx, void *req,
+	     struct io_uring_cqe *cqe)
+{
+	struct io_kiocb *r = req;
+	__u64 key = (__u64)req;
+	__u32 flags = TANDEM_F_URING, kind, aux = 0, op, tgid;
+	__u64 off = 0, len = 0;
+	struct finfo fi = {};
+	struct ureq *up, u;
+	__s32 res = cqe->res;
+
+	up = bpf_map_lookup_elem(&UREQ, &key);
+	if (up) {
+		u = *up;
+		bpf_map_delete_elem(&UREQ, &key);
+	} else {
+		/* Not stashed: not a tracked op, or its stash was evicted. */
+		op = BPF_CORE_READ(r, opcode);
+		if (op == bpf_core_enum_value(enum io_uring_op,
+					      IORING_OP_RENAMEAT) ||
+		    op == bpf_core_enum_value(enum io_uring_op,
+					      IORING_OP_UNLINKAT) ||
+		    op == bpf_core_enum_value(enum io_uring_op,
+					      IORING_OP_LINKAT)) {
+			if (res == 0)
+				bump_gen();
+			return 0;
+		}
+		if (!uring_is_write(op) &&
+		    op != bpf_core_enum_value(enum io_uring_op,
+					      IORING_OP_SPLICE))
+			return 0;
+		__builtin_memset(&u, 0, sizeof(u));
+		u.opcode = op;
+		u.pos = -1;
+		u.tgid = cur_tgid();
+	}
+	op = u.opcode;
+	tgid = u.tgid;
+	if (res < 0)
+		return 0;
+	if (file_info(BPF_CORE_READ(r, file), &fi) || !is_reg(fi.mode))
+		return 0;
+
+	if (uring_is_write(op) ||
+	    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_SPLICE)) {
+		if (res == 0)
+			return 0;
+		if (u.pos < 0 || (u.rwf & T_RWF_APPEND) ||
+		    (fi.flags & T_O_APPEND)) {
+			kind = TANDEM_EV_VERIFY;
+		} else {
+			kind = TANDEM_EV_WRITE;
+			off = u.pos;
+			len = res;
+		}
+	} else if (res != 0) {
+		return 0;
+	} else if (op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_FALLOCATE)) {
+		kind = TANDEM_EV_FALLOCATE;
+		off = u.pos;
+		len = u.len;
+		aux = u.aux;
+	} else if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_FSYNC)) {
+		kind = TANDEM_EV_SYNC;
+		aux = TANDEM_SYNC_URING_FSYNC;
+	} else if (op == bpf_core_enum_value(enum io_uring_op,
+					     IORING_OP_SYNC_FILE_RANGE)) {
+		kind = TANDEM_EV_SYNC;
+		off = u.pos;
+		len = u.len;
+		aux = TANDEM_SYNC_URING_RANGE;
+	} else {
+		kind = TANDEM_EV_TRUNCATE; /* IORING_OP_FTRUNCATE */
+		off = u.pos;
+	}
+	if (!wanted(fi.dev, fi.ino, fi.dentry, tgid, &flags))
+		return 0;
+	emit(kind, fi.dev, fi.ino, off, len, aux, flags, tgid);
+	if (kind == TANDEM_EV_WRITE &&
+	    ((fi.flags & T_O_DSYNC) || (u.rwf & (T_RWF_DSYNC | T_RWF_SYNC))))
+		emit(TANDEM_EV_SYNC, fi.dev, fi.ino, off, len, TANDEM_SYNC_WRITE,
+		     flags, tgid);
+	return 0;
+}
+
+/* ---- shared mmap ----------------------------------------------------------- */
+
+/* Fires on the first store to a clean page (and on buffered writes that dirty
+ * one); only files that a watched shared writable mapping covers are reported. */
+SEC("tp_btf/writeback_dirty_folio")
+int BPF_PROG(dirty_folio, struct folio *folio, struct address_space *mapping)
+{
+	struct inode *host = mapping->host;
+	struct tandem_key k = {};
+	__u32 tgid, order = 0;
+
+	if (!host)
+		return 0;
+	k.dev = host->i_sb->s_dev;
+	k.ino = host->i_ino;
+	if (!bpf_map_lookup_elem(&MMAPPED, &k))
+		return 0;
+	tgid = cur_tgid();
+	if (bpf_map_lookup_elem(&EXCLUDED, &tgid))
+		return 0;
+	if (folio->flags.f & (1UL << bpf_core_enum_value(enum pageflags, PG_head)))
+		order = folio->_flags_1 & 0xff;
+	emit(TANDEM_EV_PAGE_DIRTY, k.dev, k.ino, folio->index << T_PAGE_SHIFT,
+	     (1ULL << T_PAGE_SHIFT) << order, 0, 0, tgid);
+	return 0;
+}

@@ -11,6 +11,11 @@
 //!                                        (index::Index: the tree as last seen)+
 //! ```
 
+pub mod change;
 pub mod ebpf;
 pub mod fanotify;
+pub mod index;
 pub mod ranges;
+pub mod reconcile;
+pub mod engine;
+pub mod mapped;

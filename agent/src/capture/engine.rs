@@ -1,0 +1,626 @@
+//! The capture engine: one thread that owns the probes, the fanotify group, the index
+//! and the dirty set, and turns their inputs into the ordered change stream.
+//!
+//! Each step drains the kernel ring buffer first and fanotify second, so that a
+//! name created before a write is known when the write's data is described; then
+//! it reconciles the dirty names (emitting name operations), compares mapped files,
+//! and every `tick` (or at once on a durability point) describes the pending data
+//! of each dirty file, oldest first, under the name the consumer knows it by.
+//!
+//! Loss is never silent: dropped kernel events make their files (or, when the
+//! kernel could not say which, every tree) be verified by content, and a fanotify
+//! queue overflow makes every tree be rescanned.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::OsStr,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use agent_common::abi::{self, Key, kernel_dev};
+
+use super::{
+    change::{Change, Op, Sink},
+    ebpf::{EbpfError, Probes, Record},
+    fanotify::{FanEvent, Fanotify, FanotifyError, Handle, NamedHandle},
+    index::{Index, IndexError, Kind, NodeId, RootId, Stat, stat_of},
+    mapped::Mapped,
+    ranges::DirtyFiles,
+    reconcile::{DirtyName, DirtySet, Lookup, reconcile},
+};
+
+/// fallocate(2) modes that shift the file's content after the offset.
+const FALLOC_FL_COLLAPSE_RANGE: u32 = 0x08;
+const FALLOC_FL_INSERT_RANGE: u32 = 0x20;
+
+/// Settings of the capture engine.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The watched directories, as the operator gave them.
+    pub roots: Vec<PathBuf>,
+    /// How long data changes are coalesced before they are described.
+    pub tick: Duration,
+    /// Ranges kept per file before neighbouring ranges are merged.
+    pub max_ranges_per_file: usize,
+    /// Ranges kept in all before whole files are coarsened.
+    pub max_total_ranges: usize,
+}
+
+impl Settings {
+    /// Defaults for the given roots.
+    #[must_use]
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        Self {
+            roots,
+            tick: Duration::from_millis(5),
+            max_ranges_per_file: 1024,
+            max_total_ranges: 1 << 20,
+        }
+    }
+}
+
+/// Why capture could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    #[error(transparent)]
+    Fanotify(#[from] FanotifyError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("no directory to watch")]
+    NoRoots,
+    #[error("cannot write the change stream: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("waiting for kernel events failed: {0}")]
+    Poll(#[source] nix::Error),
+}
+
+/// Counters of what the engine has seen, for status and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub kernel_events: u64,
+    pub fanotify_events: u64,
+    pub emitted: u64,
+    pub lost_kernel_events: u64,
+    pub overflows: u64,
+    pub rescans: u64,
+}
+
+/// The capture engine.
+pub struct Engine {
+    settings: Settings,
+    probes: Probes,
+    fan: Fanotify,
+    index: Index,
+    dirty: DirtyFiles<Key>,
+    mapped: Mapped,
+    lookup: HandleLookup,
+    seq: u64,
+    last_flush: Instant,
+    dropped_seen: u64,
+    /// Files with a durability point waiting for their data to be described.
+    syncs: Vec<Key>,
+    sync_all: bool,
+    /// Files whose mappings must be compared now (a flush point).
+    compare_now: HashSet<Key>,
+    pending: DirtySet,
+    counters: Counters,
+    fan_buf: Vec<FanEvent>,
+}
+
+impl Engine {
+    /// Arms the kernel probes and fanotify marks, then indexes the trees. Changes made
+    /// after this returns are all reported.
+    pub fn start(settings: Settings) -> Result<Self, CaptureError> {
+        if settings.roots.is_empty() {
+            return Err(CaptureError::NoRoots);
+        }
+        let mut index = Index::default();
+        for r in &settings.roots {
+            index.add_root(r)?;
+        }
+        // Arm first, scan second: a change made during the scan is then both seen by
+        // the scan or after it and reported by an event; reconciliation is idempotent.
+        let mut probes = Probes::load()?;
+        probes.exclude_tgid(std::process::id())?;
+        let mut fan = Fanotify::new()?;
+        for (i, root) in index.roots().iter().enumerate() {
+            let tag = u32::try_from(i).unwrap_or(u32::MAX);
+            probes.watch(root.key, tag)?;
+            fan.mark_filesystem(&root.canonical)?;
+        }
+        let roots: Vec<RootId> = (0..index.roots().len())
+            .filter_map(|i| RootId::try_from(i).ok())
+            .collect();
+        let mut hard_linked = Vec::new();
+        for r in roots {
+            if let Some(node) = index.root_node(r) {
+                index.scan(node, &mut |_, _, st| {
+                    if st.kind != Kind::Dir && st.nlink > 1 {
+                        hard_linked.push(st.key);
+                    }
+                })?;
+            }
+        }
+        for key in hard_linked {
+            probes.watch(key, u32::MAX)?;
+        }
+        let dirty = DirtyFiles::new(settings.max_ranges_per_file, settings.max_total_ranges);
+        Ok(Self {
+            settings,
+            probes,
+            fan,
+            index,
+            dirty,
+            mapped: Mapped::default(),
+            lookup: HandleLookup::default(),
+            seq: 0,
+            last_flush: Instant::now(),
+            dropped_seen: 0,
+            syncs: Vec::new(),
+            sync_all: false,
+            compare_now: HashSet::new(),
+            pending: DirtySet::default(),
+            counters: Counters::default(),
+            fan_buf: Vec::new(),
+        })
+    }
+
+    /// The index, for inspection.
+    #[must_use]
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// What the engine has counted so far.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Runs until `stop` is set, then describes what is still pending and returns.
+    pub fn run(&mut self, sink: &mut dyn Sink, stop: &AtomicBool) -> Result<(), CaptureError> {
+        while !stop.load(Ordering::Relaxed) {
+            self.wait(self.settings.tick)?;
+            self.step(sink, Instant::now())?;
+        }
+        self.step(sink, Instant::now())?;
+        self.flush_data(sink)?;
+        sink.flush().map_err(CaptureError::Output)
+    }
+
+    /// Waits until the kernel has something for us, or `timeout`.
+    fn wait(&self, timeout: Duration) -> Result<(), CaptureError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = [
+            PollFd::new(self.probes.ring_fd(), PollFlags::POLLIN),
+            PollFd::new(self.fan.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+            Err(e) => Err(CaptureError::Poll(e)),
+        }
+    }
+
+    /// One round: drain, reconcile, compare, and describe data when due.
+    pub fn step(&mut self, sink: &mut dyn Sink, now: Instant) -> Result<(), CaptureError> {
+        self.drain_kernel();
+        self.account_losses();
+        self.drain_fanotify()?;
+        self.reconcile_names(sink)?;
+        self.compare_mappings(now);
+        let due = now.duration_since(self.last_flush) >= self.settings.tick;
+        if due || !self.syncs.is_empty() || self.sync_all {
+            self.flush_data(sink)?;
+            self.last_flush = now;
+        }
+        sink.flush().map_err(CaptureError::Output)
+    }
+
+    fn drain_kernel(&mut self) {
+        let mut records = Vec::new();
+        self.counters.kernel_events += self.probes.drain(|r| records.push(r)) as u64;
+        for r in records {
+            match r {
+                Record::Event(ev) => self.on_kernel_event(&ev),
+                Record::Path(pe) => self.on_truncate_path(pe.hdr.tgid, pe.path_bytes(), pe.hdr.offset, pe.hdr.flags),
+            }
+        }
+    }
+
+    fn on_kernel_event(&mut self, ev: &abi::Event) {
+        let key = Key {
+            dev: ev.dev,
+            ino: ev.ino,
+        };
+        match ev.kind {
+            abi::EV_WRITE | abi::EV_PAGE_DIRTY => {
+                self.dirty.write(key, ev.offset, ev.len);
+            }
+            abi::EV_TRUNCATE => {
+                self.dirty.truncate(key, ev.offset);
+            }
+            abi::EV_FALLOCATE => {
+                if ev.aux & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE) != 0 {
+                    self.dirty.write_to_end(key, ev.offset);
+                } else {
+                    self.dirty.write(key, ev.offset, ev.len);
+                }
+            }
+            abi::EV_MMAP => {
+                // Stores may already have happened: describe the mapped range once,
+                // then compare by content from here on.
+                self.dirty.write(key, ev.offset, ev.len);
+                if let Some(path) = self.path_of(&key) {
+                    self.mapped.add(key, ev.tgid, &path, Instant::now());
+                }
+            }
+            abi::EV_FLUSH => {
+                self.compare_now.extend(self.mapped.of_tgid(ev.tgid));
+            }
+            abi::EV_SYNC => {
+                self.compare_now.extend(self.mapped.of_tgid(ev.tgid));
+                self.syncs.push(key);
+            }
+            abi::EV_SYNC_ALL => {
+                self.compare_now.extend(self.mapped.of_tgid(ev.tgid));
+                self.sync_all = true;
+            }
+            abi::EV_VERIFY => {
+                self.dirty.verify(key);
+            }
+            _ => {
+                // An event kind this agent does not know: be safe, verify the file.
+                self.dirty.verify(key);
+            }
+        }
+    }
+
+    /// truncate(2) names a path relative to the caller's working directory.
+    fn on_truncate_path(&mut self, tgid: u32, path: &[u8], size: u64, flags: u32) {
+        let p = Path::new(OsStr::from_bytes(path));
+        let full = if p.is_absolute() {
+            Some(p.to_path_buf())
+        } else {
+            fs::read_link(format!("/proc/{tgid}/cwd")).ok().map(|cwd| cwd.join(p))
+        };
+        let meta = full.as_deref().and_then(|f| fs::metadata(f).ok());
+        match meta {
+            Some(m) if flags & abi::F_PATH_TRUNCATED == 0 => {
+                let key = Key {
+                    dev: kernel_dev(m.dev()),
+                    ino: m.ino(),
+                };
+                if !self.index.names(&key).is_empty() {
+                    self.dirty.truncate(key, size);
+                }
+            }
+            _ => {
+                // The file cannot be named any more: whichever tree it was in must be
+                // compared whole. A path outside every tree is harmless to ignore.
+                let inside = full.as_deref().map(|f| self.root_containing(f));
+                match inside {
+                    Some(Some(r)) => {
+                        self.pending.rescan.insert(r);
+                    }
+                    Some(None) => {}
+                    None => self.rescan_all(),
+                }
+            }
+        }
+    }
+
+    fn root_containing(&self, p: &Path) -> Option<RootId> {
+        let canon = p.parent().and_then(|d| fs::canonicalize(d).ok())?;
+        self.index
+            .roots()
+            .iter()
+            .position(|r| canon.starts_with(&r.canonical))
+            .and_then(|i| RootId::try_from(i).ok())
+    }
+
+    fn account_losses(&mut self) {
+        let Ok(stats) = self.probes.stats() else {
+            return;
+        };
+        if stats.dropped <= self.dropped_seen {
+            return;
+        }
+        let dropped = stats.dropped - self.dropped_seen;
+        self.dropped_seen = stats.dropped;
+        self.counters.lost_kernel_events += dropped;
+        tracing::warn!(dropped, "kernel ring buffer full; verifying the affected files");
+        match self.probes.take_lost() {
+            Ok(keys) if !keys.is_empty() => {
+                for k in keys {
+                    self.dirty.verify(k);
+                }
+            }
+            // The kernel could not record which files: compare everything.
+            _ => self.rescan_all(),
+        }
+    }
+
+    fn rescan_all(&mut self) {
+        for i in 0..self.index.roots().len() {
+            if let Ok(r) = RootId::try_from(i) {
+                self.pending.rescan.insert(r);
+            }
+        }
+    }
+
+    fn drain_fanotify(&mut self) -> Result<(), CaptureError> {
+        let mut events = std::mem::take(&mut self.fan_buf);
+        events.clear();
+        loop {
+            let n = self.fan.read(&mut events)?;
+            if n == 0 {
+                break;
+            }
+            self.counters.fanotify_events += n as u64;
+            if events.len() > 100_000 {
+                break;
+            }
+        }
+        let mut renamed = false;
+        for ev in &events {
+            if ev.is_overflow() {
+                self.counters.overflows += 1;
+                tracing::warn!("fanotify queue overflow; rescanning every tree");
+                self.rescan_all();
+                continue;
+            }
+            let attr = ev.mask & libc::FAN_ATTRIB != 0;
+            renamed |= ev.mask & (libc::FAN_RENAME | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0;
+            for named in [&ev.dir_name, &ev.old, &ev.new].into_iter().flatten() {
+                self.note_name(named, attr);
+            }
+        }
+        if renamed {
+            // io_uring renames bypass the syscall hooks that invalidate the kernel's
+            // verdict cache; a rename seen here invalidates it too.
+            let _ = self.probes.invalidate_verdicts();
+        }
+        self.fan_buf = events;
+        Ok(())
+    }
+
+    fn note_name(&mut self, named: &NamedHandle, attr: bool) {
+        let Some(dir_key) = self.lookup.resolve(&self.fan, &named.dir) else {
+            return;
+        };
+        let Some(dir) = self.index.dir_by_key(&dir_key) else {
+            return;
+        };
+        if named.name.is_empty() || named.name == b"." {
+            if attr
+                && self.index.parent(dir).is_none()
+                && let Some(r) = self.index.root_of(dir)
+            {
+                self.pending.root_attr.insert(r);
+            }
+            return;
+        }
+        let d = DirtyName {
+            dir,
+            name: named.name.clone().into_boxed_slice(),
+        };
+        if attr {
+            self.pending.attr.insert(d.clone());
+        }
+        self.pending.names.insert(d);
+    }
+
+    fn reconcile_names(&mut self, sink: &mut dyn Sink) -> Result<(), CaptureError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for r in pending.rescan {
+            self.rescan(sink, r)?;
+        }
+        let mut live = LiveLookup {
+            fan: &self.fan,
+            handles: &self.lookup.handles,
+        };
+        let plan = reconcile(&mut self.index, &mut live, &pending.names, &pending.attr);
+        for key in plan.watch {
+            let _ = self.probes.watch(key, u32::MAX);
+        }
+        for (root, path, op) in plan.changes {
+            self.emit(sink, root, path, op)?;
+        }
+        for r in pending.root_attr {
+            self.emit(sink, r, Vec::new(), Op::Attr)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets what the index knows of a tree, emits `rescan`, and indexes it again.
+    fn rescan(&mut self, sink: &mut dyn Sink, root: RootId) -> Result<(), CaptureError> {
+        self.counters.rescans += 1;
+        self.index.clear_root(root);
+        self.emit(sink, root, Vec::new(), Op::Rescan)?;
+        if let Some(node) = self.index.root_node(root) {
+            let mut linked = Vec::new();
+            self.index.scan(node, &mut |_, _, st| {
+                if st.kind != Kind::Dir && st.nlink > 1 {
+                    linked.push(st.key);
+                }
+            })?;
+            for key in linked {
+                let _ = self.probes.watch(key, u32::MAX);
+            }
+        }
+        Ok(())
+    }
+
+    fn compare_mappings(&mut self, now: Instant) {
+        if self.mapped.is_empty() {
+            return;
+        }
+        let mut keys: HashSet<Key> = std::mem::take(&mut self.compare_now);
+        keys.extend(self.mapped.due(now));
+        for key in keys {
+            let path = self.path_of(&key);
+            for (off, len) in self.mapped.compare(key, path.as_deref(), now) {
+                self.dirty.write(key, off, len);
+            }
+        }
+    }
+
+    /// Describes the pending data of every dirty file, oldest first, then the
+    /// durability points that waited for it.
+    fn flush_data(&mut self, sink: &mut dyn Sink) -> Result<(), CaptureError> {
+        for (key, delta) in self.dirty.take_all() {
+            let Some(&node) = self.index.names(&key).first() else {
+                // No name in any tree: removed, or not ours.
+                continue;
+            };
+            if self.index.kind(node) != Some(Kind::File) {
+                continue;
+            }
+            let (Some(root), Some(path)) = (self.index.root_of(node), self.index.rel_path(node))
+            else {
+                continue;
+            };
+            if delta.verify {
+                self.emit(sink, root, path, Op::Verify)?;
+                continue;
+            }
+            let size = self
+                .index
+                .abs_path(node)
+                .and_then(|p| fs::symlink_metadata(p).ok())
+                .map(|m| m.len());
+            if let Some(t) = delta.truncated_to {
+                self.emit(sink, root, path.clone(), Op::Truncate { size: t })?;
+            }
+            for (offset, len) in delta.ranges.iter() {
+                // Describe what exists now; bytes past the end were cut by a later
+                // truncate, whose own record follows if it is not already described.
+                let len = match size {
+                    Some(s) if offset >= s => continue,
+                    Some(s) => len.min(s - offset),
+                    None => len,
+                };
+                if len > 0 {
+                    self.emit(sink, root, path.clone(), Op::Write { offset, len })?;
+                }
+            }
+        }
+        for key in std::mem::take(&mut self.syncs) {
+            if let Some(&node) = self.index.names(&key).first()
+                && let (Some(root), Some(path)) = (self.index.root_of(node), self.index.rel_path(node))
+            {
+                self.emit(sink, root, path, Op::Sync { all: false })?;
+            }
+        }
+        if std::mem::take(&mut self.sync_all) {
+            for i in 0..self.index.roots().len() {
+                if let Ok(r) = RootId::try_from(i) {
+                    self.emit(sink, r, Vec::new(), Op::Sync { all: true })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, key: &Key) -> Option<PathBuf> {
+        let node = *self.index.names(key).first()?;
+        self.index.abs_path(node)
+    }
+
+    fn emit(&mut self, sink: &mut dyn Sink, root: RootId, path: Vec<u8>, op: Op) -> Result<(), CaptureError> {
+        self.seq += 1;
+        self.counters.emitted += 1;
+        sink.emit(Change {
+            seq: self.seq,
+            root,
+            path,
+            op,
+        })
+        .map_err(CaptureError::Output)
+    }
+}
+
+/// Remembers directory handles, so that a directory that moved since the index last
+/// described it is still found where it is now, and one deleted since is still known.
+#[derive(Default)]
+struct HandleLookup {
+    /// Handle of each directory seen in an event, by inode.
+    handles: HashMap<Key, Handle>,
+    /// Inode of each handle seen.
+    keys: HashMap<Handle, Key>,
+}
+
+impl HandleLookup {
+    fn resolve(&mut self, fan: &Fanotify, h: &Handle) -> Option<Key> {
+        if let Some(k) = self.keys.get(h) {
+            return Some(*k);
+        }
+        let fd = fan.open_handle(h).ok()?;
+        let st = nix::sys::stat::fstat(&fd).ok()?;
+        let key = Key {
+            dev: kernel_dev(st.st_dev),
+            ino: st.st_ino,
+        };
+        // Bounded: a long-running agent on a busy filesystem would otherwise grow
+        // these maps with every directory ever touched.
+        if self.keys.len() > 200_000 {
+            self.keys.clear();
+            self.handles.clear();
+        }
+        self.keys.insert(h.clone(), key);
+        self.handles.insert(key, h.clone());
+        Some(key)
+    }
+}
+
+/// The [`Lookup`] used during a reconciliation: through a directory's handle when
+/// one is known, through the index's path otherwise.
+struct LiveLookup<'a> {
+    fan: &'a Fanotify,
+    handles: &'a HashMap<Key, Handle>,
+}
+
+impl Lookup for LiveLookup<'_> {
+    fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
+        use nix::{fcntl::AtFlags, sys::stat::fstatat};
+        let key = index.key(dir)?;
+        if let Some(fd) = self.handles.get(&key).and_then(|h| self.fan.open_handle(h).ok()) {
+            return fstatat(&fd, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| stat_from_raw(&st));
+        }
+        let p = index.abs_path(dir)?.join(OsStr::from_bytes(name));
+        fs::symlink_metadata(p).ok().map(|m| stat_of(&m))
+    }
+}
+
+fn stat_from_raw(st: &libc::stat) -> Stat {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFIFO => Kind::Fifo,
+        libc::S_IFSOCK => Kind::Socket,
+        libc::S_IFCHR => Kind::Char,
+        libc::S_IFBLK => Kind::Block,
+        _ => Kind::File,
+    };
+    Stat {
+        key: Key {
+            dev: kernel_dev(st.st_dev),
+            ino: st.st_ino,
+        },
+        kind,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        nlink: st.st_nlink,
+    }
+}

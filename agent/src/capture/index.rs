@@ -1,0 +1,619 @@
+//! The namespace index: the watched trees as the change stream has described them so
+//! far.
+//!
+//! Invariant: the index equals the namespace a consumer has after replaying every
+//! record emitted so far. The reconciler compares it with the live filesystem to turn
+//! fanotify's hints (which merge and lose order) into an exact sequence of name
+//! operations, and the data path uses it to name the inode a kernel event reports.
+//!
+//! Nodes live in an arena addressed by [`NodeId`]; a directory keeps a map of its
+//! children by name, and `by_key` maps each inode to the names it has in the trees
+//! (several for hard links). Memory is about 150 bytes per entry.
+
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    ffi::OsStr,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use agent_common::abi::{Key, kernel_dev};
+
+/// Index of a node in the arena.
+pub type NodeId = u32;
+
+/// Index of a watched root, in the order the roots were given.
+pub type RootId = u16;
+
+/// What an entry is, as far as replication cares.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Kind {
+    Block,
+    Char,
+    Dir,
+    Fifo,
+    File,
+    Socket,
+    Symlink,
+}
+
+/// One entry of a watched tree.
+#[derive(Debug)]
+struct Node {
+    /// The parent directory; `None` for a root.
+    parent: Option<NodeId>,
+    root: RootId,
+    kind: Kind,
+    key: Key,
+    name: Box<[u8]>,
+    /// Children by name; only directories have them.
+    children: Option<HashMap<Box<[u8]>, NodeId>>,
+}
+
+/// A watched root: the directory as given by the operator and its identity.
+#[derive(Clone, Debug)]
+pub struct Root {
+    /// The path as the operator gave it, used verbatim in the stream.
+    pub given: PathBuf,
+    /// The canonical absolute path, used to resolve paths.
+    pub canonical: PathBuf,
+    pub key: Key,
+    /// The user-space `st_dev` of the root's filesystem.
+    pub st_dev: u64,
+    node: NodeId,
+}
+
+/// What the filesystem holds at a name, as seen by `lstat`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Stat {
+    pub key: Key,
+    pub kind: Kind,
+    pub size: u64,
+    pub nlink: u64,
+}
+
+/// The watched trees as last described.
+#[derive(Debug, Default)]
+pub struct Index {
+    roots: Vec<Root>,
+    nodes: Vec<Option<Node>>,
+    free: Vec<NodeId>,
+    by_key: HashMap<Key, Names>,
+}
+
+/// The names an inode has in the trees; almost always one.
+#[derive(Debug)]
+enum Names {
+    One(NodeId),
+    Many(Vec<NodeId>),
+}
+
+/// Errors of building the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot read watched directory {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("watched directories {a} and {b} overlap")]
+    Overlap { a: PathBuf, b: PathBuf },
+    #[error("too many entries under the watched directories (more than {max})")]
+    TooLarge { max: usize },
+}
+
+impl Index {
+    /// Adds a watched root without scanning it; [`Index::scan`] fills it.
+    pub fn add_root(&mut self, given: &Path) -> Result<RootId, IndexError> {
+        let canonical = fs::canonicalize(given).map_err(|source| IndexError::Root {
+            path: given.to_owned(),
+            source,
+        })?;
+        let meta = fs::metadata(&canonical).map_err(|source| IndexError::Root {
+            path: given.to_owned(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(IndexError::NotADirectory {
+                path: given.to_owned(),
+            });
+        }
+        for other in &self.roots {
+            if canonical.starts_with(&other.canonical) || other.canonical.starts_with(&canonical) {
+                return Err(IndexError::Overlap {
+                    a: other.given.clone(),
+                    b: given.to_owned(),
+                });
+            }
+        }
+        let id = RootId::try_from(self.roots.len()).map_err(|_| IndexError::TooLarge {
+            max: usize::from(RootId::MAX),
+        })?;
+        let key = Key {
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino(),
+        };
+        let node = self.alloc(Node {
+            parent: None,
+            root: id,
+            kind: Kind::Dir,
+            key,
+            name: Box::from(&b""[..]),
+            children: Some(HashMap::new()),
+        })?;
+        self.link_key(key, node);
+        self.roots.push(Root {
+            given: given.to_owned(),
+            canonical,
+            key,
+            st_dev: meta.dev(),
+            node,
+        });
+        Ok(id)
+    }
+
+    /// The watched roots.
+    #[must_use]
+    pub fn roots(&self) -> &[Root] {
+        &self.roots
+    }
+
+    /// The node of a root.
+    #[must_use]
+    pub fn root_node(&self, root: RootId) -> Option<NodeId> {
+        self.roots.get(usize::from(root)).map(|r| r.node)
+    }
+
+    /// Walks the tree below `dir` on disk and adds everything found, calling `found`
+    /// for each new node (parents before children). Entries on other filesystems
+    /// (mount points inside a watched tree) are skipped: capture cannot see them.
+    pub fn scan(
+        &mut self,
+        dir: NodeId,
+        found: &mut dyn FnMut(&Self, NodeId, &Stat),
+    ) -> Result<(), IndexError> {
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let Some(path) = self.abs_path(d) else {
+                continue;
+            };
+            let dev = self.node(d).map(|n| n.key.dev);
+            // A directory that vanished or cannot be read mid-scan is left to the
+            // events that report its change; the scan is a best effort snapshot.
+            let Ok(entries) = fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let st = stat_of(&meta);
+                if Some(st.key.dev) != dev {
+                    continue;
+                }
+                let id = self.insert(d, name.as_bytes(), &st)?;
+                found(self, id, &st);
+                if st.kind == Kind::Dir {
+                    stack.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `name` under directory `dir`, replacing nothing: the caller removes a
+    /// previous entry of that name first.
+    pub fn insert(&mut self, dir: NodeId, name: &[u8], st: &Stat) -> Result<NodeId, IndexError> {
+        let root = self.node(dir).map_or(0, |n| n.root);
+        let id = self.alloc(Node {
+            parent: Some(dir),
+            root,
+            kind: st.kind,
+            key: st.key,
+            name: Box::from(name),
+            children: (st.kind == Kind::Dir).then(HashMap::new),
+        })?;
+        if let Some(old) = self
+            .node_mut(dir)
+            .and_then(|n| n.children.as_mut())
+            .and_then(|c| c.insert(Box::from(name), id))
+        {
+            // The caller should have removed it; keep the index consistent anyway.
+            self.drop_subtree(old);
+        }
+        self.link_key(st.key, id);
+        Ok(id)
+    }
+
+    /// Removes a node and everything below it.
+    pub fn remove(&mut self, id: NodeId) {
+        if let Some((parent, name)) = self
+            .node(id)
+            .and_then(|n| Some((n.parent?, n.name.clone())))
+            && let Some(children) = self.node_mut(parent).and_then(|n| n.children.as_mut())
+            && children.get(&name) == Some(&id)
+        {
+            children.remove(&name);
+        }
+        self.drop_subtree(id);
+    }
+
+    /// Moves a node to `name` under `dir`; whatever had that name is removed.
+    pub fn rename(&mut self, id: NodeId, dir: NodeId, name: &[u8]) {
+        if let Some(old) = self.child(dir, name)
+            && old != id
+        {
+            self.remove(old);
+        }
+        if let Some((parent, old_name)) = self
+            .node(id)
+            .and_then(|n| Some((n.parent?, n.name.clone())))
+            && let Some(children) = self.node_mut(parent).and_then(|n| n.children.as_mut())
+        {
+            children.remove(&old_name);
+        }
+        let root = self.node(dir).map_or(0, |n| n.root);
+        if let Some(n) = self.node_mut(id) {
+            n.parent = Some(dir);
+            n.name = Box::from(name);
+            n.root = root;
+        }
+        if let Some(children) = self.node_mut(dir).and_then(|n| n.children.as_mut()) {
+            children.insert(Box::from(name), id);
+        }
+        // A directory moved across roots takes its subtree along.
+        self.set_root(id, root);
+    }
+
+    /// The child called `name` of directory `dir`.
+    #[must_use]
+    pub fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        self.node(dir)?.children.as_ref()?.get(name).copied()
+    }
+
+    /// The children of a directory.
+    #[must_use]
+    pub fn children(&self, dir: NodeId) -> Vec<NodeId> {
+        self.node(dir)
+            .and_then(|n| n.children.as_ref())
+            .map(|c| c.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of an inode in the trees.
+    #[must_use]
+    pub fn names(&self, key: &Key) -> &[NodeId] {
+        match self.by_key.get(key) {
+            Some(Names::One(id)) => std::slice::from_ref(id),
+            Some(Names::Many(ids)) => ids,
+            None => &[],
+        }
+    }
+
+    /// The directory node of an inode, if it is a watched directory.
+    #[must_use]
+    pub fn dir_by_key(&self, key: &Key) -> Option<NodeId> {
+        self.names(key)
+            .iter()
+            .copied()
+            .find(|&id| self.kind(id) == Some(Kind::Dir))
+    }
+
+    #[must_use]
+    pub fn kind(&self, id: NodeId) -> Option<Kind> {
+        self.node(id).map(|n| n.kind)
+    }
+
+    #[must_use]
+    pub fn key(&self, id: NodeId) -> Option<Key> {
+        self.node(id).map(|n| n.key)
+    }
+
+    #[must_use]
+    pub fn parent(&self, id: NodeId) -> Option<NodeId> {
+        self.node(id)?.parent
+    }
+
+    #[must_use]
+    pub fn name(&self, id: NodeId) -> Option<&[u8]> {
+        self.node(id).map(|n| &*n.name)
+    }
+
+    #[must_use]
+    pub fn root_of(&self, id: NodeId) -> Option<RootId> {
+        self.node(id).map(|n| n.root)
+    }
+
+    /// The path of a node relative to its root, as raw bytes (`""` for the root).
+    #[must_use]
+    pub fn rel_path(&self, id: NodeId) -> Option<Vec<u8>> {
+        let mut parts = Vec::new();
+        let mut cur = id;
+        loop {
+            let n = self.node(cur)?;
+            match n.parent {
+                Some(p) => {
+                    parts.push(&*n.name);
+                    cur = p;
+                }
+                None => break,
+            }
+        }
+        let mut out = Vec::new();
+        for (i, part) in parts.iter().rev().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            out.extend_from_slice(part);
+        }
+        Some(out)
+    }
+
+    /// The absolute path of a node, through the root's canonical path.
+    #[must_use]
+    pub fn abs_path(&self, id: NodeId) -> Option<PathBuf> {
+        let root = self.roots.get(usize::from(self.node(id)?.root))?;
+        let rel = self.rel_path(id)?;
+        if rel.is_empty() {
+            return Some(root.canonical.clone());
+        }
+        Some(root.canonical.join(OsStr::from_bytes(&rel)))
+    }
+
+    /// Whether `id` is `ancestor` or lies below it.
+    #[must_use]
+    pub fn is_within(&self, id: NodeId, ancestor: NodeId) -> bool {
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            if c == ancestor {
+                return true;
+            }
+            cur = self.parent(c);
+        }
+        false
+    }
+
+    /// Number of entries, roots included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every entry of a root (before a rescan), keeping the root itself.
+    pub fn clear_root(&mut self, root: RootId) {
+        if let Some(node) = self.root_node(root) {
+            for child in self.children(node) {
+                self.remove(child);
+            }
+        }
+    }
+
+    fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id as usize)?.as_ref()
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> Option<&mut Node> {
+        self.nodes.get_mut(id as usize)?.as_mut()
+    }
+
+    fn alloc(&mut self, node: Node) -> Result<NodeId, IndexError> {
+        if let Some(id) = self.free.pop() {
+            self.nodes[id as usize] = Some(node);
+            return Ok(id);
+        }
+        let id = NodeId::try_from(self.nodes.len()).map_err(|_| IndexError::TooLarge {
+            max: NodeId::MAX as usize,
+        })?;
+        self.nodes.push(Some(node));
+        Ok(id)
+    }
+
+    fn set_root(&mut self, id: NodeId, root: RootId) {
+        let mut stack = vec![id];
+        while let Some(c) = stack.pop() {
+            if let Some(n) = self.node_mut(c) {
+                n.root = root;
+                if let Some(ch) = &n.children {
+                    stack.extend(ch.values().copied());
+                }
+            }
+        }
+    }
+
+    fn drop_subtree(&mut self, id: NodeId) {
+        let mut stack = vec![id];
+        while let Some(c) = stack.pop() {
+            let Some(node) = self.nodes.get_mut(c as usize).and_then(Option::take) else {
+                continue;
+            };
+            if let Some(ch) = node.children {
+                stack.extend(ch.into_values());
+            }
+            self.unlink_key(node.key, c);
+            self.free.push(c);
+        }
+    }
+
+    fn link_key(&mut self, key: Key, id: NodeId) {
+        match self.by_key.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(Names::One(id));
+            }
+            Entry::Occupied(mut o) => {
+                let names = o.get_mut();
+                match names {
+                    Names::One(first) => *names = Names::Many(vec![*first, id]),
+                    Names::Many(ids) => ids.push(id),
+                }
+            }
+        }
+    }
+
+    fn unlink_key(&mut self, key: Key, id: NodeId) {
+        if let Entry::Occupied(mut o) = self.by_key.entry(key) {
+            match o.get_mut() {
+                Names::One(only) if *only == id => {
+                    o.remove();
+                }
+                Names::One(_) => {}
+                Names::Many(ids) => {
+                    ids.retain(|&x| x != id);
+                    if let [only] = ids[..] {
+                        *o.get_mut() = Names::One(only);
+                    } else if ids.is_empty() {
+                        o.remove();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The replication-relevant facts of an `lstat` result.
+#[must_use]
+pub fn stat_of(meta: &fs::Metadata) -> Stat {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        Kind::Socket
+    } else if ft.is_char_device() {
+        Kind::Char
+    } else if ft.is_block_device() {
+        Kind::Block
+    } else {
+        Kind::File
+    };
+    Stat {
+        key: Key {
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino(),
+        },
+        kind,
+        size: meta.len(),
+        nlink: meta.nlink(),
+    }
+}
+
+impl Kind {
+    /// The name used in the change stream.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Char => "char",
+            Self::Dir => "dir",
+            Self::Fifo => "fifo",
+            Self::File => "file",
+            Self::Socket => "socket",
+            Self::Symlink => "symlink",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn scan_all(index: &mut Index, root: RootId) -> Vec<Vec<u8>> {
+        let node = index.root_node(root).unwrap();
+        let mut seen = Vec::new();
+        index
+            .scan(node, &mut |ix, id, _| seen.push(ix.rel_path(id).unwrap()))
+            .unwrap();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn scan_finds_every_entry_with_paths_relative_to_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        fs::write(tmp.path().join("a/b/f"), b"x").unwrap();
+        fs::hard_link(tmp.path().join("a/b/f"), tmp.path().join("g")).unwrap();
+        symlink("a/b/f", tmp.path().join("s")).unwrap();
+        let mut index = Index::default();
+        let root = index.add_root(tmp.path()).unwrap();
+        let seen = scan_all(&mut index, root);
+        assert_eq!(
+            seen,
+            vec![
+                b"a".to_vec(),
+                b"a/b".to_vec(),
+                b"a/b/f".to_vec(),
+                b"g".to_vec(),
+                b"s".to_vec()
+            ]
+        );
+        let f = index
+            .child(
+                index.child(index.child(0, b"a").unwrap(), b"b").unwrap(),
+                b"f",
+            )
+            .unwrap();
+        let key = index.key(f).unwrap();
+        assert_eq!(index.names(&key).len(), 2, "hard links share a key");
+        assert_eq!(
+            index.kind(index.child(0, b"s").unwrap()),
+            Some(Kind::Symlink)
+        );
+    }
+
+    #[test]
+    fn rename_and_remove_keep_the_maps_consistent() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("d/e")).unwrap();
+        fs::write(tmp.path().join("d/e/f"), b"x").unwrap();
+        fs::write(tmp.path().join("t"), b"y").unwrap();
+        let mut index = Index::default();
+        let root = index.add_root(tmp.path()).unwrap();
+        scan_all(&mut index, root);
+        let rootn = index.root_node(root).unwrap();
+        let d = index.child(rootn, b"d").unwrap();
+        let t = index.child(rootn, b"t").unwrap();
+        let t_key = index.key(t).unwrap();
+        // Rename d over t: t is gone, d's subtree follows.
+        index.rename(d, rootn, b"t");
+        assert!(index.names(&t_key).is_empty());
+        let e = index
+            .child(index.child(rootn, b"t").unwrap(), b"e")
+            .unwrap();
+        let f = index.child(e, b"f").unwrap();
+        assert_eq!(index.rel_path(f).unwrap(), b"t/e/f");
+        assert_eq!(index.len(), 4);
+        index.remove(index.child(rootn, b"t").unwrap());
+        assert_eq!(index.len(), 1);
+        assert!(index.children(rootn).is_empty());
+    }
+
+    #[test]
+    fn overlapping_roots_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        let mut index = Index::default();
+        index.add_root(&tmp.path().join("a")).unwrap();
+        let err = index.add_root(&tmp.path().join("a/b")).unwrap_err();
+        assert!(matches!(err, IndexError::Overlap { .. }), "{err}");
+        assert!(matches!(
+            index.add_root(&tmp.path().join("missing")),
+            Err(IndexError::Root { .. })
+        ));
+    }
+}

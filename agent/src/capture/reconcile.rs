@@ -1,0 +1,459 @@
+//! Turns fanotify's name hints into an exact sequence of name operations.
+//!
+//! fanotify merges unread events for the same (directory, name) and loses their
+//! order, so its events are treated as "this name may have changed". For each dirty
+//! name the reconciler compares what the index says (the consumer's view) with what
+//! the filesystem holds now, matches disappearing and appearing inodes into renames
+//! and hard links, and emits, in an order a consumer can replay one by one:
+//!
+//! 1. moves, ordered so that no move overwrites the source of a pending one (a
+//!    two-cycle is an `exchange`, a longer cycle goes through a temporary name);
+//! 2. removals, children before their directory;
+//! 3. creations, parents before children, each new file followed by a `write` of
+//!    its whole content;
+//! 4. attribute changes.
+//!
+//! The index is updated as each record is emitted, so it always equals the replayed
+//! namespace.
+
+use std::collections::{HashMap, HashSet};
+
+use agent_common::abi::Key;
+
+use super::{
+    change::Op,
+    index::{Index, Kind, NodeId, RootId, Stat},
+};
+
+/// How the reconciler looks at the live filesystem.
+pub trait Lookup {
+    /// `lstat` of `name` inside directory node `dir` of the index, wherever that
+    /// directory is on disk now. `None` when the name does not exist (or the
+    /// directory is gone).
+    fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat>;
+}
+
+/// One name to look at again.
+#[derive(Clone, Debug, Eq, Hash, PartialEq)]
+pub struct DirtyName {
+    pub dir: NodeId,
+    pub name: Box<[u8]>,
+}
+
+/// What a reconciliation produced.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The records to emit, in order.
+    pub changes: Vec<(RootId, Vec<u8>, Op)>,
+    /// Inodes with names outside the watched trees too: the kernel filter must
+    /// watch them by inode, since a write through the other name has no watched
+    /// ancestor.
+    pub watch: Vec<Key>,
+    /// New files, with their size, whose content was described by `write` records.
+    pub new_files: Vec<Key>,
+}
+
+/// A pending rename of `src` to `name` in `dir`.
+#[derive(Clone, Debug)]
+struct Move {
+    src: NodeId,
+    dir: NodeId,
+    name: Box<[u8]>,
+}
+
+/// Reconciles the dirty names against the filesystem. `attr` lists the names
+/// whose attributes changed.
+pub fn reconcile(
+    index: &mut Index,
+    lookup: &mut dyn Lookup,
+    dirty: &HashSet<DirtyName>,
+    attr: &HashSet<DirtyName>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut gone: Vec<NodeId> = Vec::new();
+    let mut appeared: Vec<(NodeId, Box<[u8]>, Stat)> = Vec::new();
+    let mut unchanged_attr = Vec::new();
+
+    for d in dirty
+        .iter()
+        .chain(attr.iter().filter(|a| !dirty.contains(a)))
+    {
+        if index.kind(d.dir) != Some(Kind::Dir) {
+            continue;
+        }
+        let cur = index.child(d.dir, &d.name);
+        let live = lookup.stat_in(index, d.dir, &d.name);
+        match (cur, live) {
+            (None, None) => {}
+            (Some(c), Some(s)) if index.key(c) == Some(s.key) && index.kind(c) == Some(s.kind) => {
+                if attr.contains(d) {
+                    unchanged_attr.push(c);
+                }
+            }
+            (cur, live) => {
+                if let Some(c) = cur
+                    && !gone.contains(&c)
+                {
+                    gone.push(c);
+                }
+                if let Some(s) = live {
+                    appeared.push((d.dir, d.name.clone(), s));
+                }
+            }
+        }
+    }
+
+    // Match appearances to known inodes: a rename when the old name is gone, a hard
+    // link when it is still there, a creation otherwise.
+    let mut moves: Vec<Move> = Vec::new();
+    let mut links: Vec<(NodeId, NodeId, Box<[u8]>)> = Vec::new();
+    let mut creates: Vec<(NodeId, Box<[u8]>, Stat)> = Vec::new();
+    let mut moved: HashSet<NodeId> = HashSet::new();
+    for (dir, name, st) in appeared {
+        let candidates: Vec<NodeId> = index
+            .names(&st.key)
+            .iter()
+            .copied()
+            .filter(|c| index.kind(*c) == Some(st.kind) && !moved.contains(c))
+            .collect();
+        let from_gone = candidates.iter().copied().find(|c| gone.contains(c));
+        let src = from_gone.or_else(|| {
+            candidates.iter().copied().find(|&c| {
+                // An old name that was not reported dirty: look at it now.
+                !still_there(index, lookup, c)
+            })
+        });
+        if let Some(src) = src {
+            gone.retain(|&g| g != src);
+            moved.insert(src);
+            moves.push(Move { src, dir, name });
+        } else if let Some(&existing) = candidates.first()
+            && st.kind != Kind::Dir
+        {
+            links.push((existing, dir, name));
+        } else {
+            creates.push((dir, name, st));
+        }
+    }
+
+    emit_moves(index, &mut plan, moves, &mut gone, lookup);
+    for (existing, dir, name) in links {
+        // A new name of a known inode: replace whatever the index had there.
+        if let Some(old) = index.child(dir, &name) {
+            emit_remove_tree(index, &mut plan, old);
+            gone.retain(|&g| g != old);
+        }
+        let (Some(root), Some(from)) = (index.root_of(existing), index.rel_path(existing)) else {
+            continue;
+        };
+        let Some(to) = path_in(index, dir, &name) else {
+            continue;
+        };
+        if index.root_of(dir) == Some(root) {
+            plan.changes.push((root, from, Op::Link { new_path: to }));
+            if let (Some(key), Some(kind)) = (index.key(existing), index.kind(existing)) {
+                let st = Stat {
+                    key,
+                    kind,
+                    size: 0,
+                    nlink: 2,
+                };
+                let _ = index.insert(dir, &name, &st);
+            }
+        } else if let Some(st) = lookup.stat_in(index, dir, &name) {
+            // Hard links cannot span roots (the copies may live on different
+            // filesystems): the new name is described as a file of its own.
+            emit_create(index, lookup, &mut plan, dir, &name, st);
+        }
+    }
+    for g in gone {
+        emit_remove_tree(index, &mut plan, g);
+    }
+    for (dir, name, st) in creates {
+        if let Some(old) = index.child(dir, &name) {
+            emit_remove_tree(index, &mut plan, old);
+        }
+        emit_create(index, lookup, &mut plan, dir, &name, st);
+    }
+    for c in unchanged_attr {
+        if let (Some(root), Some(path)) = (index.root_of(c), index.rel_path(c)) {
+            plan.changes.push((root, path, Op::Attr));
+        }
+    }
+    plan
+}
+
+/// Whether the index's name for `node` still holds the same inode on disk.
+fn still_there(index: &Index, lookup: &mut dyn Lookup, node: NodeId) -> bool {
+    let (Some(parent), Some(name), Some(key)) =
+        (index.parent(node), index.name(node), index.key(node))
+    else {
+        // A root is always there.
+        return true;
+    };
+    let name = name.to_vec();
+    lookup
+        .stat_in(index, parent, &name)
+        .is_some_and(|s| s.key == key)
+}
+
+/// The path `name` would have in directory `dir`.
+fn path_in(index: &Index, dir: NodeId, name: &[u8]) -> Option<Vec<u8>> {
+    let mut p = index.rel_path(dir)?;
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    Some(p)
+}
+
+/// Emits the moves so that none overwrites the source of another pending move.
+fn emit_moves(
+    index: &mut Index,
+    plan: &mut Plan,
+    mut moves: Vec<Move>,
+    gone: &mut Vec<NodeId>,
+    lookup: &mut dyn Lookup,
+) {
+    let mut temp = 0u64;
+    while !moves.is_empty() {
+        let blocked = |m: &Move, moves: &[Move], index: &Index| {
+            index
+                .child(m.dir, &m.name)
+                .is_some_and(|occupant| moves.iter().any(|o| o.src == occupant && o.src != m.src))
+        };
+        if let Some(i) = (0..moves.len()).find(|&i| !blocked(&moves[i], &moves, index)) {
+            let m = moves.remove(i);
+            emit_move(index, plan, &m, gone, lookup);
+            continue;
+        }
+        // Every pending move waits for another: a cycle.
+        let first = moves[0].clone();
+        let occupant = index.child(first.dir, &first.name);
+        let partner = moves.iter().position(|o| {
+            Some(o.src) == occupant && index.child(o.dir, &o.name) == Some(first.src)
+        });
+        if let (Some(j), Some(occ)) = (partner, occupant) {
+            // a -> b and b -> a: one atomic exchange.
+            let (Some(root_a), Some(pa), Some(pb)) = (
+                index.root_of(first.src),
+                index.rel_path(first.src),
+                index.rel_path(occ),
+            ) else {
+                moves.remove(0);
+                continue;
+            };
+            plan.changes
+                .push((root_a, pa, Op::Exchange { new_path: pb }));
+            let (dir_a, name_a) = (
+                index.parent(first.src),
+                index.name(first.src).map(<[u8]>::to_vec),
+            );
+            let tmp = format!(".tandem-exchange-{temp}").into_bytes();
+            temp += 1;
+            // Swap in the index through a name no one uses.
+            if let (Some(dir_a), Some(name_a)) = (dir_a, name_a) {
+                index.rename(first.src, first.dir, &tmp);
+                index.rename(occ, dir_a, &name_a);
+                index.rename(first.src, first.dir, &first.name);
+            }
+            let (hi, lo) = if j > 0 { (j, 0) } else { (0, j) };
+            moves.remove(hi);
+            if hi != lo {
+                moves.remove(lo);
+            }
+        } else {
+            // A longer cycle: park the first source under a temporary name.
+            let Some(dir) = index.parent(first.src) else {
+                moves.remove(0);
+                continue;
+            };
+            let tmp = format!(".tandem-move-{temp}").into_bytes();
+            temp += 1;
+            let m = Move {
+                src: first.src,
+                dir,
+                name: tmp.into_boxed_slice(),
+            };
+            emit_move(index, plan, &m, gone, lookup);
+        }
+    }
+}
+
+/// Emits one rename and applies it to the index.
+fn emit_move(
+    index: &mut Index,
+    plan: &mut Plan,
+    m: &Move,
+    gone: &mut Vec<NodeId>,
+    lookup: &mut dyn Lookup,
+) {
+    let (Some(src_root), Some(dst_root)) = (index.root_of(m.src), index.root_of(m.dir)) else {
+        return;
+    };
+    if let Some(occupant) = index.child(m.dir, &m.name)
+        && occupant != m.src
+    {
+        // rename(2) replaces a file by a file silently; anything else (a directory
+        // that still has entries in the consumer's copy, a change of kind) is removed
+        // explicitly first.
+        let implicit =
+            index.kind(occupant) != Some(Kind::Dir) && index.kind(m.src) != Some(Kind::Dir);
+        if !implicit || src_root != dst_root {
+            emit_remove_tree(index, plan, occupant);
+        } else {
+            index.remove(occupant);
+        }
+        gone.retain(|&g| g != occupant);
+    }
+    if src_root != dst_root {
+        // Across roots: the copies may be on different filesystems.
+        let kind = index.kind(m.src);
+        emit_remove_tree(index, plan, m.src);
+        if kind.is_some()
+            && let Some(st) = lookup.stat_in(index, m.dir, &m.name)
+        {
+            emit_create(index, lookup, plan, m.dir, &m.name, st);
+        }
+        return;
+    }
+    let (Some(from), Some(to)) = (index.rel_path(m.src), path_in(index, m.dir, &m.name)) else {
+        return;
+    };
+    plan.changes
+        .push((src_root, from, Op::Rename { new_path: to }));
+    index.rename(m.src, m.dir, &m.name);
+}
+
+/// Emits removals for a node and everything below it, children first.
+fn emit_remove_tree(index: &mut Index, plan: &mut Plan, node: NodeId) {
+    let mut order = Vec::new();
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        order.push(n);
+        stack.extend(index.children(n));
+    }
+    for n in order.into_iter().rev() {
+        if let (Some(root), Some(path), Some(kind)) =
+            (index.root_of(n), index.rel_path(n), index.kind(n))
+        {
+            plan.changes.push((root, path, Op::Remove { kind }));
+        }
+    }
+    index.remove(node);
+}
+
+/// Emits the creation of `name` in `dir` and, for a directory, of everything found
+/// below it; files with content get a `write` of all of it.
+fn emit_create(
+    index: &mut Index,
+    lookup: &mut dyn Lookup,
+    plan: &mut Plan,
+    dir: NodeId,
+    name: &[u8],
+    st: Stat,
+) {
+    let Ok(id) = index.insert(dir, name, &st) else {
+        return;
+    };
+    describe_new(index, plan, id, &st);
+    if st.kind == Kind::Dir {
+        let mut found = Vec::new();
+        // Errors here mean the tree is too large for the index; the directory
+        // itself is already described and its entries will be reported by events.
+        let _ = index.scan(id, &mut |_, child, cst| found.push((child, *cst)));
+        for (child, cst) in found {
+            // A hard link between two new names: the second is a link.
+            let first = index.names(&cst.key).first().copied();
+            if cst.kind != Kind::Dir
+                && let Some(first) = first
+                && first != child
+                && index.kind(first) == Some(cst.kind)
+            {
+                if let (Some(root), Some(from), Some(to)) = (
+                    index.root_of(first),
+                    index.rel_path(first),
+                    index.rel_path(child),
+                ) {
+                    plan.changes.push((root, from, Op::Link { new_path: to }));
+                }
+                continue;
+            }
+            describe_new(index, plan, child, &cst);
+        }
+    }
+    let _ = lookup;
+}
+
+fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat) {
+    let (Some(root), Some(path)) = (index.root_of(id), index.rel_path(id)) else {
+        return;
+    };
+    plan.changes
+        .push((root, path.clone(), Op::Create { kind: st.kind }));
+    if st.kind == Kind::File {
+        if st.size > 0 {
+            plan.changes.push((
+                root,
+                path,
+                Op::Write {
+                    offset: 0,
+                    len: st.size,
+                },
+            ));
+        }
+        plan.new_files.push(st.key);
+        if st.nlink > 1 {
+            plan.watch.push(st.key);
+        }
+    }
+}
+
+/// A [`Lookup`] through the index's own paths; right whenever the directories have
+/// not moved since they were last reported (the engine prefers directory handles).
+pub struct PathLookup;
+
+impl Lookup for PathLookup {
+    fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = index.abs_path(dir)?.join(std::ffi::OsStr::from_bytes(name));
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| super::index::stat_of(&m))
+    }
+}
+
+/// Helper for callers that collect dirty names with attribute flags.
+#[derive(Debug, Default)]
+pub struct DirtySet {
+    pub names: HashSet<DirtyName>,
+    pub attr: HashSet<DirtyName>,
+    /// Roots whose whole tree must be compared again (lost history).
+    pub rescan: HashSet<RootId>,
+    /// Attribute changes of roots themselves.
+    pub root_attr: HashSet<RootId>,
+}
+
+impl DirtySet {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+            && self.attr.is_empty()
+            && self.rescan.is_empty()
+            && self.root_attr.is_empty()
+    }
+}
+
+/// Groups directory nodes by root, used for rescans.
+#[must_use]
+pub fn by_root(index: &Index, nodes: &[NodeId]) -> HashMap<RootId, Vec<NodeId>> {
+    let mut m: HashMap<RootId, Vec<NodeId>> = HashMap::new();
+    for &n in nodes {
+        if let Some(r) = index.root_of(n) {
+            m.entry(r).or_default().push(n);
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests;

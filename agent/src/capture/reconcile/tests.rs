@@ -1,0 +1,278 @@
+//! Reconciliation against real directories: the emitted records, replayed into a
+//! copy made before the changes, must reproduce the changed tree.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    ffi::OsStr,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use super::*;
+use crate::capture::index::Index;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    copy: PathBuf,
+    index: Index,
+}
+
+impl Fixture {
+    fn new(setup: impl Fn(&Path)) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let copy = tmp.path().join("copy");
+        fs::create_dir(&src).unwrap();
+        setup(&src);
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut index = Index::default();
+        let root = index.add_root(&src).unwrap();
+        let node = index.root_node(root).unwrap();
+        index.scan(node, &mut |_, _, _| {}).unwrap();
+        Self {
+            _tmp: tmp,
+            src,
+            copy,
+            index,
+        }
+    }
+
+    /// Marks the given paths (relative to src) dirty, reconciles and replays.
+    fn reconcile(&mut self, dirty_paths: &[&str]) -> Vec<String> {
+        let mut dirty = HashSet::new();
+        for p in dirty_paths {
+            let p = Path::new(p);
+            let parent = p.parent().unwrap_or(Path::new(""));
+            let mut dir = self.index.root_node(0).unwrap();
+            for c in parent.components() {
+                dir = self
+                    .index
+                    .child(dir, c.as_os_str().as_bytes())
+                    .expect("dirty dir known");
+            }
+            dirty.insert(DirtyName {
+                dir,
+                name: p.file_name().unwrap().as_bytes().into(),
+            });
+        }
+        let plan = reconcile(&mut self.index, &mut PathLookup, &dirty, &HashSet::new());
+        let mut shown = Vec::new();
+        for (_, path, op) in &plan.changes {
+            shown.push(show(path, op));
+            replay(&self.src, &self.copy, path, op);
+        }
+        shown
+    }
+
+    fn assert_same(&self) {
+        assert_eq!(snapshot(&self.src), snapshot(&self.copy));
+    }
+}
+
+fn show(path: &[u8], op: &Op) -> String {
+    let p = String::from_utf8_lossy(path);
+    match op {
+        Op::Rename { new_path } => format!("rename {p} {}", String::from_utf8_lossy(new_path)),
+        Op::Exchange { new_path } => format!("exchange {p} {}", String::from_utf8_lossy(new_path)),
+        Op::Link { new_path } => format!("link {p} {}", String::from_utf8_lossy(new_path)),
+        Op::Create { kind } => format!("create {p} {}", kind.as_str()),
+        Op::Remove { kind } => format!("remove {p} {}", kind.as_str()),
+        Op::Write { offset, len } => format!("write {p} {offset} {len}"),
+        other => format!("{} {p}", other.name()),
+    }
+}
+
+fn at(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(OsStr::from_bytes(rel))
+}
+
+/// A minimal consumer: replays one record by reading the source.
+fn replay(src: &Path, copy: &Path, path: &[u8], op: &Op) {
+    let (s, c) = (at(src, path), at(copy, path));
+    match op {
+        Op::Create { kind: Kind::Dir } => fs::create_dir(&c).unwrap(),
+        Op::Create { kind: Kind::File } => {
+            fs::write(&c, b"").unwrap();
+        }
+        Op::Create {
+            kind: Kind::Symlink,
+        } => {
+            std::os::unix::fs::symlink(fs::read_link(&s).unwrap(), &c).unwrap();
+        }
+        Op::Create { kind } => panic!("unexpected kind {kind:?}"),
+        Op::Write { .. } => fs::write(&c, fs::read(&s).unwrap()).unwrap(),
+        Op::Remove { kind: Kind::Dir } => fs::remove_dir(&c).unwrap(),
+        Op::Remove { .. } => fs::remove_file(&c).unwrap(),
+        Op::Rename { new_path } => fs::rename(&c, at(copy, new_path)).unwrap(),
+        Op::Link { new_path } => fs::hard_link(&c, at(copy, new_path)).unwrap(),
+        Op::Exchange { new_path } => {
+            let tmp = copy.join(".swap");
+            fs::rename(&c, &tmp).unwrap();
+            fs::rename(at(copy, new_path), &c).unwrap();
+            fs::rename(&tmp, at(copy, new_path)).unwrap();
+        }
+        Op::Attr => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Names, kinds, contents and hard-link groups of a tree.
+fn snapshot(root: &Path) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
+    let mut out = BTreeMap::new();
+    let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            let what = if m.is_dir() {
+                stack.push(e.path());
+                "dir".to_owned()
+            } else if m.file_type().is_symlink() {
+                format!("link->{}", fs::read_link(e.path()).unwrap().display())
+            } else {
+                groups.entry(m.ino()).or_default().push(rel.clone());
+                format!(
+                    "file:{}",
+                    String::from_utf8_lossy(&fs::read(e.path()).unwrap())
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    let mut g: Vec<Vec<String>> = groups
+        .into_values()
+        .filter(|v| v.len() > 1)
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    g.sort();
+    (out, g)
+}
+
+#[test]
+fn rename_over_an_existing_file_is_one_rename() {
+    let mut f = Fixture::new(|s| {
+        fs::write(s.join("a"), b"A").unwrap();
+        fs::write(s.join("b"), b"B").unwrap();
+    });
+    fs::rename(f.src.join("a"), f.src.join("b")).unwrap();
+    assert_eq!(f.reconcile(&["a", "b"]), vec!["rename a b"]);
+    f.assert_same();
+}
+
+#[test]
+fn chained_renames_are_ordered_so_nothing_is_overwritten() {
+    let mut f = Fixture::new(|s| {
+        fs::write(s.join("a"), b"A").unwrap();
+        fs::write(s.join("b"), b"B").unwrap();
+    });
+    fs::rename(f.src.join("b"), f.src.join("c")).unwrap();
+    fs::rename(f.src.join("a"), f.src.join("b")).unwrap();
+    assert_eq!(
+        f.reconcile(&["a", "b", "c"]),
+        vec!["rename b c", "rename a b"]
+    );
+    f.assert_same();
+}
+
+#[test]
+fn a_swap_is_an_exchange_and_a_rotation_goes_through_a_temporary_name() {
+    let mut f = Fixture::new(|s| {
+        for n in ["a", "b", "x", "y", "z"] {
+            fs::write(s.join(n), n.to_uppercase()).unwrap();
+        }
+    });
+    // a <-> b, and x -> y -> z -> x.
+    fs::rename(f.src.join("a"), f.src.join("t")).unwrap();
+    fs::rename(f.src.join("b"), f.src.join("a")).unwrap();
+    fs::rename(f.src.join("t"), f.src.join("b")).unwrap();
+    fs::rename(f.src.join("x"), f.src.join("t")).unwrap();
+    fs::rename(f.src.join("z"), f.src.join("x")).unwrap();
+    fs::rename(f.src.join("y"), f.src.join("z")).unwrap();
+    fs::rename(f.src.join("t"), f.src.join("y")).unwrap();
+    let shown = f.reconcile(&["a", "b", "x", "y", "z", "t"]);
+    assert!(
+        shown
+            .iter()
+            .any(|s| s == "exchange a b" || s == "exchange b a"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.iter().any(|s| s.contains(".tandem-move-")),
+        "{shown:?}"
+    );
+    f.assert_same();
+}
+
+#[test]
+fn directories_move_with_their_contents_and_new_trees_are_described_whole() {
+    let mut f = Fixture::new(|s| {
+        fs::create_dir_all(s.join("d/e")).unwrap();
+        fs::write(s.join("d/e/f"), b"F").unwrap();
+    });
+    fs::rename(f.src.join("d"), f.src.join("d2")).unwrap();
+    fs::create_dir_all(f.src.join("n/m")).unwrap();
+    fs::write(f.src.join("n/m/g"), b"G").unwrap();
+    fs::hard_link(f.src.join("n/m/g"), f.src.join("n/h")).unwrap();
+    std::os::unix::fs::symlink("m/g", f.src.join("n/s")).unwrap();
+    let shown = f.reconcile(&["d", "d2", "n"]);
+    assert_eq!(shown[0], "rename d d2");
+    assert!(shown.contains(&"create n dir".to_owned()));
+    assert!(shown.iter().any(|s| s.starts_with("link ")), "{shown:?}");
+    f.assert_same();
+}
+
+#[test]
+fn hard_links_deletions_and_kind_changes() {
+    let mut f = Fixture::new(|s| {
+        fs::write(s.join("a"), b"A").unwrap();
+        fs::create_dir_all(s.join("gone/deep")).unwrap();
+        fs::write(s.join("gone/deep/x"), b"X").unwrap();
+        fs::write(s.join("k"), b"K").unwrap();
+    });
+    fs::hard_link(f.src.join("a"), f.src.join("a2")).unwrap();
+    fs::remove_dir_all(f.src.join("gone")).unwrap();
+    fs::remove_file(f.src.join("k")).unwrap();
+    fs::create_dir(f.src.join("k")).unwrap();
+    let shown = f.reconcile(&["a2", "gone", "k"]);
+    assert!(shown.contains(&"link a a2".to_owned()), "{shown:?}");
+    let rm_x = shown
+        .iter()
+        .position(|s| s == "remove gone/deep/x file")
+        .unwrap();
+    let rm_gone = shown.iter().position(|s| s == "remove gone dir").unwrap();
+    assert!(rm_x < rm_gone, "children are removed first: {shown:?}");
+    let rm_k = shown.iter().position(|s| s == "remove k file").unwrap();
+    let mk_k = shown.iter().position(|s| s == "create k dir").unwrap();
+    assert!(rm_k < mk_k, "{shown:?}");
+    f.assert_same();
+}
+
+#[test]
+fn a_rename_whose_old_name_was_not_reported_is_still_a_rename() {
+    let mut f = Fixture::new(|s| {
+        fs::create_dir(s.join("d")).unwrap();
+        fs::write(s.join("d/a"), b"A").unwrap();
+    });
+    fs::rename(f.src.join("d/a"), f.src.join("b")).unwrap();
+    // Only the new name is dirty (the old name's event was lost).
+    assert_eq!(f.reconcile(&["b"]), vec!["rename d/a b"]);
+    f.assert_same();
+}
