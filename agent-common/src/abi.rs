@@ -56,6 +56,9 @@ pub const STAT_COUNT: u32 = 4;
 pub const PATH_MAX: usize = 256;
 
 /// A (kernel `s_dev`, inode number) pair; kernel `s_dev` is `MAJOR << 20 | MINOR`.
+///
+/// In the `LOST` map, the key (0, 0) stands for a lost event that names no file
+/// (truncate by path, flush, sync): user space must then verify everything.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Eq, Hash, PartialEq)]
 pub struct Key {

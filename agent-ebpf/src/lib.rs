@@ -6,4 +6,5 @@
 /// The capture object: syscall, io_uring and writeback tracepoints that report the
 /// changed byte ranges of files under the watched trees. Empty when the crate was
 /// built with `TANDEM_BPF_SKIP=1`.
-pub static CAPTURE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
+pub static CAPTURE_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));

@@ -119,6 +119,19 @@ fn capture(args: &CaptureArgs) -> anyhow::Result<()> {
         eprintln!("tandem: watching {}; Ctrl-C stops", sink.roots.join(", "));
         engine.run(&mut sink, &STOP)?;
     }
+    let c = engine.counters();
+    // One machine-readable summary line on stderr, for operators and benchmarks.
+    eprintln!(
+        "tandem: capture stopped: kernel_events={} fanotify_events={} records={} \
+         lost_kernel_events={} overflows={} rescans={} index_entries={}",
+        c.kernel_events,
+        c.fanotify_events,
+        c.emitted,
+        c.lost_kernel_events,
+        c.overflows,
+        c.rescans,
+        engine.index().len()
+    );
     Ok(())
 }
 
@@ -130,7 +143,10 @@ struct TextSink<W: Write> {
 
 impl<W: Write> Sink for TextSink<W> {
     fn emit(&mut self, c: Change) -> std::io::Result<()> {
-        let root = self.roots.get(usize::from(c.root)).map_or("?", String::as_str);
+        let root = self
+            .roots
+            .get(usize::from(c.root))
+            .map_or("?", String::as_str);
         let path = String::from_utf8_lossy(&c.path);
         let detail = match &c.op {
             Op::Write { offset, len } => format!(" [{offset}, +{len})"),
@@ -141,7 +157,12 @@ impl<W: Write> Sink for TextSink<W> {
             }
             _ => String::new(),
         };
-        writeln!(self.out, "{:>8} {:<8} {root}/{path}{detail}", c.seq, c.op.name())
+        writeln!(
+            self.out,
+            "{:>8} {:<8} {root}/{path}{detail}",
+            c.seq,
+            c.op.name()
+        )
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

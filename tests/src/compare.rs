@@ -16,6 +16,9 @@ use std::path::Path;
 
 use crate::sys;
 
+/// An inode's identity: (device, inode number).
+type Ino = (u64, u64);
+
 /// What the comparator knows about one name.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -230,8 +233,8 @@ pub fn compare_trees(source: &Path, shadow: &Path, max: usize) -> io::Result<Vec
 
     // Hard-link structure: the relation "same inode" restricted to non-directories
     // present on both sides must be the same relation on both sides.
-    let mut s2d: HashMap<(u64, u64), (Vec<u8>, (u64, u64))> = HashMap::new();
-    let mut d2s: HashMap<(u64, u64), (Vec<u8>, (u64, u64))> = HashMap::new();
+    let mut s2d: HashMap<Ino, (Vec<u8>, Ino)> = HashMap::new();
+    let mut d2s: HashMap<Ino, (Vec<u8>, Ino)> = HashMap::new();
     for (name, s) in &src {
         let Some(d) = shd.get(name) else { continue };
         if sys::file_type(s.mode) == libc::S_IFDIR || sys::file_type(d.mode) == libc::S_IFDIR {
@@ -336,8 +339,14 @@ mod tests {
         fs::write(b.join("sub/file"), b"hellO").unwrap();
         fs::write(b.join("solo"), b"longer").unwrap();
         let d = diffs(&a, &b);
-        assert!(d.iter().any(|l| l.contains("content differs") && l.contains("sub/file")));
-        assert!(d.iter().any(|l| l.contains("size differs") && l.contains("solo")));
+        assert!(
+            d.iter()
+                .any(|l| l.contains("content differs") && l.contains("sub/file"))
+        );
+        assert!(
+            d.iter()
+                .any(|l| l.contains("size differs") && l.contains("solo"))
+        );
     }
 
     #[test]
@@ -345,7 +354,11 @@ mod tests {
         let (_t, a, b) = pair();
         fs::set_permissions(b.join("solo"), fs::Permissions::from_mode(0o4644)).unwrap();
         let d = diffs(&a, &b);
-        assert!(d.iter().any(|l| l.contains("mode differs") && l.contains("4644")), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l.contains("mode differs") && l.contains("4644")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -357,7 +370,10 @@ mod tests {
         let (_t, a, b) = pair();
         std::os::unix::fs::lchown(b.join("link"), Some(1234), Some(4321)).unwrap();
         let d = diffs(&a, &b);
-        assert!(d.iter().any(|l| l.contains("owner differs") && l.contains("1234:4321")));
+        assert!(
+            d.iter()
+                .any(|l| l.contains("owner differs") && l.contains("1234:4321"))
+        );
     }
 
     #[test]
@@ -367,7 +383,11 @@ mod tests {
         let f = sys::open_beneath(&fd, b"sub/file", libc::O_RDONLY).unwrap();
         sys::set_xattr(&f, b"user.k", b"v").unwrap();
         let d = diffs(&a, &b);
-        assert!(d.iter().any(|l| l.contains("xattrs differ") && l.contains("user.k")), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l.contains("xattrs differ") && l.contains("user.k")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -386,8 +406,14 @@ mod tests {
         fs::remove_file(b.join("h2")).unwrap();
         fs::hard_link(b.join("solo"), b.join("h2")).unwrap();
         let d = diffs(&a, &b);
-        assert!(d.iter().any(|l| l.contains("one inode in the source")), "{d:?}");
-        assert!(d.iter().any(|l| l.contains("one inode in the shadow")), "{d:?}");
+        assert!(
+            d.iter().any(|l| l.contains("one inode in the source")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|l| l.contains("one inode in the shadow")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -408,7 +434,10 @@ mod tests {
                 .any(|l| l.contains("extra in shadow") && l.contains(r"extra\x80")),
             "{d:?}"
         );
-        assert!(d.iter().any(|l| l.contains("kind differs") && l.contains("solo")));
+        assert!(
+            d.iter()
+                .any(|l| l.contains("kind differs") && l.contains("solo"))
+        );
     }
 
     #[test]

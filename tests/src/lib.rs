@@ -4,3 +4,4 @@
 pub mod compare;
 pub mod shadow;
 pub mod sys;
+pub mod workload;

@@ -47,7 +47,7 @@ pub struct Record {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("odd-length hex {s:?}"));
     }
     (0..s.len())
@@ -168,10 +168,7 @@ fn under<'a>(key: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (rest.is_empty() || rest.first() == Some(&b'/')).then_some(rest)
 }
 
-fn rekey(
-    pending: &mut BTreeMap<Vec<u8>, Pending>,
-    moves: &[(&[u8], &[u8])],
-) -> Vec<Vec<u8>> {
+fn rekey(pending: &mut BTreeMap<Vec<u8>, Pending>, moves: &[(&[u8], &[u8])]) -> Vec<Vec<u8>> {
     let keys: Vec<Vec<u8>> = pending.keys().cloned().collect();
     let mut taken = Vec::new();
     for k in keys {
@@ -225,7 +222,8 @@ fn retry(p: &mut Pair, key: &[u8]) {
             w.ranges.clear();
         }
     }
-    w.ranges.retain(|&(off, len)| write(p, key, off, len).is_err());
+    w.ranges
+        .retain(|&(off, len)| write(p, key, off, len).is_err());
     if w.attr {
         w.attr = copy_attr(p, key).is_err();
     }
@@ -880,7 +878,9 @@ mod tests {
         for (n, c) in [("a", "AAA"), ("b", "BB")] {
             fs::write(fx.src.join(n), c).unwrap();
             fx.feed(&format!(r#"{{"op":"create","path":"{n}","kind":"file"}}"#));
-            fx.feed(&format!(r#"{{"op":"write","path":"{n}","offset":0,"len":3}}"#));
+            fx.feed(&format!(
+                r#"{{"op":"write","path":"{n}","offset":0,"len":3}}"#
+            ));
         }
         fs::create_dir(fx.src.join("d")).unwrap();
         fx.feed(r#"{"op":"create","path":"d","kind":"dir"}"#);

@@ -45,7 +45,19 @@ fn main() -> anyhow::Result<()> {
         Task::Vmlinux => vmlinux(&root),
         Task::Lint => lint(&root),
         Task::Test { seeds, no_lint } => test(&root, &seeds, no_lint),
-        Task::Bench => run(&root, "cargo", &["run", "--release", "-p", "tandem-tests", "--bin", "capture-bench"], &[]),
+        Task::Bench => run(
+            &root,
+            "cargo",
+            &[
+                "run",
+                "--release",
+                "-p",
+                "tandem-tests",
+                "--bin",
+                "capture-bench",
+            ],
+            &[],
+        ),
     }
 }
 
@@ -75,7 +87,14 @@ fn run(dir: &Path, prog: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::R
 fn vmlinux(root: &Path) -> anyhow::Result<()> {
     let out = root.join("agent-ebpf/src/bpf/vmlinux/x86_64/vmlinux.h");
     let dump = Command::new("bpftool")
-        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"])
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "c",
+        ])
         .output()
         .context("cannot run bpftool (apt-get install bpftool)")?;
     if !dump.status.success() {
@@ -88,7 +107,19 @@ fn vmlinux(root: &Path) -> anyhow::Result<()> {
 
 fn lint(root: &Path) -> anyhow::Result<()> {
     run(root, "cargo", &["fmt", "--all", "--check"], &[])?;
-    run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    run(
+        root,
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     tidy(root)
 }
 
@@ -99,7 +130,9 @@ fn tidy(root: &Path) -> anyhow::Result<()> {
     for krate in ["agent", "agent-common", "agent-ebpf", "xtask", "tests"] {
         let manifest = std::fs::read_to_string(root.join(krate).join("Cargo.toml"))?;
         if !manifest.contains("[lints]\nworkspace = true") {
-            problems.push(format!("{krate}/Cargo.toml does not set [lints] workspace = true"));
+            problems.push(format!(
+                "{krate}/Cargo.toml does not set [lints] workspace = true"
+            ));
         }
         let mut stack = vec![root.join(krate)];
         while let Some(dir) = stack.pop() {
@@ -130,15 +163,33 @@ fn test(root: &Path, seeds: &str, no_lint: bool) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("the test suite needs root (eBPF, fanotify, namespaces): run it with sudo");
     }
-    run(root, "cargo", &["build", "--workspace", "--all-targets"], &[])?;
-    run(root, "cargo", &["test", "--workspace", "--exclude", "tandem-tests"], &[])?;
+    run(
+        root,
+        "cargo",
+        &["build", "--workspace", "--all-targets"],
+        &[],
+    )?;
+    run(
+        root,
+        "cargo",
+        &["test", "--workspace", "--exclude", "tandem-tests"],
+        &[],
+    )?;
     let bin = root.join("target/debug/tandem");
     let bin = bin.to_string_lossy();
     run(root, "cargo", &["test", "-p", "tandem-tests", "--lib"], &[])?;
     run(
         root,
         "cargo",
-        &["test", "-p", "tandem-tests", "--test", "capture", "--", "--test-threads=1"],
+        &[
+            "test",
+            "-p",
+            "tandem-tests",
+            "--test",
+            "capture",
+            "--",
+            "--test-threads=1",
+        ],
         &[("TANDEM_BIN", &bin), ("TANDEM_ORACLE_SEEDS", seeds)],
     )
 }

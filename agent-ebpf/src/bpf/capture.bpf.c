@@ -201,12 +201,14 @@ struct {
 } MAPPERS SEC(".maps");
 
 /*
- * An LRU so that stashes of threads that died inside a syscall age out; an entry
- * is consumed in place (op = ST_NONE) rather than deleted, which saves a helper
- * call on the hot path, and the syscall number guards against a stale one.
+ * Per-thread stash between a syscall's enter and exit, keyed by pid_tgid. A plain
+ * preallocated hash: an LRU costs more per update, and aya 0.14 cannot create
+ * task-local storage. The exit deletes its entry; the syscall number guards
+ * against an enter whose exit never ran (a thread killed inside the syscall
+ * leaves one entry behind until its id is reused).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct stash);
@@ -243,6 +245,16 @@ struct {
 #define SNAP(buf, type, field)                                                 \
 	(*(typeof(((type *)0)->field) *)((char *)(buf) +                       \
 					  bpf_core_field_offset(type, field)))
+
+/*
+ * Reads one field of a kernel object at its CO-RE offset. Written this way rather
+ * than with bpf_core_read(&p->field) because aya 0.14 failed to relocate that form
+ * in the exit program (it poisoned the instruction), while field-offset
+ * relocations resolve everywhere.
+ */
+#define READ_FIELD(dst, ptr, type, field)                                      \
+	bpf_probe_read_kernel((dst), sizeof(*(dst)),                           \
+			      (char *)(ptr) + bpf_core_field_offset(type, field))
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -356,7 +368,7 @@ static __always_inline int file_info(struct file *f, struct finfo *fi)
 	fi->ino = SNAP(ib, struct inode, i_ino);
 	fi->isize = SNAP(ib, struct inode, i_size);
 	sb = SNAP(ib, struct inode, i_sb);
-	if (bpf_core_read(&dev, sizeof(dev), &sb->s_dev))
+	if (READ_FIELD(&dev, sb, struct super_block, s_dev))
 		return -1;
 	fi->dev = dev;
 	return 0;
@@ -393,7 +405,7 @@ static __always_inline __u32 walk(__u64 dev, __u64 dentry, __u64 gen)
 		}
 		pi = SNAP(db, struct dentry, d_inode);
 		ino = 0;
-		if (bpf_core_read(&ino, sizeof(ino), &pi->i_ino)) {
+		if (READ_FIELD(&ino, pi, struct inode, i_ino)) {
 			v = VERDICT_DEPTH;
 			break;
 		}
@@ -424,7 +436,13 @@ static __always_inline __u32 walk(__u64 dev, __u64 dentry, __u64 gen)
 	return v;
 }
 
-static __always_inline __u32 verdict(__u64 dev, __u64 ino, __u64 dentry)
+/*
+ * A global (non-static, not inlined) function: the verifier checks it once on its
+ * own instead of once per path through each caller, which keeps the exit
+ * program's verification in the thousands of instructions, not the hundreds of
+ * thousands.
+ */
+__noinline __u32 tandem_verdict(__u64 dev, __u64 ino, __u64 dentry)
 {
 	struct vkey vk = { .dev = dev, .ino = ino, .dentry = dentry };
 	struct tandem_key k = { .dev = dev, .ino = ino };
@@ -449,7 +467,7 @@ static __always_inline __u32 verdict(__u64 dev, __u64 ino, __u64 dentry)
 static __always_inline int wanted(__u64 dev, __u64 ino, __u64 dentry,
 				  __u32 tgid, __u32 *flags)
 {
-	__u32 v = verdict(dev, ino, dentry);
+	__u32 v = tandem_verdict(dev, ino, dentry);
 
 	if (v == VERDICT_NO) {
 		stat_inc(TANDEM_STAT_FILTERED);
@@ -818,10 +836,12 @@ int sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	struct stash *sp, st;
 
 	sp = bpf_map_lookup_elem(&STASH, &id);
-	if (!sp || sp->op == ST_NONE)
+	if (!sp)
 		return 0;
 	st = *sp;
-	sp->op = ST_NONE;
+	bpf_map_delete_elem(&STASH, &id);
+	if (st.op == ST_NONE)
+		return 0;
 	if (st.nr != (__u32)ctx->id)
 		return 0;
 
@@ -843,8 +863,7 @@ int sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 		 * concurrent close can free it, and then this read is garbage but
 		 * harmless (the range only grows).
 		 */
-		if (bpf_core_read(&after, sizeof(after),
-				  &((struct file *)st.obj)->f_pos))
+		if (READ_FIELD(&after, st.obj, struct file, f_pos))
 			after = lo + ret;
 		start = smin(lo, after - ret);
 		end = smax(lo + ret, after);
@@ -858,8 +877,7 @@ int sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 
 		if (ret <= 0)
 			return 0;
-		if (bpf_core_read(&isize, sizeof(isize),
-				  &((struct inode *)st.obj)->i_size))
+		if (READ_FIELD(&isize, st.obj, struct inode, i_size))
 			isize = 0;
 		kind = TANDEM_EV_WRITE;
 		off = lo;
@@ -1133,10 +1151,13 @@ int BPF_PROG(uring_complete, struct io_ring_ctx *rctx, void *req,
 SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(dirty_folio, struct folio *folio, struct address_space *mapping)
 {
-	struct inode *host = mapping->host;
 	struct tandem_key k = {};
 	__u32 tgid, order = 0;
+	struct inode *host;
 
+	if (!mapping || !folio)
+		return 0;
+	host = mapping->host;
 	if (!host)
 		return 0;
 	k.dev = host->i_sb->s_dev;

@@ -49,7 +49,11 @@
 
 #define TANDEM_PATH_MAX 256
 
-/* A (kernel s_dev, inode number) pair. Kernel s_dev is MAJOR << 20 | MINOR. */
+/*
+ * A (kernel s_dev, inode number) pair. Kernel s_dev is MAJOR << 20 | MINOR.
+ * In the LOST map, the key (0, 0) stands for a lost event that names no file
+ * (truncate by path, flush, sync): user space must then verify everything.
+ */
 struct tandem_key {
 	__u64 dev;
 	__u64 ino;

@@ -229,7 +229,9 @@ impl Engine {
         for r in records {
             match r {
                 Record::Event(ev) => self.on_kernel_event(&ev),
-                Record::Path(pe) => self.on_truncate_path(pe.hdr.tgid, pe.path_bytes(), pe.hdr.offset, pe.hdr.flags),
+                Record::Path(pe) => {
+                    self.on_truncate_path(pe.hdr.tgid, pe.path_bytes(), pe.hdr.offset, pe.hdr.flags)
+                }
             }
         }
     }
@@ -248,7 +250,21 @@ impl Engine {
             }
             abi::EV_FALLOCATE => {
                 if ev.aux & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE) != 0 {
-                    self.dirty.write_to_end(key, ev.offset);
+                    // Everything after the offset moved. A collapse also shrinks the
+                    // file, which only a truncate record tells a consumer: describe
+                    // the size as it is now (later writes describe any growth).
+                    let size = self
+                        .path_of(&key)
+                        .and_then(|p| fs::symlink_metadata(p).ok());
+                    match size {
+                        Some(m) => {
+                            self.dirty.truncate(key, m.len());
+                            self.dirty.write_to_end(key, ev.offset);
+                        }
+                        None => {
+                            self.dirty.verify(key);
+                        }
+                    }
                 } else {
                     self.dirty.write(key, ev.offset, ev.len);
                 }
@@ -288,7 +304,9 @@ impl Engine {
         let full = if p.is_absolute() {
             Some(p.to_path_buf())
         } else {
-            fs::read_link(format!("/proc/{tgid}/cwd")).ok().map(|cwd| cwd.join(p))
+            fs::read_link(format!("/proc/{tgid}/cwd"))
+                .ok()
+                .map(|cwd| cwd.join(p))
         };
         let meta = full.as_deref().and_then(|f| fs::metadata(f).ok());
         match meta {
@@ -335,7 +353,10 @@ impl Engine {
         let dropped = stats.dropped - self.dropped_seen;
         self.dropped_seen = stats.dropped;
         self.counters.lost_kernel_events += dropped;
-        tracing::warn!(dropped, "kernel ring buffer full; verifying the affected files");
+        tracing::warn!(
+            dropped,
+            "kernel ring buffer full; verifying the affected files"
+        );
         match self.probes.take_lost() {
             Ok(keys) if !keys.is_empty() => {
                 for k in keys {
@@ -377,7 +398,8 @@ impl Engine {
                 continue;
             }
             let attr = ev.mask & libc::FAN_ATTRIB != 0;
-            renamed |= ev.mask & (libc::FAN_RENAME | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0;
+            renamed |=
+                ev.mask & (libc::FAN_RENAME | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0;
             for named in [&ev.dir_name, &ev.old, &ev.new].into_iter().flatten() {
                 self.note_name(named, attr);
             }
@@ -517,7 +539,8 @@ impl Engine {
         }
         for key in std::mem::take(&mut self.syncs) {
             if let Some(&node) = self.index.names(&key).first()
-                && let (Some(root), Some(path)) = (self.index.root_of(node), self.index.rel_path(node))
+                && let (Some(root), Some(path)) =
+                    (self.index.root_of(node), self.index.rel_path(node))
             {
                 self.emit(sink, root, path, Op::Sync { all: false })?;
             }
@@ -537,7 +560,13 @@ impl Engine {
         self.index.abs_path(node)
     }
 
-    fn emit(&mut self, sink: &mut dyn Sink, root: RootId, path: Vec<u8>, op: Op) -> Result<(), CaptureError> {
+    fn emit(
+        &mut self,
+        sink: &mut dyn Sink,
+        root: RootId,
+        path: Vec<u8>,
+        op: Op,
+    ) -> Result<(), CaptureError> {
         self.seq += 1;
         self.counters.emitted += 1;
         sink.emit(Change {
@@ -594,7 +623,11 @@ impl Lookup for LiveLookup<'_> {
     fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
         use nix::{fcntl::AtFlags, sys::stat::fstatat};
         let key = index.key(dir)?;
-        if let Some(fd) = self.handles.get(&key).and_then(|h| self.fan.open_handle(h).ok()) {
+        if let Some(fd) = self
+            .handles
+            .get(&key)
+            .and_then(|h| self.fan.open_handle(h).ok())
+        {
             return fstatat(&fd, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .ok()
                 .map(|st| stat_from_raw(&st));

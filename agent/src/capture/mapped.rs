@@ -102,7 +102,8 @@ impl Mapped {
         }
         file.blocks = fresh;
         // Forget the file once nobody maps it: the comparison just made was the last.
-        file.tgids.retain(|&t| Path::new(&format!("/proc/{t}")).exists());
+        file.tgids
+            .retain(|&t| Path::new(&format!("/proc/{t}")).exists());
         if file.tgids.is_empty() {
             self.files.remove(&key);
         }

@@ -13,9 +13,9 @@
 
 pub mod change;
 pub mod ebpf;
+pub mod engine;
 pub mod fanotify;
 pub mod index;
+pub mod mapped;
 pub mod ranges;
 pub mod reconcile;
-pub mod engine;
-pub mod mapped;

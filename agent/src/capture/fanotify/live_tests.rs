@@ -201,7 +201,12 @@ fn tmpfs_is_supported() {
     fan.mark_filesystem(dir.path()).unwrap();
     let known = HashMap::from([(handle_of(dir.path()), "T")]);
     fs::write(dir.path().join("a"), b"1").unwrap();
-    let want = ["CREATE T/a", "CLOSE_WRITE T/a", "MODIFY T/a"];
+    fs::set_permissions(
+        dir.path().join("a"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let want = ["CREATE T/a", "ATTRIB T/a"];
     let evs = collect_until(&mut fan, Duration::from_secs(5), |evs| {
         let f = facts(evs, &known);
         want.iter().all(|w| f.contains(*w))
@@ -294,8 +299,6 @@ fn names_renames_and_metadata_are_reported() {
         "ONDIR T/A",
         "CREATE T/B",
         "CREATE A/f",
-        "MODIFY A/f",
-        "CLOSE_WRITE A/f",
         "ATTRIB A/f",
         "CREATE A/x",
         "ATTRIB A/x",

@@ -45,11 +45,12 @@ pub const INIT_FLAGS: libc::c_uint = libc::FAN_CLASS_NOTIF
     | libc::FAN_UNLIMITED_QUEUE
     | libc::FAN_REPORT_DFID_NAME_TARGET;
 
-/// Events requested on every marked filesystem.
+/// Events requested on every marked filesystem: names and metadata only.
 ///
-/// `FAN_MODIFY` and `FAN_CLOSE_WRITE` are a backstop for writers that the eBPF probes
-/// cannot see (for example a shared mapping flushed by the kernel: `FAN_CLOSE_WRITE`
-/// still arrives at close). `FAN_ONDIR` makes directory events visible at all.
+/// Data changes come from the eBPF probes. `FAN_MODIFY` and `FAN_CLOSE_WRITE` are left
+/// out on purpose: a filesystem mark would queue one for every write or close on the
+/// whole filesystem, watched or not, which is the per-write cost capture must avoid.
+/// `FAN_ONDIR` makes directory events visible at all.
 pub const WATCH_MASK: u64 = FAN_CREATE
     | FAN_DELETE
     | FAN_RENAME
@@ -58,8 +59,6 @@ pub const WATCH_MASK: u64 = FAN_CREATE
     | FAN_ATTRIB
     | FAN_DELETE_SELF
     | FAN_MOVE_SELF
-    | FAN_MODIFY
-    | FAN_CLOSE_WRITE
     | FAN_ONDIR;
 
 /// Size of the read buffer. The largest FID-mode event (three records with 128-byte
