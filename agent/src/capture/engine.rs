@@ -15,7 +15,10 @@ use std::{
     collections::{HashMap, HashSet},
     ffi::OsStr,
     fs,
-    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    os::{
+        fd::AsRawFd,
+        unix::{ffi::OsStrExt, fs::MetadataExt},
+    },
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -27,7 +30,7 @@ use super::{
     change::{Change, Op, Sink},
     ebpf::{EbpfError, Probes, Record},
     fanotify::{FanEvent, Fanotify, FanotifyError, Handle, NamedHandle},
-    index::{Index, IndexError, Kind, NodeId, RootId, Stat, stat_of},
+    index::{Index, IndexError, Kind, NodeId, RootId, Stat, statx_at},
     mapped::Mapped,
     ranges::DirtyFiles,
     reconcile::{DirtyName, DirtySet, Lookup, reconcile},
@@ -621,39 +624,15 @@ struct LiveLookup<'a> {
 
 impl Lookup for LiveLookup<'_> {
     fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
-        use nix::{fcntl::AtFlags, sys::stat::fstatat};
         let key = index.key(dir)?;
         if let Some(fd) = self
             .handles
             .get(&key)
             .and_then(|h| self.fan.open_handle(h).ok())
         {
-            return fstatat(&fd, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .ok()
-                .map(|st| stat_from_raw(&st));
+            return statx_at(fd.as_raw_fd(), name);
         }
         let p = index.abs_path(dir)?.join(OsStr::from_bytes(name));
-        fs::symlink_metadata(p).ok().map(|m| stat_of(&m))
-    }
-}
-
-fn stat_from_raw(st: &libc::stat) -> Stat {
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFLNK => Kind::Symlink,
-        libc::S_IFIFO => Kind::Fifo,
-        libc::S_IFSOCK => Kind::Socket,
-        libc::S_IFCHR => Kind::Char,
-        libc::S_IFBLK => Kind::Block,
-        _ => Kind::File,
-    };
-    Stat {
-        key: Key {
-            dev: kernel_dev(st.st_dev),
-            ino: st.st_ino,
-        },
-        kind,
-        size: u64::try_from(st.st_size).unwrap_or(0),
-        nlink: st.st_nlink,
+        statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes())
     }
 }

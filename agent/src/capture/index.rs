@@ -20,6 +20,9 @@ use std::{
 
 use agent_common::abi::{Key, kernel_dev};
 
+/// Deepest tree the index walks; deeper paths cannot exist (PATH_MAX is 4096).
+const MAX_DEPTH: usize = 4096;
+
 /// Index of a node in the arena.
 pub type NodeId = u32;
 
@@ -46,6 +49,7 @@ struct Node {
     root: RootId,
     kind: Kind,
     key: Key,
+    birth: u64,
     name: Box<[u8]>,
     /// Children by name; only directories have them.
     children: Option<HashMap<Box<[u8]>, NodeId>>,
@@ -71,6 +75,10 @@ pub struct Stat {
     pub kind: Kind,
     pub size: u64,
     pub nlink: u64,
+    /// Birth time in nanoseconds (0 when the filesystem does not record it). Inode
+    /// numbers are reused as soon as a file is deleted; the birth time tells a new
+    /// file from an old one that had the same number.
+    pub birth: u64,
 }
 
 /// The watched trees as last described.
@@ -142,6 +150,7 @@ impl Index {
             root: id,
             kind: Kind::Dir,
             key,
+            birth: 0,
             name: Box::from(&b""[..]),
             children: Some(HashMap::new()),
         })?;
@@ -215,6 +224,7 @@ impl Index {
             root,
             kind: st.kind,
             key: st.key,
+            birth: st.birth,
             name: Box::from(name),
             children: (st.kind == Kind::Dir).then(HashMap::new),
         })?;
@@ -245,6 +255,11 @@ impl Index {
 
     /// Moves a node to `name` under `dir`; whatever had that name is removed.
     pub fn rename(&mut self, id: NodeId, dir: NodeId, name: &[u8]) {
+        if self.is_within(dir, id) {
+            // A directory cannot move below itself; callers order moves so that this
+            // never happens, and a bug must not turn the tree into a cycle.
+            return;
+        }
         if let Some(old) = self.child(dir, name)
             && old != id
         {
@@ -314,6 +329,17 @@ impl Index {
         self.node(id).map(|n| n.key)
     }
 
+    /// Whether the node is the file `st` describes: same inode number and, where the
+    /// filesystem records birth times, born at the same time (not a reused number).
+    #[must_use]
+    pub fn is_same_file(&self, id: NodeId, st: &Stat) -> bool {
+        self.node(id).is_some_and(|n| {
+            n.key == st.key
+                && n.kind == st.kind
+                && (n.birth == 0 || st.birth == 0 || n.birth == st.birth)
+        })
+    }
+
     #[must_use]
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
         self.node(id)?.parent
@@ -335,6 +361,11 @@ impl Index {
         let mut parts = Vec::new();
         let mut cur = id;
         loop {
+            // The index is a tree by construction; the bound turns a bug into a
+            // missing path instead of a hang.
+            if parts.len() > MAX_DEPTH {
+                return None;
+            }
             let n = self.node(cur)?;
             match n.parent {
                 Some(p) => {
@@ -369,7 +400,12 @@ impl Index {
     #[must_use]
     pub fn is_within(&self, id: NodeId, ancestor: NodeId) -> bool {
         let mut cur = Some(id);
+        let mut depth = 0;
         while let Some(c) = cur {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                return false;
+            }
             if c == ancestor {
                 return true;
             }
@@ -507,7 +543,64 @@ pub fn stat_of(meta: &fs::Metadata) -> Stat {
         kind,
         size: meta.len(),
         nlink: meta.nlink(),
+        birth: meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0)),
     }
+}
+
+/// `statx(2)` of `name` relative to directory `dirfd` (or `AT_FDCWD`), without
+/// following a final symlink. `None` when the name does not exist.
+#[must_use]
+pub fn statx_at(dirfd: std::os::fd::RawFd, name: &[u8]) -> Option<Stat> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: cname is a valid NUL-terminated string and stx points to writable
+    // memory of the size statx expects; the kernel fills it on success.
+    let rc = unsafe {
+        libc::statx(
+            dirfd,
+            cname.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx returned 0, so the structure is initialised (and it was zeroed).
+    let stx = unsafe { stx.assume_init() };
+    let kind = match u32::from(stx.stx_mode) & libc::S_IFMT {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFIFO => Kind::Fifo,
+        libc::S_IFSOCK => Kind::Socket,
+        libc::S_IFCHR => Kind::Char,
+        libc::S_IFBLK => Kind::Block,
+        _ => Kind::File,
+    };
+    let st_dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    let birth = if stx.stx_mask & libc::STATX_BTIME != 0 {
+        u64::try_from(stx.stx_btime.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(stx.stx_btime.tv_nsec))
+    } else {
+        0
+    };
+    Some(Stat {
+        key: Key {
+            dev: kernel_dev(st_dev),
+            ino: stx.stx_ino,
+        },
+        kind,
+        size: stx.stx_size,
+        nlink: u64::from(stx.stx_nlink),
+        birth,
+    })
 }
 
 impl Kind {

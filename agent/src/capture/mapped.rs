@@ -11,7 +11,6 @@
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
-    io::Read,
     path::Path,
     time::{Duration, Instant},
 };
@@ -111,30 +110,55 @@ impl Mapped {
     }
 }
 
-/// Digests of every block of a file.
+/// The digest of a block that lies wholly in a hole: sparse files are hashed by
+/// their data only, so a mapped 5 GiB sparse file costs what its data costs.
+const HOLE: Digest = [0; 16];
+
+/// Digests of every block of a file; blocks in holes get [`HOLE`] without a read.
 fn digest_blocks(path: &Path) -> std::io::Result<Vec<Digest>> {
-    let mut f = File::open(path)?;
-    let mut out = Vec::new();
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    let size = f.metadata()?.len();
+    let blocks = size.div_ceil(BLOCK);
+    let mut out = Vec::with_capacity(usize::try_from(blocks).unwrap_or(0));
     let mut buf = vec![0u8; BLOCK as usize];
-    loop {
+    let mut i = 0u64;
+    while i < blocks {
+        let start = i * BLOCK;
+        // SEEK_DATA finds the next byte of data; every block before it is a hole.
+        let data = match nix::unistd::lseek(
+            &f,
+            i64::try_from(start).unwrap_or(i64::MAX),
+            nix::unistd::Whence::SeekData,
+        ) {
+            Ok(off) => u64::try_from(off).unwrap_or(size),
+            Err(nix::Error::ENXIO) => size,
+            // A filesystem without SEEK_DATA: read everything.
+            Err(_) => start,
+        };
+        let first_data_block = (data / BLOCK).min(blocks);
+        while i < first_data_block {
+            out.push(HOLE);
+            i += 1;
+        }
+        if i >= blocks {
+            break;
+        }
+        let start = i * BLOCK;
+        let want = usize::try_from(BLOCK.min(size - start)).unwrap_or(0);
         let mut filled = 0;
-        while filled < buf.len() {
-            let n = f.read(&mut buf[filled..])?;
+        while filled < want {
+            let n = f.read_at(&mut buf[filled..want], start + filled as u64)?;
             if n == 0 {
                 break;
             }
             filled += n;
         }
-        if filled == 0 {
-            break;
-        }
         let h = blake3::hash(&buf[..filled]);
         let mut d = [0u8; 16];
         d.copy_from_slice(&h.as_bytes()[..16]);
         out.push(d);
-        if filled < buf.len() {
-            break;
-        }
+        i += 1;
     }
     Ok(out)
 }
@@ -159,9 +183,18 @@ mod tests {
         f.write_all_at(b"y", 2 * BLOCK).unwrap();
         f.write_all_at(b"z", 5 * BLOCK).unwrap();
         let changed = m.compare(key, Some(&p), now);
-        assert_eq!(changed, vec![(BLOCK, 2 * BLOCK), (5 * BLOCK, BLOCK)]);
+        // Growing the file makes its new blocks changed too, holes included.
+        assert_eq!(changed, vec![(BLOCK, 2 * BLOCK), (4 * BLOCK, 2 * BLOCK)]);
         assert_eq!(m.of_tgid(std::process::id()), vec![key]);
         assert!(m.compare(key, Some(&p), now).is_empty());
+        // A sparse file is compared by its data only, and a new hole is a change.
+        let sparse = tmp.path().join("sparse");
+        let sf = fs::File::create(&sparse).unwrap();
+        sf.write_all_at(b"d", 5 << 30).unwrap();
+        let skey = Key { dev: 1, ino: 3 };
+        m.add(skey, std::process::id(), &sparse, now);
+        sf.write_all_at(b"e", 1 << 30).unwrap();
+        assert_eq!(m.compare(skey, Some(&sparse), now), vec![(1 << 30, BLOCK)]);
         // A mapper that no longer exists: the next comparison is the last.
         let mut m2 = Mapped::default();
         m2.add(key, u32::MAX - 1, &p, now);

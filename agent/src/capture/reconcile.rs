@@ -85,7 +85,7 @@ pub fn reconcile(
         let live = lookup.stat_in(index, d.dir, &d.name);
         match (cur, live) {
             (None, None) => {}
-            (Some(c), Some(s)) if index.key(c) == Some(s.key) && index.kind(c) == Some(s.kind) => {
+            (Some(c), Some(s)) if index.is_same_file(c, &s) => {
                 if attr.contains(d) {
                     unchanged_attr.push(c);
                 }
@@ -114,7 +114,7 @@ pub fn reconcile(
             .names(&st.key)
             .iter()
             .copied()
-            .filter(|c| index.kind(*c) == Some(st.kind) && !moved.contains(c))
+            .filter(|c| index.is_same_file(*c, &st) && !moved.contains(c))
             .collect();
         let from_gone = candidates.iter().copied().find(|c| gone.contains(c));
         let src = from_gone.or_else(|| {
@@ -151,13 +151,7 @@ pub fn reconcile(
         };
         if index.root_of(dir) == Some(root) {
             plan.changes.push((root, from, Op::Link { new_path: to }));
-            if let (Some(key), Some(kind)) = (index.key(existing), index.kind(existing)) {
-                let st = Stat {
-                    key,
-                    kind,
-                    size: 0,
-                    nlink: 2,
-                };
+            if let Some(st) = lookup.stat_in(index, dir, &name) {
                 let _ = index.insert(dir, &name, &st);
             }
         } else if let Some(st) = lookup.stat_in(index, dir, &name) {
@@ -185,16 +179,14 @@ pub fn reconcile(
 
 /// Whether the index's name for `node` still holds the same inode on disk.
 fn still_there(index: &Index, lookup: &mut dyn Lookup, node: NodeId) -> bool {
-    let (Some(parent), Some(name), Some(key)) =
-        (index.parent(node), index.name(node), index.key(node))
-    else {
+    let (Some(parent), Some(name)) = (index.parent(node), index.name(node)) else {
         // A root is always there.
         return true;
     };
     let name = name.to_vec();
     lookup
         .stat_in(index, parent, &name)
-        .is_some_and(|s| s.key == key)
+        .is_some_and(|s| index.is_same_file(node, &s))
 }
 
 /// The path `name` would have in directory `dir`.
@@ -207,7 +199,8 @@ fn path_in(index: &Index, dir: NodeId, name: &[u8]) -> Option<Vec<u8>> {
     Some(p)
 }
 
-/// Emits the moves so that none overwrites the source of another pending move.
+/// Emits the moves so that none overwrites the source of another pending move and
+/// no directory is moved below itself.
 fn emit_moves(
     index: &mut Index,
     plan: &mut Plan,
@@ -216,68 +209,124 @@ fn emit_moves(
     lookup: &mut dyn Lookup,
 ) {
     let mut temp = 0u64;
-    while !moves.is_empty() {
-        let blocked = |m: &Move, moves: &[Move], index: &Index| {
-            index
-                .child(m.dir, &m.name)
-                .is_some_and(|occupant| moves.iter().any(|o| o.src == occupant && o.src != m.src))
-        };
-        if let Some(i) = (0..moves.len()).find(|&i| !blocked(&moves[i], &moves, index)) {
+    // Every round emits one move or breaks one cycle, so this bound is only reached
+    // if the index disagrees with itself; the fallback below is still correct.
+    let mut budget = moves.len() * 4 + 16;
+    while !moves.is_empty() && budget > 0 {
+        budget -= 1;
+        if let Some(i) = (0..moves.len()).find(|&i| blocker(index, &moves, i).is_none()) {
             let m = moves.remove(i);
             emit_move(index, plan, &m, gone, lookup);
             continue;
         }
-        // Every pending move waits for another: a cycle.
-        let first = moves[0].clone();
-        let occupant = index.child(first.dir, &first.name);
-        let partner = moves.iter().position(|o| {
-            Some(o.src) == occupant && index.child(o.dir, &o.name) == Some(first.src)
-        });
-        if let (Some(j), Some(occ)) = (partner, occupant) {
-            // a -> b and b -> a: one atomic exchange.
-            let (Some(root_a), Some(pa), Some(pb)) = (
-                index.root_of(first.src),
-                index.rel_path(first.src),
-                index.rel_path(occ),
-            ) else {
-                moves.remove(0);
-                continue;
+        // Every pending move waits for another: follow the waits to a cycle.
+        let mut seen = vec![0usize];
+        let mut cur = 0usize;
+        let cycle_start = loop {
+            let Some(next) = blocker(index, &moves, cur) else {
+                break None;
             };
-            plan.changes
-                .push((root_a, pa, Op::Exchange { new_path: pb }));
-            let (dir_a, name_a) = (
-                index.parent(first.src),
-                index.name(first.src).map(<[u8]>::to_vec),
-            );
+            if let Some(pos) = seen.iter().position(|&x| x == next) {
+                break Some(pos);
+            }
+            seen.push(next);
+            cur = next;
+        };
+        let Some(pos) = cycle_start else {
+            break;
+        };
+        let cycle: Vec<usize> = seen[pos..].to_vec();
+        let a = cycle[0];
+        if cycle.len() == 1 {
+            // A directory that must go below itself with nothing to move out of the
+            // way: only removal and creation can describe it.
+            let m = moves.remove(a);
+            emit_remove_tree(index, plan, m.src);
+            if let Some(st) = lookup.stat_in(index, m.dir, &m.name) {
+                emit_create(index, lookup, plan, m.dir, &m.name, st);
+            }
+            continue;
+        }
+        let swap = if let [x, y] = cycle[..] {
+            let (mx, my) = (&moves[x], &moves[y]);
+            let same_slots = index.child(mx.dir, &mx.name) == Some(my.src)
+                && index.child(my.dir, &my.name) == Some(mx.src);
+            same_slots.then_some((x, y))
+        } else {
+            None
+        };
+        if let Some((x, y)) = swap {
+            // a -> b and b -> a: one atomic exchange.
+            let (src_a, src_b) = (moves[x].src, moves[y].src);
+            let (Some(root), Some(pa), Some(pb)) = (
+                index.root_of(src_a),
+                index.rel_path(src_a),
+                index.rel_path(src_b),
+            ) else {
+                break;
+            };
+            if index.root_of(src_b) != Some(root) {
+                break;
+            }
+            plan.changes.push((root, pa, Op::Exchange { new_path: pb }));
+            let (ma, mb) = (moves[x].clone(), moves[y].clone());
             let tmp = format!(".tandem-exchange-{temp}").into_bytes();
             temp += 1;
-            // Swap in the index through a name no one uses.
-            if let (Some(dir_a), Some(name_a)) = (dir_a, name_a) {
-                index.rename(first.src, first.dir, &tmp);
-                index.rename(occ, dir_a, &name_a);
-                index.rename(first.src, first.dir, &first.name);
+            if let Some(dir_b) = index.parent(src_b) {
+                index.rename(src_b, dir_b, &tmp);
             }
-            let (hi, lo) = if j > 0 { (j, 0) } else { (0, j) };
+            index.rename(src_a, ma.dir, &ma.name);
+            index.rename(src_b, mb.dir, &mb.name);
+            let (hi, lo) = (x.max(y), x.min(y));
             moves.remove(hi);
-            if hi != lo {
-                moves.remove(lo);
-            }
+            moves.remove(lo);
         } else {
-            // A longer cycle: park the first source under a temporary name.
-            let Some(dir) = index.parent(first.src) else {
-                moves.remove(0);
-                continue;
+            // A longer cycle, or a directory waiting to move below itself: park the
+            // source of one move under a temporary name next to where it is.
+            let src = moves[a].src;
+            let Some(dir) = index.parent(src) else {
+                break;
             };
             let tmp = format!(".tandem-move-{temp}").into_bytes();
             temp += 1;
             let m = Move {
-                src: first.src,
+                src,
                 dir,
                 name: tmp.into_boxed_slice(),
             };
             emit_move(index, plan, &m, gone, lookup);
         }
     }
+    // Whatever could not be ordered is described as removal plus creation.
+    for m in moves {
+        emit_remove_tree(index, plan, m.src);
+        if let Some(st) = lookup.stat_in(index, m.dir, &m.name) {
+            emit_create(index, lookup, plan, m.dir, &m.name, st);
+        }
+    }
+}
+
+/// The pending move that move `i` has to wait for, if any: the one whose source
+/// occupies its destination, or (for a directory moving below itself) the one that
+/// moves an ancestor of the destination out of the way.
+fn blocker(index: &Index, moves: &[Move], i: usize) -> Option<usize> {
+    let m = &moves[i];
+    if let Some(occupant) = index.child(m.dir, &m.name)
+        && occupant != m.src
+        && let Some(j) = moves.iter().position(|o| o.src == occupant)
+    {
+        return Some(j);
+    }
+    if index.is_within(m.dir, m.src) {
+        // Moving m.src below itself: wait for the move of the directory in between.
+        return moves
+            .iter()
+            .position(|o| {
+                o.src != m.src && index.is_within(m.dir, o.src) && index.is_within(o.src, m.src)
+            })
+            .or(Some(i));
+    }
+    None
 }
 
 /// Emits one rename and applies it to the index.

@@ -63,7 +63,8 @@ impl Fixture {
                 name: p.file_name().unwrap().as_bytes().into(),
             });
         }
-        let plan = reconcile(&mut self.index, &mut PathLookup, &dirty, &HashSet::new());
+        let mut lookup = ByInode(self.src.clone());
+        let plan = reconcile(&mut self.index, &mut lookup, &dirty, &HashSet::new());
         let mut shown = Vec::new();
         for (_, path, op) in &plan.changes {
             shown.push(show(path, op));
@@ -74,6 +75,30 @@ impl Fixture {
 
     fn assert_same(&self) {
         assert_eq!(snapshot(&self.src), snapshot(&self.copy));
+    }
+}
+
+/// Finds a directory by its inode wherever it is now, as the engine does with
+/// directory handles.
+struct ByInode(PathBuf);
+
+impl Lookup for ByInode {
+    fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
+        let key = index.key(dir)?;
+        let mut stack = vec![self.0.clone()];
+        while let Some(d) = stack.pop() {
+            let m = fs::symlink_metadata(&d).ok()?;
+            if m.ino() == key.ino {
+                let p = d.join(OsStr::from_bytes(name));
+                return crate::capture::index::statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes());
+            }
+            for e in fs::read_dir(&d).ok()?.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        None
     }
 }
 
@@ -256,7 +281,7 @@ fn hard_links_deletions_and_kind_changes() {
     let rm_x = shown
         .iter()
         .position(|s| s == "remove gone/deep/x file")
-        .unwrap();
+        .unwrap_or_else(|| panic!("{shown:?}"));
     let rm_gone = shown.iter().position(|s| s == "remove gone dir").unwrap();
     assert!(rm_x < rm_gone, "children are removed first: {shown:?}");
     let rm_k = shown.iter().position(|s| s == "remove k file").unwrap();
@@ -274,5 +299,37 @@ fn a_rename_whose_old_name_was_not_reported_is_still_a_rename() {
     fs::rename(f.src.join("d/a"), f.src.join("b")).unwrap();
     // Only the new name is dirty (the old name's event was lost).
     assert_eq!(f.reconcile(&["b"]), vec!["rename d/a b"]);
+    f.assert_same();
+}
+
+#[test]
+fn a_directory_moved_into_its_former_child_is_ordered_not_looped() {
+    let mut f = Fixture::new(|s| {
+        fs::create_dir_all(s.join("A/B")).unwrap();
+        fs::write(s.join("A/B/f"), b"F").unwrap();
+        fs::write(s.join("A/g"), b"G").unwrap();
+    });
+    // B moves up to C, then A moves inside C.
+    fs::rename(f.src.join("A/B"), f.src.join("C")).unwrap();
+    fs::rename(f.src.join("A"), f.src.join("C/A")).unwrap();
+    // fanotify names the new parent by its handle: B, still at A/B in the index.
+    let shown = f.reconcile(&["A", "C", "A/B", "A/B/A"]);
+    assert_eq!(shown, vec!["rename A/B C", "rename A C/A"]);
+    f.assert_same();
+}
+
+#[test]
+fn a_move_waiting_on_a_swap_is_emitted_after_it() {
+    let mut f = Fixture::new(|s| {
+        for n in ["a", "b", "x"] {
+            fs::write(s.join(n), n.to_uppercase()).unwrap();
+        }
+    });
+    // a <-> b, then x takes a's new place... i.e. x -> a after the swap moves b there:
+    // final: a = X, b = A, and B went to y.
+    fs::rename(f.src.join("b"), f.src.join("y")).unwrap();
+    fs::rename(f.src.join("a"), f.src.join("b")).unwrap();
+    fs::rename(f.src.join("x"), f.src.join("a")).unwrap();
+    f.reconcile(&["a", "b", "x", "y"]);
     f.assert_same();
 }
