@@ -112,6 +112,8 @@ pub struct Engine {
     /// Files whose mappings must be compared now (a flush point).
     compare_now: HashSet<Key>,
     pending: DirtySet,
+    /// Inodes moved out of the watched trees since the last reconciliation.
+    left: HashSet<Key>,
     counters: Counters,
     fan_buf: Vec<FanEvent>,
 }
@@ -169,6 +171,7 @@ impl Engine {
             sync_all: false,
             compare_now: HashSet::new(),
             pending: DirtySet::default(),
+            left: HashSet::new(),
             counters: Counters::default(),
             fan_buf: Vec::new(),
         })
@@ -406,6 +409,9 @@ impl Engine {
             for named in [&ev.dir_name, &ev.old, &ev.new].into_iter().flatten() {
                 self.note_name(named, attr);
             }
+            if let (Some(old), Some(new)) = (&ev.old, &ev.new) {
+                self.note_boundary_crossing(ev, old, new);
+            }
         }
         if renamed {
             // io_uring renames bypass the syscall hooks that invalidate the kernel's
@@ -414,6 +420,34 @@ impl Engine {
         }
         self.fan_buf = events;
         Ok(())
+    }
+
+    /// A rename between a watched and an unwatched directory: what happens to the
+    /// inode outside is not captured, so it must never come back as a mere rename.
+    fn note_boundary_crossing(&mut self, ev: &FanEvent, old: &NamedHandle, new: &NamedHandle) {
+        let watched = |this: &mut Self, h: &Handle| {
+            this.lookup
+                .resolve(&this.fan, h)
+                .is_some_and(|k| this.index.dir_by_key(&k).is_some())
+        };
+        if watched(self, &old.dir) == watched(self, &new.dir) {
+            return;
+        }
+        let key = ev.object.as_ref().and_then(|h| {
+            let fd = self.fan.open_handle(h).ok()?;
+            let st = nix::sys::stat::fstat(&fd).ok()?;
+            Some(Key {
+                dev: kernel_dev(st.st_dev),
+                ino: st.st_ino,
+            })
+        });
+        match key {
+            Some(k) => {
+                self.left.insert(k);
+            }
+            // The object cannot be identified: compare the trees it touched.
+            None => self.rescan_all(),
+        }
     }
 
     fn note_name(&mut self, named: &NamedHandle, attr: bool) {
@@ -446,15 +480,34 @@ impl Engine {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
-        for r in pending.rescan {
+        let mut pending = std::mem::take(&mut self.pending);
+        // A rescan describes its whole tree afresh and frees the tree's nodes: names
+        // noted in it must be dropped first, as their node ids are about to be reused.
+        if !pending.rescan.is_empty() {
+            let index = &self.index;
+            let keep = |d: &DirtyName| {
+                index
+                    .root_of(d.dir)
+                    .is_some_and(|r| !pending.rescan.contains(&r))
+            };
+            pending.names.retain(|d| keep(d));
+            pending.attr.retain(|d| keep(d));
+        }
+        for r in std::mem::take(&mut pending.rescan) {
             self.rescan(sink, r)?;
         }
         let mut live = LiveLookup {
             fan: &self.fan,
             handles: &self.lookup.handles,
         };
-        let plan = reconcile(&mut self.index, &mut live, &pending.names, &pending.attr);
+        let left = std::mem::take(&mut self.left);
+        let plan = reconcile(
+            &mut self.index,
+            &mut live,
+            &pending.names,
+            &pending.attr,
+            &left,
+        );
         for key in plan.watch {
             let _ = self.probes.watch(key, u32::MAX);
         }

@@ -189,7 +189,7 @@ mod tests {
         assert!(m.compare(key, Some(&p), now).is_empty());
         // A sparse file is compared by its data only, and a new hole is a change.
         let sparse = tmp.path().join("sparse");
-        let sf = fs::File::create(&sparse).unwrap();
+        let sf = File::create(&sparse).unwrap();
         sf.write_all_at(b"d", 5 << 30).unwrap();
         let skey = Key { dev: 1, ino: 3 };
         m.add(skey, std::process::id(), &sparse, now);

@@ -62,12 +62,15 @@ struct Move {
 }
 
 /// Reconciles the dirty names against the filesystem. `attr` lists the names
-/// whose attributes changed.
+/// whose attributes changed; `left` the inodes that were moved out of the watched
+/// trees since the last reconciliation: changes made to them outside were not
+/// captured, so if they are back they are described as new, never as a rename.
 pub fn reconcile(
     index: &mut Index,
     lookup: &mut dyn Lookup,
     dirty: &HashSet<DirtyName>,
     attr: &HashSet<DirtyName>,
+    left: &HashSet<Key>,
 ) -> Plan {
     let mut plan = Plan::default();
     let mut gone: Vec<NodeId> = Vec::new();
@@ -110,8 +113,12 @@ pub fn reconcile(
     let mut creates: Vec<(NodeId, Box<[u8]>, Stat)> = Vec::new();
     let mut moved: HashSet<NodeId> = HashSet::new();
     for (dir, name, st) in appeared {
-        let candidates: Vec<NodeId> = index
-            .names(&st.key)
+        let candidates: Vec<NodeId> = if left.contains(&st.key) {
+            Vec::new()
+        } else {
+            index.names(&st.key).to_vec()
+        };
+        let candidates: Vec<NodeId> = candidates
             .iter()
             .copied()
             .filter(|c| index.is_same_file(*c, &st) && !moved.contains(c))

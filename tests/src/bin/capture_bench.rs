@@ -52,6 +52,9 @@ const WARMUP_BATCHES: usize = 50;
 const TARGET_UNWATCHED_NS: f64 = 200.0;
 const TARGET_WATCHED_NS: f64 = 500.0;
 const TARGET_EVENTS_PER_S: f64 = 2_000_000.0;
+/// The file whose write, made after the rate writers stop, marks the end of their
+/// events in the ring buffer (which is consumed in order).
+const MARKER: &str = "capture-bench-marker";
 
 /// Set by SIGINT/SIGTERM so that long loops stop and the guards clean up.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -219,13 +222,14 @@ struct Capture {
     ready_after: Duration,
     stdout_thread: Option<JoinHandle<u64>>,
     stderr_thread: Option<JoinHandle<String>>,
+    /// When the stdout thread saw a `write` record of `MARKER`.
+    marker_rx: Option<mpsc::Receiver<Instant>>,
 }
 
 struct Stopped {
     summary: Summary,
     /// From SIGTERM to the process's exit (the final drain is in it).
     stop_took: Duration,
-    exited_at: Instant,
     stdout_bytes: u64,
 }
 
@@ -267,21 +271,34 @@ impl Capture {
             ready_after: Duration::ZERO,
             stdout_thread: None,
             stderr_thread: None,
+            marker_rx: None,
         };
         let (tx, rx) = mpsc::channel::<String>();
+        let (marker_tx, marker_rx) = mpsc::channel::<Instant>();
+        cap.marker_rx = Some(marker_rx);
         if let Some(out) = stdout {
+            let marker_tx = marker_tx.clone();
             cap.stdout_thread = Some(thread::spawn(move || {
                 let mut r = BufReader::with_capacity(1 << 16, out);
                 let mut first = String::new();
                 let mut bytes = r.read_line(&mut first).unwrap_or(0) as u64;
                 let _ = tx.send(first);
-                // Drain and discard: the records' content is not what is measured.
-                let mut buf = vec![0u8; 1 << 16];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 {
-                        break;
+                // Drain and discard, except that a `write` record of the marker file is
+                // timed: it proves that every kernel event queued before it was consumed.
+                let needle = format!("\"path\":\"{MARKER}\"");
+                let mut line = Vec::with_capacity(256);
+                loop {
+                    line.clear();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => bytes += n as u64,
                     }
-                    bytes += n as u64;
+                    if let Ok(text) = std::str::from_utf8(&line)
+                        && text.contains(&needle)
+                        && text.contains("\"op\":\"write\"")
+                    {
+                        let _ = marker_tx.send(Instant::now());
+                    }
                 }
                 bytes
             }));
@@ -320,6 +337,35 @@ impl Capture {
         Ok(cap)
     }
 
+    /// Waits for the `write` record of `MARKER`; returns when the benchmark saw it.
+    fn wait_marker(&self, timeout: Duration) -> Option<Instant> {
+        let rx = self.marker_rx.as_ref()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && !INTERRUPTED.load(Ordering::Relaxed) {
+            if let Ok(t) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// CPU time (user + system) used by the capture process so far, in seconds.
+    fn cpu_secs(&self) -> Res<f64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the command name, which is in parentheses and may hold spaces:
+        // state is field 3, utime 14 and stime 15.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or("bad /proc/PID/stat")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).ok_or("short stat")?.parse::<u64>()?
+            + f.get(12).ok_or("short stat")?.parse::<u64>()?;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+        Ok(ticks as f64 / hz as f64)
+    }
+
     /// Reads `VmRSS`, `VmHWM` and `RssAnon` (bytes) from /proc/PID/status.
     fn memory(&self) -> Res<BTreeMap<String, u64>> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
@@ -343,7 +389,7 @@ impl Capture {
         let t = Instant::now();
         signal::kill(self.pid, Signal::SIGTERM)?;
         let status = wait_timeout(&mut child, Duration::from_secs(120));
-        let exited_at = Instant::now();
+        let stop_took = t.elapsed();
         let status = match status {
             Some(s) => s,
             None => {
@@ -367,8 +413,7 @@ impl Capture {
         }
         Ok(Stopped {
             summary: Summary::parse(&stderr)?,
-            stop_took: exited_at - t,
-            exited_at,
+            stop_took,
             stdout_bytes,
         })
     }
@@ -974,9 +1019,13 @@ struct RateRun {
     capture: bool,
     writes: u64,
     writer_secs: f64,
-    /// From the writers' start until the capture process had exited (so every event it
-    /// counted had been consumed by then).
+    /// From the writers' start until the record of the marker written after them was
+    /// seen (so every event of theirs had been consumed by then).
     capture_secs: f64,
+    /// From the writers' end until that marker record: the backlog the agent had left.
+    backlog: Duration,
+    /// CPU time (user + system) the agent process used over `capture_secs`.
+    agent_cpu_secs: f64,
     kernel_events: u64,
     lost: u64,
     overflows: u64,
@@ -1060,6 +1109,8 @@ fn rate_run(
     for f in &files {
         File::create(f)?;
     }
+    let marker = root.join(MARKER);
+    File::create(&marker)?;
     let cap = if capture {
         Some(Capture::start(bin, &[root], Duration::from_secs(60))?)
     } else {
@@ -1078,6 +1129,7 @@ fn rate_run(
             thread::spawn(move || writer(f, pattern, pin, b, s))
         })
         .collect();
+    let cpu0 = cap.as_ref().map_or(Ok(0.0), Capture::cpu_secs)?;
     start.wait();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(secs);
@@ -1086,7 +1138,8 @@ fn rate_run(
     }
     stop.store(true, Ordering::Relaxed);
     let writes: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    let writer_secs = t0.elapsed().as_secs_f64();
+    let writers_done = Instant::now();
+    let writer_secs = (writers_done - t0).as_secs_f64();
     check_interrupted()?;
     let mut run = RateRun {
         writers,
@@ -1101,10 +1154,21 @@ fn rate_run(
         rescans: 0,
         stop_took: Duration::ZERO,
         stdout_bytes: 0,
+        backlog: Duration::ZERO,
+        agent_cpu_secs: 0.0,
     };
     if let Some(cap) = cap {
+        // The marker's event is queued after every writer's; its record proves they
+        // were all consumed (stopping the process is no such proof: it takes seconds
+        // of its own, detaching the programs).
+        fs::write(&marker, b"m")?;
+        let caught_up = cap
+            .wait_marker(Duration::from_secs(300))
+            .ok_or("capture did not report the marker write within 300 s of the writers' end")?;
+        run.agent_cpu_secs = cap.cpu_secs()? - cpu0;
+        run.capture_secs = (caught_up - t0).as_secs_f64();
+        run.backlog = caught_up.saturating_duration_since(writers_done);
         let st = cap.stop()?;
-        run.capture_secs = (st.exited_at - t0).as_secs_f64();
         run.kernel_events = st.summary.get("kernel_events")?;
         run.lost = st.summary.get("lost_kernel_events")?;
         run.overflows = st.summary.get("overflows")?;
@@ -1112,7 +1176,7 @@ fn rate_run(
         run.stop_took = st.stop_took;
         run.stdout_bytes = st.stdout_bytes;
     }
-    for f in &files {
+    for f in files.iter().chain([&marker]) {
         let _ = fs::remove_file(f);
     }
     Ok(run)
@@ -1156,17 +1220,21 @@ fn report_rate(runs: &[RateRun], plan: &Plan, out: &mut String, raw: &mut String
          kernel event; *sequential* offsets (adjacent ranges, merged by the agent into few \
          records) and *scattered* offsets (2 bytes apart: every call its own range and \
          output record). {:.0} s per run, {} round(s); medians over rounds. One writer is \
-         pinned to the last CPU; more writers are not pinned. Consumed events/s = \
-         kernel_events (capture's summary) / time from the writers' start until capture \
-         had exited after SIGTERM, so a backlog still in the ring buffer when the writers \
-         stop counts against the agent. Drain = time from SIGTERM to exit.\n",
+         pinned to the last CPU; more writers are not pinned. After the writers stop, the \
+         benchmark writes a marker file and waits for its record: the ring buffer is \
+         consumed in order, so by then every writer event was consumed. Consumed events/s \
+         = kernel_events (capture's summary) / time from the writers' start to that record; \
+         backlog = time from the writers' end to that record. Agent CPU = user + system \
+         time of the capture process over the same interval; events per agent CPU-second \
+         is what one fully busy core would consume.\n",
         plan.rate_secs, plan.rate_rounds
     );
     let _ = writeln!(
         out,
         "| offsets | writers | writer calls/s, no capture | writer calls/s, capture running | \
-         consumed kernel events/s | events per call | drain after writers stop | lost \
-         kernel events | overflows |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+         consumed kernel events/s | events per call | backlog after writers stop | agent \
+         CPU | events per agent CPU-second | lost kernel events | overflows |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut best_lossless: f64 = 0.0;
     for pattern in [Pattern::Sequential, Pattern::Scattered] {
@@ -1180,28 +1248,15 @@ fn report_rate(runs: &[RateRun], plan: &Plan, out: &mut String, raw: &mut String
             if on.is_empty() {
                 continue;
             }
-            let calls = |rs: &[&RateRun]| {
-                median(
-                    &rs.iter()
-                        .map(|r| r.writes as f64 / r.writer_secs)
-                        .collect::<Vec<_>>(),
-                )
+            let med = |rs: &[&RateRun], f: &dyn Fn(&RateRun) -> f64| {
+                median(&rs.iter().map(|r| f(r)).collect::<Vec<_>>())
             };
-            let ev = median(
-                &on.iter()
-                    .map(|r| r.kernel_events as f64 / r.capture_secs)
-                    .collect::<Vec<_>>(),
-            );
-            let per_call = median(
-                &on.iter()
-                    .map(|r| r.kernel_events as f64 / r.writes as f64)
-                    .collect::<Vec<_>>(),
-            );
-            let drain = median(
-                &on.iter()
-                    .map(|r| r.stop_took.as_secs_f64())
-                    .collect::<Vec<_>>(),
-            );
+            let calls = |r: &RateRun| r.writes as f64 / r.writer_secs;
+            let ev = med(&on, &|r| r.kernel_events as f64 / r.capture_secs);
+            let per_call = med(&on, &|r| r.kernel_events as f64 / r.writes as f64);
+            let backlog = med(&on, &|r| r.backlog.as_secs_f64());
+            let cpu = med(&on, &|r| r.agent_cpu_secs / r.capture_secs);
+            let per_cpu = med(&on, &|r| r.kernel_events as f64 / r.agent_cpu_secs);
             let lost: u64 = on.iter().map(|r| r.lost).sum();
             let overflows: u64 = on.iter().map(|r| r.overflows).sum();
             if lost == 0 {
@@ -1209,12 +1264,14 @@ fn report_rate(runs: &[RateRun], plan: &Plan, out: &mut String, raw: &mut String
             }
             let _ = writeln!(
                 out,
-                "| {} | {w} | {:.3} M | {:.3} M | {:.3} M | {per_call:.3} | {drain:.2} s | \
-                 {lost} | {overflows} |",
+                "| {} | {w} | {:.3} M | {:.3} M | {:.3} M | {per_call:.3} | {backlog:.2} s | \
+                 {:.0} % | {:.2} M | {lost} | {overflows} |",
                 pattern.name(),
-                calls(&off) / 1e6,
-                calls(&on) / 1e6,
-                ev / 1e6
+                med(&off, &calls) / 1e6,
+                med(&on, &calls) / 1e6,
+                ev / 1e6,
+                cpu * 100.0,
+                per_cpu / 1e6
             );
         }
     }
@@ -1239,11 +1296,14 @@ fn report_rate(runs: &[RateRun], plan: &Plan, out: &mut String, raw: &mut String
             r.writes as f64 / r.writer_secs,
             if r.capture {
                 format!(
-                    " kernel_events={} capture_secs={:.3} ({:.0}/s) lost_kernel_events={} \
-                     overflows={} rescans={} drain_ms={} stdout_bytes={}",
+                    " kernel_events={} caught_up_secs={:.3} ({:.0}/s) backlog_ms={} \
+                     agent_cpu_secs={:.3} lost_kernel_events={} overflows={} rescans={} \
+                     sigterm_to_exit_ms={} stdout_bytes={}",
                     r.kernel_events,
                     r.capture_secs,
                     r.kernel_events as f64 / r.capture_secs,
+                    r.backlog.as_millis(),
+                    r.agent_cpu_secs,
                     r.lost,
                     r.overflows,
                     r.rescans,

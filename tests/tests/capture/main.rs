@@ -184,8 +184,15 @@ fn oracle(seed: u64) {
         ];
         let mut shadow = Shadow::new(&pairs).unwrap();
         std::thread::spawn(move || -> ReplayStats {
+            // TANDEM_ORACLE_STREAM=FILE keeps the raw stream for debugging.
+            let mut keep =
+                std::env::var_os("TANDEM_ORACLE_STREAM").and_then(|p| fs::File::create(p).ok());
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 let rec = shadow.replay_line(&line);
                 let mut p = progress.lock().unwrap();
                 p.records += 1;

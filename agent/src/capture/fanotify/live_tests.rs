@@ -201,11 +201,7 @@ fn tmpfs_is_supported() {
     fan.mark_filesystem(dir.path()).unwrap();
     let known = HashMap::from([(handle_of(dir.path()), "T")]);
     fs::write(dir.path().join("a"), b"1").unwrap();
-    fs::set_permissions(
-        dir.path().join("a"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    fs::set_permissions(dir.path().join("a"), fs::Permissions::from_mode(0o600)).unwrap();
     let want = ["CREATE T/a", "ATTRIB T/a"];
     let evs = collect_until(&mut fan, Duration::from_secs(5), |evs| {
         let f = facts(evs, &known);

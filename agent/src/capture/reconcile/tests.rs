@@ -11,12 +11,14 @@ use std::{
 
 use super::*;
 use crate::capture::index::Index;
+use agent_common::abi::{Key, kernel_dev};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
     src: PathBuf,
     copy: PathBuf,
     index: Index,
+    left: HashSet<Key>,
 }
 
 impl Fixture {
@@ -42,6 +44,7 @@ impl Fixture {
             src,
             copy,
             index,
+            left: HashSet::new(),
         }
     }
 
@@ -64,7 +67,13 @@ impl Fixture {
             });
         }
         let mut lookup = ByInode(self.src.clone());
-        let plan = reconcile(&mut self.index, &mut lookup, &dirty, &HashSet::new());
+        let plan = reconcile(
+            &mut self.index,
+            &mut lookup,
+            &dirty,
+            &HashSet::new(),
+            &self.left,
+        );
         let mut shown = Vec::new();
         for (_, path, op) in &plan.changes {
             shown.push(show(path, op));
@@ -331,5 +340,24 @@ fn a_move_waiting_on_a_swap_is_emitted_after_it() {
     fs::rename(f.src.join("a"), f.src.join("b")).unwrap();
     fs::rename(f.src.join("x"), f.src.join("a")).unwrap();
     f.reconcile(&["a", "b", "x", "y"]);
+    f.assert_same();
+}
+
+#[test]
+fn a_file_that_left_the_tree_and_came_back_is_described_anew() {
+    let mut f = Fixture::new(|s| {
+        fs::write(s.join("a"), b"long content").unwrap();
+    });
+    let outside = f._tmp.path().join("outside");
+    fs::rename(f.src.join("a"), &outside).unwrap();
+    fs::write(&outside, b"short").unwrap();
+    fs::rename(&outside, f.src.join("b")).unwrap();
+    let m = fs::metadata(f.src.join("b")).unwrap();
+    f.left.insert(Key {
+        dev: kernel_dev(m.dev()),
+        ino: m.ino(),
+    });
+    let shown = f.reconcile(&["a", "b"]);
+    assert_eq!(shown, vec!["remove a file", "create b file", "write b 0 5"]);
     f.assert_same();
 }
