@@ -26,7 +26,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -536,16 +536,25 @@ fn foreign_bpf_holders() -> Vec<String> {
     found
 }
 
-/// What `foreign_bpf_holders` saw at the start of each phase (reported with the results).
-static FOREIGN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// What `foreign_bpf_holders` saw at the start of a phase, with the phases it was seen
+/// in (reported with the results).
+static FOREIGN: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
 
-/// Records other eBPF users present at the start of a phase (none of ours runs then).
+/// How long to wait for other eBPF users to finish, before the run and before each
+/// phase (`--wait-quiet`).
+static WAIT_QUIET_SECS: AtomicU64 = AtomicU64::new(600);
+
+/// Before a phase (none of our captures runs then): waits for other eBPF users to go,
+/// and records any that are still there.
 fn note_foreign_bpf(phase: &str) {
+    wait_for_quiet(Duration::from_secs(WAIT_QUIET_SECS.load(Ordering::Relaxed)));
     let found = foreign_bpf_holders();
     if !found.is_empty() {
         eprintln!("capture-bench: WARNING: other eBPF users during {phase}: {found:?}");
         if let Ok(mut f) = FOREIGN.lock() {
-            f.push(format!("{phase}: {}", found.join("; ")));
+            for h in found {
+                f.entry(h).or_default().push(phase.to_owned());
+            }
         }
     }
 }
@@ -566,7 +575,7 @@ fn wait_for_quiet(max: Duration) {
             );
             said = true;
         }
-        thread::sleep(Duration::from_secs(2));
+        thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -893,6 +902,7 @@ fn bench_cost(bin: &Path, plan: &Plan) -> Res<CostResult> {
             round + 1,
             plan.cost_rounds
         );
+        note_foreign_bpf(&format!("cost round {}", round + 1));
         {
             let _pin = pin_cpu.map(Pin::to);
             for &i in &order {
@@ -1471,7 +1481,13 @@ fn run() -> Res<()> {
         return Err(format!("no agent binary at {}", bin.display()).into());
     }
     let plan = Plan::new(opts.quick);
+    WAIT_QUIET_SECS.store(opts.wait_quiet, Ordering::Relaxed);
     wait_for_quiet(Duration::from_secs(opts.wait_quiet));
+    if !foreign_bpf_holders().is_empty() {
+        // Someone keeps eBPF programs loaded for good: waiting again before every
+        // phase would only make the run longer. The report names them.
+        WAIT_QUIET_SECS.store(0, Ordering::Relaxed);
+    }
     let machine = format!(
         "{}- load average (1, 5, 15 min) at start: {}\n",
         machine_report(&bin),
@@ -1529,7 +1545,14 @@ fn run() -> Res<()> {
         }
     }
     check_interrupted()?;
-    let foreign = FOREIGN.lock().map(|f| f.clone()).unwrap_or_default();
+    let foreign: Vec<String> = FOREIGN
+        .lock()
+        .map(|f| {
+            f.iter()
+                .map(|(h, phases)| format!("{h} (during {})", phases.join(", ")))
+                .collect()
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         out,
         "\nLoad average (1, 5, 15 min) at the end: {}. Other processes holding eBPF \
