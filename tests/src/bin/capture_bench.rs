@@ -6,8 +6,9 @@
 //!    interleaved (no capture, capture, no capture, capture, ...) so that load drifts
 //!    hit every configuration alike.
 //! 2. **Events per second without loss.** Writer threads hammer watched files with
-//!    1-byte `pwrite`s at changing offsets; the capture's own summary line gives the
-//!    kernel events it consumed and the ones it lost. The writers' syscall rate with and
+//!    1-byte writes (`pwrite` at sequential or scattered offsets, or io_uring batches);
+//!    the capture's own summary line gives the kernel events it consumed and the ones it
+//!    lost, and a marker write shows when it had caught up. The writers' rate with and
 //!    without capture shows whether the producer or the consumer is the limit.
 //! 3. **Memory with many files under watch.** A tree of empty files is created on tmpfs
 //!    before capture starts; once capture says `ready`, its `VmRSS` and `VmHWM` are read.
@@ -477,6 +478,13 @@ impl Drop for TreeGuard {
         if let Err(e) = fs::remove_dir_all(&self.0) {
             eprintln!("capture-bench: cannot remove {}: {e}", self.0.display());
         }
+        // The common parent (BENCH_TMP) goes too once the last tree in it is gone;
+        // remove_dir fails harmlessly while another tree is still there.
+        if let Some(parent) = self.0.parent()
+            && parent == Path::new(BENCH_TMP)
+        {
+            let _ = fs::remove_dir(parent);
+        }
     }
 }
 
@@ -697,6 +705,21 @@ fn machine_report(bin: &Path) -> String {
         "release"
     };
     let args: Vec<String> = std::env::args().collect();
+    // Under `cargo run` (which `cargo xtask bench` uses) argv[0] is only the binary's
+    // path; cargo's variables in the environment tell how it was really started.
+    let via = if std::env::var_os("CARGO_PKG_NAME").is_some() {
+        let extra = args.get(1..).unwrap_or_default().join(" ");
+        format!(
+            " (started as `cargo run --release -p tandem-tests --bin capture-bench{}`)",
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" -- {extra}")
+            }
+        )
+    } else {
+        String::new()
+    };
     let mut s = String::new();
     let _ = writeln!(s, "- date: {date}");
     let _ = writeln!(
@@ -719,7 +742,7 @@ fn machine_report(bin: &Path) -> String {
         "- benchmark profile: {profile}; agent: {}",
         bin.display()
     );
-    let _ = writeln!(s, "- command: `{}`", args.join(" "));
+    let _ = writeln!(s, "- command: `{}`{via}", args.join(" "));
     s
 }
 
@@ -1054,20 +1077,28 @@ enum Pattern {
     /// Offsets two bytes apart: no two ranges touch, so every call stays a separate
     /// range and a separate output record (the worst case for the agent).
     Scattered,
+    /// Sequential 1-byte writes through io_uring, `URING_BATCH` per `io_uring_enter`:
+    /// one system call makes many kernel events, so the writers can offer more events
+    /// than with one syscall each, which is how the agent's own ceiling can show.
+    Uring,
 }
+
+/// io_uring writes submitted (and waited for) per `io_uring_enter`.
+const URING_BATCH: u32 = 256;
 
 impl Pattern {
     fn name(self) -> &'static str {
         match self {
             Pattern::Sequential => "sequential",
             Pattern::Scattered => "scattered",
+            Pattern::Uring => "io_uring",
         }
     }
 
     /// The offset of the i-th call, cycling over 2 MiB so the file stays small.
     fn offset(self, i: u64) -> libc::off_t {
         let stride = match self {
-            Pattern::Sequential => 1,
+            Pattern::Sequential | Pattern::Uring => 1,
             Pattern::Scattered => 2,
         };
         ((i * stride) & ((2 << 20) - 1)) as libc::off_t
@@ -1088,6 +1119,9 @@ fn writer(
         return 0;
     };
     let fd = file.as_raw_fd();
+    if pattern == Pattern::Uring {
+        return uring_writer(fd, &start, &stop);
+    }
     let buf = [b'r'];
     let mut i: u64 = 0;
     start.wait();
@@ -1100,6 +1134,46 @@ fn writer(
                 return i;
             }
             i += 1;
+        }
+    }
+    i
+}
+
+/// One io_uring writer: batches of `URING_BATCH` sequential 1-byte writes, each batch
+/// submitted and completed before the next. Returns the writes completed.
+fn uring_writer(fd: RawFd, start: &Barrier, stop: &AtomicBool) -> u64 {
+    use io_uring::{IoUring, opcode, types};
+    let Ok(mut ring) = IoUring::new(URING_BATCH) else {
+        start.wait();
+        return 0;
+    };
+    let buf = [b'u'];
+    let mut i: u64 = 0;
+    start.wait();
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..URING_BATCH {
+            let sqe = opcode::Write::new(types::Fd(fd), buf.as_ptr(), 1)
+                .offset(Pattern::Uring.offset(i) as u64)
+                .build();
+            // SAFETY: `buf` and `fd` outlive the operation: the batch is waited for below
+            // before either can go away, and the queue has room for the whole batch.
+            if unsafe { ring.submission().push(&sqe) }.is_err() {
+                return i;
+            }
+            i += 1;
+        }
+        if ring.submit_and_wait(URING_BATCH as usize).is_err() {
+            return i;
+        }
+        let mut done = 0;
+        for cqe in ring.completion() {
+            if cqe.result() != 1 {
+                return i;
+            }
+            done += 1;
+        }
+        if done != URING_BATCH {
+            return i;
         }
     }
     i
@@ -1198,7 +1272,7 @@ fn bench_rate(bin: &Path, plan: &Plan) -> Res<Vec<RateRun>> {
     fs::create_dir_all(&root)?;
     let mut runs = Vec::new();
     for round in 0..plan.rate_rounds {
-        for pattern in [Pattern::Sequential, Pattern::Scattered] {
+        for pattern in [Pattern::Sequential, Pattern::Scattered, Pattern::Uring] {
             for &w in &plan.rate_writers {
                 for capture in [false, true] {
                     let what = if capture {
@@ -1229,7 +1303,9 @@ fn report_rate(runs: &[RateRun], plan: &Plan, out: &mut String, raw: &mut String
          Writers: 1-byte `pwrite`s, one watched file (ext4) per writer, each call one \
          kernel event; *sequential* offsets (adjacent ranges, merged by the agent into few \
          records) and *scattered* offsets (2 bytes apart: every call its own range and \
-         output record). {:.0} s per run, {} round(s); medians over rounds. One writer is \
+         output record); *io_uring*: sequential 1-byte writes, 256 per `io_uring_enter`, so \
+         one system call makes many events (for io_uring, \"calls\" are writes). \
+         {:.0} s per run, {} round(s); medians over rounds. One writer is \
          pinned to the last CPU; more writers are not pinned. After the writers stop, the \
          benchmark writes a marker file and waits for its record: the ring buffer is \
          consumed in order, so by then every writer event was consumed. Consumed events/s \
@@ -1247,7 +1323,7 @@ fn report_rate(runs: &[RateRun], plan: &Plan, out: &mut String, raw: &mut String
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut best_lossless: f64 = 0.0;
-    for pattern in [Pattern::Sequential, Pattern::Scattered] {
+    for pattern in [Pattern::Sequential, Pattern::Scattered, Pattern::Uring] {
         for &w in &plan.rate_writers {
             let pick = |capture: bool| -> Vec<&RateRun> {
                 runs.iter()
