@@ -577,10 +577,20 @@ impl Engine {
                 .abs_path(node)
                 .and_then(|p| fs::symlink_metadata(p).ok())
                 .map(|m| m.len());
+            let mut ranges = delta.ranges;
             if let Some(t) = delta.truncated_to {
-                self.emit(sink, root, path.clone(), Op::Truncate { size: t })?;
+                // Truncates and writes of different threads can reach us in another
+                // order than they happened, so the size recorded last may not be the
+                // size the file has: describe the size it has now, and everything
+                // from the smallest size it was cut to up to there.
+                let now = size.unwrap_or(t);
+                self.emit(sink, root, path.clone(), Op::Truncate { size: now })?;
+                let min = delta.min_size.unwrap_or(t).min(t);
+                if now > min {
+                    ranges.insert(min, now - min);
+                }
             }
-            for (offset, len) in delta.ranges.iter() {
+            for (offset, len) in ranges.iter() {
                 // Describe what exists now; bytes past the end were cut by a later
                 // truncate, whose own record follows if it is not already described.
                 let len = match size {

@@ -52,6 +52,11 @@ pub struct FileDelta {
     pub ranges: RangeSet,
     /// The last size set by a truncate since the last take, applied before the ranges.
     pub truncated_to: Option<u64>,
+    /// The smallest size set by a truncate since the last take. Kernel events of
+    /// different threads can reach user space in another order than their effects,
+    /// so a consumer that wants to be exact sets the size it finds now and copies
+    /// everything from here to it.
+    pub min_size: Option<u64>,
     /// The whole file must be compared with the source.
     pub verify: bool,
     /// Sequence number of the first change recorded for this file since the last take.
@@ -78,6 +83,7 @@ impl Entry {
             delta: FileDelta {
                 ranges: RangeSet::new(max_ranges),
                 truncated_to: None,
+                min_size: None,
                 verify: false,
                 first_seq: seq,
                 last_seq: seq,
@@ -161,6 +167,7 @@ impl<K: Copy + Eq + Hash> DirtyFiles<K> {
             e.delta.truncated_to = Some(size);
             e.truncate_seq = seq;
             e.min_size = Some(e.min_size.map_or(size, |m| m.min(size)));
+            e.delta.min_size = e.min_size;
             e.mark_regrown();
         })
     }
@@ -217,6 +224,7 @@ impl<K: Copy + Eq + Hash> DirtyFiles<K> {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                into.delta.min_size = into.min_size;
                 if into.delta.verify {
                     into.delta.ranges.clear();
                 } else {
