@@ -53,7 +53,7 @@ pub const STAT_FILTERED: u32 = 2;
 pub const STAT_CACHE_HIT: u32 = 3;
 pub const STAT_COUNT: u32 = 4;
 
-pub const PATH_MAX: usize = 256;
+pub const PATH_MAX: usize = 4096;
 
 /// A (kernel `s_dev`, inode number) pair; kernel `s_dev` is `MAJOR << 20 | MINOR`.
 ///

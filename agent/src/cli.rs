@@ -151,7 +151,7 @@ impl<W: Write> Sink for TextSink<W> {
         let detail = match &c.op {
             Op::Write { offset, len } => format!(" [{offset}, +{len})"),
             Op::Truncate { size } => format!(" to {size}"),
-            Op::Create { kind } | Op::Remove { kind } => format!(" ({})", kind.as_str()),
+            Op::Create { kind, .. } | Op::Remove { kind } => format!(" ({})", kind.as_str()),
             Op::Rename { new_path } | Op::Link { new_path } | Op::Exchange { new_path } => {
                 format!(" -> {}", String::from_utf8_lossy(new_path))
             }

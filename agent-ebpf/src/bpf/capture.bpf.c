@@ -13,11 +13,16 @@
  *    syscall, computes the range from the return value, filters and emits. The
  *    filter runs at exit only, so a file renamed into a watched tree while a write
  *    is in flight is still reported.
+ *  - The write system calls, which every write on the machine pays for, have
+ *    their own programs ("the hot path" below): pwrite64/pwritev have no enter
+ *    program (the exit reads the arguments from the saved user registers), and
+ *    write/writev keep their enter state in a per-thread array slot, not STASH.
  *  - write/writev/sendfile/pwritev2(-1) use the union of [f_pos(enter), +ret) and
  *    [f_pos(exit) - ret, f_pos(exit)): threads sharing a struct file can move f_pos
  *    between the two hooks, and over-reporting is safe where under-reporting loses
- *    data. Appends (O_APPEND, RWF_APPEND, and pwrite on an O_APPEND fd, which Linux
- *    appends) use [i_size(enter), max(i_size(enter) + ret, i_size(exit))).
+ *    data. Appends (O_APPEND, RWF_APPEND) use [i_size(enter), max(i_size(enter) +
+ *    ret, i_size(exit))); pwrite on an O_APPEND fd (which Linux appends) has no
+ *    enter, so it reports [i_size(exit) - ret, i_size(exit)) and VERIFY.
  *  - tp_btf/io_uring_submit_req stashes the prepped position of write-like
  *    requests in UREQ keyed by the request pointer; tp_btf/io_uring_complete reads
  *    req->file (fixed files included) and the result. A request whose position is
@@ -32,7 +37,8 @@
  * hard-linked inodes there), then each ancestor up the d_parent chain to the root
  * of the file's filesystem, at most MAX_DEPTH levels; a walk that gives up reports
  * the change with TANDEM_F_DEPTH_EXCEEDED. Verdicts are cached in VCACHE under
- * (dev, ino, dentry) for the file and for its parent directory, tagged with GEN[0].
+ * (dev, ino, dentry) for the file and for its parent directory, tagged with GEN[0];
+ * the write hot path looks in FCACHE first, a direct-mapped array in front of it.
  * Struct fields are read by snapshotting the head of each kernel object with one
  * bpf_probe_read_kernel and picking fields at CO-RE offsets: that is one helper
  * call per object instead of one per field, which is what the hot path costs.
@@ -133,6 +139,7 @@ struct finfo {
 	__u64 ino;
 	__u64 dentry;
 	__u64 inode;
+	__u64 sb;
 	__s64 pos;
 	__s64 isize;
 	__u32 flags;
@@ -236,6 +243,63 @@ struct {
 	__type(value, struct ureq);
 } UREQ SEC(".maps");
 
+/*
+ * The verdict cache of the hot path: direct-mapped, one slot per hash of the
+ * file's (dentry, ino, super_block) identity. An array lookup is inlined by the
+ * verifier (no helper call, no hashing in the kernel, no lock), which is most of
+ * what makes an unwatched write cheap. The slot holds the identity itself, so a
+ * hit is an exact match, not a hash match; the verdict word is XORed with the
+ * identity's hash so that a slot torn by two CPUs filling it at once (four plain
+ * stores) cannot pass as a valid entry: a torn verdict word decodes to a
+ * generation that does not match. A miss costs the VCACHE lookup (and maybe a
+ * walk) and refills the slot.
+ */
+#define FCACHE_SLOTS 16384
+struct fslot {
+	__u64 dentry;
+	__u64 ino;
+	__u64 sb;
+	__u64 word; /* hash ^ (gen << 2 | verdict) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FCACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fslot);
+} FCACHE SEC(".maps");
+
+/*
+ * What the enter of write/writev (and pwritev2 at the file position or with
+ * RWF_APPEND) leaves for its exit: the position before the call (f_pos, or i_size
+ * for appends) and, when the file was already known to be unwatched, the
+ * generation of that verdict, so that the exit of an unwatched write reads one
+ * array slot and returns.
+ *
+ * Indexed by thread id modulo TSLOT_SLOTS: an array slot is written with plain
+ * stores, where a hash map update costs a bucket lock and an element allocation
+ * (~200 ns here, the largest part of the old hot path). Two live threads whose ids
+ * collide modulo the size (possible only when pid_max is raised above it) share a
+ * slot; `id` and `chk` detect that, and the exit then reports conservatively.
+ */
+#define TSLOT_SLOTS 32768
+struct tslot {
+	__u64 id; /* pid_tgid of the owner; 0 once the exit consumed it */
+	__u64 gen;
+	__u64 file;
+	__s64 pos;
+	__u32 nr;
+	__u32 state; /* TS_* */
+	__u64 chk;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TSLOT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tslot);
+} TSLOT SEC(".maps");
+
 /* Snapshot sizes: must cover the last field read from each object. */
 #define FILE_SNAP 128
 #define INODE_SNAP 96
@@ -326,10 +390,9 @@ static __always_inline void bump_gen(void)
 		__sync_fetch_and_add(g, 1);
 }
 
-/* fd -> struct file of the current task, or NULL. */
-static __always_inline struct file *fd_file(long fd)
+/* fd -> struct file of task t (the current task), or NULL. */
+static __always_inline struct file *fd_file_of(struct task_struct *t, long fd)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt;
 	struct file **fds;
 	struct file *f = NULL;
@@ -346,14 +409,23 @@ static __always_inline struct file *fd_file(long fd)
 	return f;
 }
 
-/* Everything the filter and the range computation need about an open file. */
-static __always_inline int file_info(struct file *f, struct finfo *fi)
+/* fd -> struct file of the current task, or NULL. */
+static __always_inline struct file *fd_file(long fd)
+{
+	return fd_file_of(bpf_get_current_task_btf(), fd);
+}
+
+/*
+ * Everything about an open file except its device: two reads (the head of the
+ * struct file and of its inode). This is all the unwatched hot path reads; the
+ * verdict cache is keyed by the super_block pointer rather than s_dev so that it
+ * needs no third read.
+ */
+static __always_inline int file_head(struct file *f, struct finfo *fi)
 {
 	__u64 fb[FILE_SNAP / 8];
 	__u64 ib[INODE_SNAP / 8];
-	struct super_block *sb;
 	struct inode *inode;
-	dev_t dev = 0;
 
 	if (!f || bpf_probe_read_kernel(fb, sizeof(fb), f))
 		return -1;
@@ -367,11 +439,26 @@ static __always_inline int file_info(struct file *f, struct finfo *fi)
 	fi->mode = SNAP(ib, struct inode, i_mode);
 	fi->ino = SNAP(ib, struct inode, i_ino);
 	fi->isize = SNAP(ib, struct inode, i_size);
-	sb = SNAP(ib, struct inode, i_sb);
-	if (READ_FIELD(&dev, sb, struct super_block, s_dev))
+	fi->sb = (__u64)SNAP(ib, struct inode, i_sb);
+	return 0;
+}
+
+static __always_inline int file_dev(struct finfo *fi)
+{
+	dev_t dev = 0;
+
+	if (READ_FIELD(&dev, fi->sb, struct super_block, s_dev))
 		return -1;
 	fi->dev = dev;
 	return 0;
+}
+
+/* Everything the filter and the range computation need about an open file. */
+static __always_inline int file_info(struct file *f, struct finfo *fi)
+{
+	if (file_head(f, fi))
+		return -1;
+	return file_dev(fi);
 }
 
 /*
@@ -553,43 +640,328 @@ static __always_inline __s64 smax(__s64 a, __s64 b)
 	return a > b ? a : b;
 }
 
+/* ---- write(2) and friends: the hot path ------------------------------------- */
+
+/*
+ * The unwatched path is what every write on the machine pays, so it is kept to
+ * the fd lookup, two struct reads and one inlined array lookup:
+ *  - pwrite64/pwritev (and pwritev2 at an explicit offset) have no enter
+ *    program: their exit reads the fd and offset from the user registers saved
+ *    at syscall entry (bpf_task_pt_regs), which the syscall does not change.
+ *  - write/writev (and pwritev2 at f_pos or with RWF_APPEND) need the position
+ *    before the call, so their enter stores it in TSLOT together with the
+ *    cached verdict; an exit whose enter found the file unwatched at the current
+ *    generation reads that slot and returns.
+ * Anything not answered by FCACHE goes to report_write, which also handles the
+ * watched case.
+ */
+
+#define VERDICT_MISS 3 /* fcache_get: not cached */
+
+/* TSLOT states. */
+#define TS_POS 0x1    /* a regular file; pos is f_pos before the call */
+#define TS_APPEND 0x2 /* a regular file written in append mode; pos is i_size */
+#define TS_NO 0x4     /* FCACHE said unwatched at generation `gen` */
+
+/* How report_write finds the range. */
+enum {
+	RW_OFF,     /* at the explicit offset `lo`, unless the fd appends */
+	RW_FPOS,    /* lo is f_pos at enter */
+	RW_APPEND,  /* lo is i_size at enter */
+	RW_UNKNOWN, /* the enter's slot was lost: best guess, and verify the file */
+};
+
+#define T_RWF_NOAPPEND 0x20
+
+/* Syscall arguments at exit, from the user registers saved at entry. */
+#if defined(__TARGET_ARCH_arm64)
+#define SC_ARG1(r) ((r)->orig_x0) /* x0 now holds the return value */
+#define SC_ARG4(r) ((r)->regs[3])
+#define SC_ARG6(r) ((r)->regs[5])
+#else
+#define SC_ARG1(r) ((r)->di)
+#define SC_ARG4(r) ((r)->r10)
+#define SC_ARG6(r) ((r)->r9)
+#endif
+
+/* murmur3's 64-bit finalizer: every input bit affects every output bit. */
+static __always_inline __u64 fmix64(__u64 h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+static __always_inline __u64 fid_hash(struct finfo *fi)
+{
+	return fmix64(fi->dentry ^ fmix64(fi->ino ^ (fi->sb * 0x9e3779b97f4a7c15ULL)));
+}
+
+static __always_inline struct fslot *fslot_of(__u64 h)
+{
+	__u32 idx = h & (FCACHE_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&FCACHE, &idx);
+}
+
+/* The verdict cached for this file at generation gen, or VERDICT_MISS. */
+static __always_inline __u32 fcache_get(struct finfo *fi, __u64 h, __u64 gen)
+{
+	struct fslot *sl = fslot_of(h);
+	__u64 w;
+
+	if (!sl || sl->dentry != fi->dentry || sl->ino != fi->ino ||
+	    sl->sb != fi->sb)
+		return VERDICT_MISS;
+	w = sl->word ^ h;
+	if ((w >> 2) != (gen & (~0ULL >> 2)))
+		return VERDICT_MISS;
+	return w & 3;
+}
+
+static __always_inline void fcache_put(struct finfo *fi, __u64 h, __u64 gen,
+				       __u32 v)
+{
+	struct fslot *sl = fslot_of(h);
+
+	if (!sl)
+		return;
+	sl->dentry = fi->dentry;
+	sl->ino = fi->ino;
+	sl->sb = fi->sb;
+	sl->word = h ^ ((gen << 2) | v);
+}
+
+static __always_inline struct tslot *tslot_of(__u64 id)
+{
+	__u32 idx = (__u32)id & (TSLOT_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&TSLOT, &idx);
+}
+
+/* Detects a slot torn by two colliding threads (see TSLOT). */
+static __always_inline __u64 tslot_chk(struct tslot *t)
+{
+	return fmix64(t->id ^ t->file ^ ((__u64)t->pos * 0x9e3779b97f4a7c15ULL) ^
+		      (t->gen * 0xc2b2ae3d27d4eb4fULL) ^
+		      ((((__u64)t->state << 32) | t->nr) * 0x165667b19e3779f9ULL));
+}
+
+static __always_inline int appends(__u32 fflags, __u32 rwf)
+{
+	return ((fflags & T_O_APPEND) && !(rwf & T_RWF_NOAPPEND)) ||
+	       (rwf & T_RWF_APPEND);
+}
+
+/*
+ * Reports a successful write of `ret` bytes to the file `fi` (head read, device
+ * not yet) if it is watched. A global function: verified once, not once per
+ * caller. The verdict is taken here, at exit, so that a file moved into a
+ * watched tree while the write was in flight is reported.
+ */
+__noinline int report_write(struct finfo *fi, __u32 how, __s64 lo, __s64 ret,
+			    __u32 rwf)
+{
+	__u32 tgid = cur_tgid(), flags = 0, v, verify = 0;
+	__s64 start, end;
+	__u64 gen, h;
+
+	if (!fi || ret <= 0 || file_dev(fi))
+		return 0;
+	/* The generation is read before the walk: a rename during it makes the
+	 * entry stale at once rather than wrong. */
+	gen = read_gen();
+	h = fid_hash(fi);
+	v = fcache_get(fi, h, gen);
+	if (v == VERDICT_MISS) {
+		v = tandem_verdict(fi->dev, fi->ino, fi->dentry);
+		fcache_put(fi, h, gen, v);
+	} else {
+		stat_inc(TANDEM_STAT_CACHE_HIT);
+	}
+	if (v == VERDICT_NO) {
+		stat_inc(TANDEM_STAT_FILTERED);
+		return 0;
+	}
+	if (v == VERDICT_DEPTH)
+		flags |= TANDEM_F_DEPTH_EXCEEDED;
+	if (bpf_map_lookup_elem(&EXCLUDED, &tgid))
+		return 0;
+
+	switch (how) {
+	case RW_OFF:
+		if (appends(fi->flags, rwf)) {
+			/*
+			 * pwrite on an O_APPEND fd appends (a Linux quirk). Without
+			 * an enter program the size before the call is unknown:
+			 * [i_size - ret, i_size) is exact unless another writer
+			 * changed the size in between, so verify the file too.
+			 */
+			start = smax(fi->isize - ret, 0);
+			end = smax(fi->isize, start + ret);
+			verify = 1;
+		} else {
+			start = lo;
+			end = lo + ret;
+		}
+		break;
+	case RW_FPOS:
+		/*
+		 * Threads sharing the struct file can move f_pos between the
+		 * enter and the exit: the union of both candidates covers the
+		 * bytes either way. The file was open at enter; if another thread
+		 * closed it since, these reads see a freed file, and the range
+		 * only grows.
+		 */
+		start = smax(smin(lo, fi->pos - ret), 0);
+		end = smax(lo + ret, fi->pos);
+		break;
+	case RW_APPEND:
+		start = lo;
+		end = smax(lo + ret, fi->isize);
+		break;
+	default: /* RW_UNKNOWN */
+		if (appends(fi->flags, rwf)) {
+			start = smax(fi->isize - ret, 0);
+			end = smax(fi->isize, start + ret);
+		} else {
+			start = smax(fi->pos - ret, 0);
+			end = start + ret;
+		}
+		verify = 1;
+		break;
+	}
+	emit(TANDEM_EV_WRITE, fi->dev, fi->ino, start, end - start, 0, flags,
+	     tgid);
+	if (verify)
+		emit(TANDEM_EV_VERIFY, fi->dev, fi->ino, 0, 0, 0, flags, tgid);
+	if ((fi->flags & T_O_DSYNC) || (rwf & (T_RWF_DSYNC | T_RWF_SYNC)))
+		emit(TANDEM_EV_SYNC, fi->dev, fi->ino, start, end - start,
+		     TANDEM_SYNC_WRITE, flags, tgid);
+	return 0;
+}
+
+/* The exit of a write at an explicit offset: no enter program ran. */
+static __always_inline int exit_off(struct task_struct *t, struct pt_regs *r,
+				    long ret, __s64 off, __u32 rwf)
+{
+	struct finfo fi = {};
+
+	if (file_head(fd_file_of(t, SC_ARG1(r)), &fi) || !is_reg(fi.mode))
+		return 0;
+	if (fcache_get(&fi, fid_hash(&fi), read_gen()) == VERDICT_NO) {
+		stat_inc(TANDEM_STAT_FILTERED);
+		return 0;
+	}
+	return report_write(&fi, RW_OFF, off, ret, rwf);
+}
+
+/* The enter of a write at the file position, or an append. */
+static __always_inline int enter_wpos(struct trace_event_raw_sys_enter *ctx,
+				      long fd, __u32 rwf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tslot *sl = tslot_of(id);
+	struct tslot n = { .id = id, .nr = (__u32)ctx->id };
+	struct finfo fi = {};
+	struct file *f;
+
+	if (!sl)
+		return 0;
+	f = fd_file(fd);
+	/* Not a regular file: state 0 tells the exit there is nothing to do. */
+	if (!file_head(f, &fi) && is_reg(fi.mode)) {
+		__u64 gen = read_gen();
+
+		n.file = (__u64)f;
+		if (appends(fi.flags, rwf)) {
+			n.state = TS_APPEND;
+			n.pos = fi.isize;
+		} else {
+			n.state = TS_POS;
+			n.pos = fi.pos;
+		}
+		if (fcache_get(&fi, fid_hash(&fi), gen) == VERDICT_NO) {
+			n.state |= TS_NO;
+			n.gen = gen;
+		}
+	}
+	n.chk = tslot_chk(&n);
+	*sl = n;
+	return 0;
+}
+
+/* The exit matching enter_wpos. */
+static __always_inline int exit_wpos(struct trace_event_raw_sys_exit *ctx,
+				     __u32 rwf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tslot *sl = tslot_of(id);
+	struct finfo fi = {};
+	long ret = ctx->ret;
+	struct tslot t;
+
+	if (!sl)
+		return 0;
+	t = *sl;
+	sl->id = 0;
+	if (ret <= 0)
+		return 0;
+	if (t.id != id || t.nr != (__u32)ctx->id || t.chk != tslot_chk(&t)) {
+		/* Another thread took the slot, or the enter ran before the
+		 * programs were attached: find the file from the registers and
+		 * report conservatively. */
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(task);
+
+		if (file_head(fd_file_of(task, SC_ARG1(r)), &fi) ||
+		    !is_reg(fi.mode))
+			return 0;
+		return report_write(&fi, RW_UNKNOWN, 0, ret, rwf);
+	}
+	if (!(t.state & (TS_POS | TS_APPEND)))
+		return 0;
+	if ((t.state & TS_NO) && t.gen == read_gen()) {
+		stat_inc(TANDEM_STAT_FILTERED);
+		return 0;
+	}
+	/* The struct file the enter saw: the syscall held it in between. */
+	if (file_head((struct file *)t.file, &fi)) {
+		lost(0, 0);
+		return 0;
+	}
+	return report_write(&fi, (t.state & TS_APPEND) ? RW_APPEND : RW_FPOS,
+			    t.pos, ret, rwf);
+}
+
 /* ---- sys_enter programs ---------------------------------------------------- */
 
 SEC("tracepoint/syscalls/sys_enter_write")
 int sys_enter_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_fd(ctx, ctx->args[0], ST_WRITE_FPOS, 0, 0, 0, 0, 0);
+	return enter_wpos(ctx, ctx->args[0], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
 int sys_enter_writev(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_fd(ctx, ctx->args[0], ST_WRITE_FPOS, 0, 0, 0, 0, 0);
+	return enter_wpos(ctx, ctx->args[0], 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_pwrite64")
-int sys_enter_pwrite64(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_fd(ctx, ctx->args[0], ST_WRITE_OFF, ctx->args[3], 0, 0, 0,
-			0);
-}
-
-/* pwritev(fd, iov, cnt, pos_l, pos_h): on 64-bit the offset is pos_l. */
-SEC("tracepoint/syscalls/sys_enter_pwritev")
-int sys_enter_pwritev(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_fd(ctx, ctx->args[0], ST_WRITE_OFF, ctx->args[3], 0, 0, 0,
-			0);
-}
-
-/* pwritev2(fd, iov, cnt, pos_l, pos_h, flags): offset -1 means f_pos. */
+/* pwritev2(fd, iov, cnt, pos_l, pos_h, flags): offset -1 means f_pos. At an
+ * explicit offset (the common case) the exit alone suffices. */
 SEC("tracepoint/syscalls/sys_enter_pwritev2")
 int sys_enter_pwritev2(struct trace_event_raw_sys_enter *ctx)
 {
 	__s64 off = ctx->args[3];
-	__u32 op = off == -1 ? ST_WRITE_FPOS : ST_WRITE_OFF;
+	__u32 rwf = ctx->args[5];
 
-	return enter_fd(ctx, ctx->args[0], op, off, 0, 0, ctx->args[5], 0);
+	if (off != -1 && !(rwf & T_RWF_APPEND))
+		return 0;
+	return enter_wpos(ctx, ctx->args[0], rwf);
 }
 
 SEC("tracepoint/syscalls/sys_enter_ftruncate")
@@ -978,6 +1350,45 @@ int sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 		bpf_map_update_elem(&MAPPERS, &tgid, &one, BPF_ANY);
 	}
 	return 0;
+}
+
+/* Attached to the exits of write and writev. */
+SEC("tracepoint/syscalls/sys_exit_write")
+int sys_exit_write(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_wpos(ctx, 0);
+}
+
+/* Attached to the exits of pwrite64 and pwritev: (fd, buf, count, pos). */
+SEC("tracepoint/syscalls/sys_exit_pwrite64")
+int sys_exit_pwrite(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *t;
+	struct pt_regs *r;
+	long ret = ctx->ret;
+
+	if (ret <= 0)
+		return 0;
+	t = bpf_get_current_task_btf();
+	r = (struct pt_regs *)bpf_task_pt_regs(t);
+	return exit_off(t, r, ret, SC_ARG4(r), 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_pwritev2")
+int sys_exit_pwritev2(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(t);
+	__s64 off = SC_ARG4(r);
+	__u32 rwf = SC_ARG6(r);
+	long ret = ctx->ret;
+
+	/* The cases in which the enter program stored a slot. */
+	if (off == -1 || (rwf & T_RWF_APPEND))
+		return exit_wpos(ctx, rwf);
+	if (ret <= 0)
+		return 0;
+	return exit_off(t, r, ret, off, rwf);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sync")

@@ -47,7 +47,7 @@
 #define TANDEM_STAT_CACHE_HIT 3 /* verdicts answered by the verdict cache */
 #define TANDEM_STAT_COUNT 4
 
-#define TANDEM_PATH_MAX 256
+#define TANDEM_PATH_MAX 4096
 
 /*
  * A (kernel s_dev, inode number) pair. Kernel s_dev is MAJOR << 20 | MINOR.

@@ -20,16 +20,37 @@ pub struct Change {
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub enum Op {
     Attr,
-    Create { kind: Kind },
-    Exchange { new_path: Vec<u8> },
-    Link { new_path: Vec<u8> },
-    Remove { kind: Kind },
-    Rename { new_path: Vec<u8> },
+    /// A new entry; `target` for symlinks and `rdev` for devices travel with it, so
+    /// that a consumer needs no second look at a name that may have moved on.
+    Create {
+        kind: Kind,
+        target: Option<Vec<u8>>,
+        rdev: u64,
+    },
+    Exchange {
+        new_path: Vec<u8>,
+    },
+    Link {
+        new_path: Vec<u8>,
+    },
+    Remove {
+        kind: Kind,
+    },
+    Rename {
+        new_path: Vec<u8>,
+    },
     Rescan,
-    Sync { all: bool },
-    Truncate { size: u64 },
+    Sync {
+        all: bool,
+    },
+    Truncate {
+        size: u64,
+    },
     Verify,
-    Write { offset: u64, len: u64 },
+    Write {
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Op {
@@ -105,7 +126,16 @@ pub fn to_json(change: &Change, root: &str) -> Value {
     put_path(&mut m, "path", &change.path);
     match &change.op {
         Op::Attr | Op::Rescan | Op::Verify => {}
-        Op::Create { kind } | Op::Remove { kind } => {
+        Op::Create { kind, target, rdev } => {
+            m.insert("kind".into(), json!(kind.as_str()));
+            if let Some(t) = target {
+                put_path(&mut m, "target", t);
+            }
+            if matches!(kind, Kind::Char | Kind::Block) {
+                m.insert("rdev".into(), json!(rdev));
+            }
+        }
+        Op::Remove { kind } => {
             m.insert("kind".into(), json!(kind.as_str()));
         }
         Op::Exchange { new_path } | Op::Link { new_path } | Op::Rename { new_path } => {
@@ -181,7 +211,11 @@ mod tests {
             seq: 1,
             root: 0,
             path: b"x".to_vec(),
-            op: Op::Create { kind: Kind::Dir },
+            op: Op::Create {
+                kind: Kind::Dir,
+                target: None,
+                rdev: 0,
+            },
         })
         .unwrap();
         let text = String::from_utf8(out).unwrap();

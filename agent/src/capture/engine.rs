@@ -114,6 +114,9 @@ pub struct Engine {
     pending: DirtySet,
     /// Inodes moved out of the watched trees since the last reconciliation.
     left: HashSet<Key>,
+    /// New directories whose entries are still to be looked at, with the number of
+    /// rounds they have waited for their place to be known.
+    unlisted: Vec<(Key, u32)>,
     counters: Counters,
     fan_buf: Vec<FanEvent>,
 }
@@ -172,6 +175,7 @@ impl Engine {
             compare_now: HashSet::new(),
             pending: DirtySet::default(),
             left: HashSet::new(),
+            unlisted: Vec::new(),
             counters: Counters::default(),
             fan_buf: Vec::new(),
         })
@@ -314,39 +318,73 @@ impl Engine {
                 .ok()
                 .map(|cwd| cwd.join(p))
         };
-        let meta = full.as_deref().and_then(|f| fs::metadata(f).ok());
-        match meta {
-            Some(m) if flags & abi::F_PATH_TRUNCATED == 0 => {
-                let key = Key {
-                    dev: kernel_dev(m.dev()),
-                    ino: m.ino(),
-                };
-                if !self.index.names(&key).is_empty() {
-                    self.dirty.truncate(key, size);
-                }
+        let Some(full) = full.filter(|_| flags & abi::F_PATH_TRUNCATED == 0) else {
+            tracing::info!(
+                tgid,
+                "truncate(2) of a path that cannot be named; rescanning"
+            );
+            self.rescan_all();
+            return;
+        };
+        // Two candidates, both recorded: the file at the path now, and the file the
+        // index (the consumer's view, a few milliseconds behind) has at the path. A
+        // truncate recorded for a file that was not truncated only makes its current
+        // size be described again, so a wrong candidate costs nothing.
+        let mut found = false;
+        if let Ok(m) = fs::metadata(&full) {
+            let key = Key {
+                dev: kernel_dev(m.dev()),
+                ino: m.ino(),
+            };
+            // Recorded even when the index does not know the inode yet (a file
+            // created a moment ago): data of inodes without a name is dropped when
+            // described, so an unwatched file costs nothing.
+            self.dirty.truncate(key, size);
+            found = true;
+        }
+        if let Some(node) = self.index.lookup(&full)
+            && self.index.kind(node) == Some(Kind::File)
+            && let Some(key) = self.index.key(node)
+        {
+            self.dirty.truncate(key, size);
+            found = true;
+        }
+        if found {
+            return;
+        }
+        match self.root_containing(&full) {
+            Some(Some(r)) => {
+                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file that cannot be found; rescanning its tree");
+                self.pending.rescan.insert(r);
             }
-            _ => {
-                // The file cannot be named any more: whichever tree it was in must be
-                // compared whole. A path outside every tree is harmless to ignore.
-                let inside = full.as_deref().map(|f| self.root_containing(f));
-                match inside {
-                    Some(Some(r)) => {
-                        self.pending.rescan.insert(r);
-                    }
-                    Some(None) => {}
-                    None => self.rescan_all(),
-                }
+            // Outside every tree: not ours.
+            Some(None) => {}
+            None => {
+                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file that cannot be found; rescanning");
+                self.rescan_all();
             }
         }
     }
 
-    fn root_containing(&self, p: &Path) -> Option<RootId> {
-        let canon = p.parent().and_then(|d| fs::canonicalize(d).ok())?;
-        self.index
+    /// The root a path lies in: `Some(None)` when it is provably outside every
+    /// tree, `None` when that cannot be told (its directory is gone).
+    fn root_containing(&self, p: &Path) -> Option<Option<RootId>> {
+        let lexical = self
+            .index
             .roots()
             .iter()
-            .position(|r| canon.starts_with(&r.canonical))
-            .and_then(|i| RootId::try_from(i).ok())
+            .position(|r| p.starts_with(&r.canonical));
+        if let Some(i) = lexical {
+            return Some(RootId::try_from(i).ok());
+        }
+        let canon = p.parent().and_then(|d| fs::canonicalize(d).ok())?;
+        Some(
+            self.index
+                .roots()
+                .iter()
+                .position(|r| canon.starts_with(&r.canonical))
+                .and_then(|i| RootId::try_from(i).ok()),
+        )
     }
 
     fn account_losses(&mut self) {
@@ -441,12 +479,9 @@ impl Engine {
                 ino: st.st_ino,
             })
         });
-        match key {
-            Some(k) => {
-                self.left.insert(k);
-            }
-            // The object cannot be identified: compare the trees it touched.
-            None => self.rescan_all(),
+        // An object whose handle no longer opens is gone: it cannot come back.
+        if let Some(k) = key {
+            self.left.insert(k);
         }
     }
 
@@ -457,18 +492,26 @@ impl Engine {
         let Some(dir) = self.index.dir_by_key(&dir_key) else {
             return;
         };
-        if named.name.is_empty() || named.name == b"." {
-            if attr
-                && self.index.parent(dir).is_none()
-                && let Some(r) = self.index.root_of(dir)
-            {
-                self.pending.root_attr.insert(r);
+        let d = if named.name.is_empty() || named.name == b"." {
+            // An event on the directory itself (chmod of a directory comes only this
+            // way): it concerns the directory's own name in its parent.
+            match (self.index.parent(dir), self.index.name(dir)) {
+                (Some(parent), Some(name)) => DirtyName {
+                    dir: parent,
+                    name: name.into(),
+                },
+                _ => {
+                    if attr && let Some(r) = self.index.root_of(dir) {
+                        self.pending.root_attr.insert(r);
+                    }
+                    return;
+                }
             }
-            return;
-        }
-        let d = DirtyName {
-            dir,
-            name: named.name.clone().into_boxed_slice(),
+        } else {
+            DirtyName {
+                dir,
+                name: named.name.clone().into_boxed_slice(),
+            }
         };
         if attr {
             self.pending.attr.insert(d.clone());
@@ -477,24 +520,16 @@ impl Engine {
     }
 
     fn reconcile_names(&mut self, sink: &mut dyn Sink) -> Result<(), CaptureError> {
+        self.list_new_dirs();
         if self.pending.is_empty() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
-        // A rescan describes its whole tree afresh and frees the tree's nodes: names
-        // noted in it must be dropped first, as their node ids are about to be reused.
-        if !pending.rescan.is_empty() {
-            let index = &self.index;
-            let keep = |d: &DirtyName| {
-                index
-                    .root_of(d.dir)
-                    .is_some_and(|r| !pending.rescan.contains(&r))
-            };
-            pending.names.retain(|d| keep(d));
-            pending.attr.retain(|d| keep(d));
-        }
+        let mut verify = Vec::new();
         for r in std::mem::take(&mut pending.rescan) {
-            self.rescan(sink, r)?;
+            self.counters.rescans += 1;
+            self.emit(sink, r, Vec::new(), Op::Rescan)?;
+            self.collect_tree(r, &mut pending, &mut verify);
         }
         let mut live = LiveLookup {
             fan: &self.fan,
@@ -511,32 +546,93 @@ impl Engine {
         for key in plan.watch {
             let _ = self.probes.watch(key, u32::MAX);
         }
+        self.unlisted
+            .extend(plan.unlisted.into_iter().map(|k| (k, 0)));
         for (root, path, op) in plan.changes {
             self.emit(sink, root, path, op)?;
         }
         for r in pending.root_attr {
             self.emit(sink, r, Vec::new(), Op::Attr)?;
         }
-        Ok(())
-    }
-
-    /// Forgets what the index knows of a tree, emits `rescan`, and indexes it again.
-    fn rescan(&mut self, sink: &mut dyn Sink, root: RootId) -> Result<(), CaptureError> {
-        self.counters.rescans += 1;
-        self.index.clear_root(root);
-        self.emit(sink, root, Vec::new(), Op::Rescan)?;
-        if let Some(node) = self.index.root_node(root) {
-            let mut linked = Vec::new();
-            self.index.scan(node, &mut |_, _, st| {
-                if st.kind != Kind::Dir && st.nlink > 1 {
-                    linked.push(st.key);
-                }
-            })?;
-            for key in linked {
-                let _ = self.probes.watch(key, u32::MAX);
+        for key in verify {
+            if !self.index.names(&key).is_empty() {
+                self.dirty.verify(key);
             }
         }
         Ok(())
+    }
+
+    /// Marks every entry of the new directories that could not be read before as
+    /// dirty, once the index's path for them leads to them again. A directory whose
+    /// place stays unknown for long makes its tree be rescanned: never silent.
+    fn list_new_dirs(&mut self) {
+        const PATIENCE: u32 = 200;
+        for (key, waited) in std::mem::take(&mut self.unlisted) {
+            let Some(node) = self.index.dir_by_key(&key) else {
+                // Gone from the index (removed or moved out): nothing to list.
+                continue;
+            };
+            let here = self.index.abs_path(node).filter(|p| {
+                statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes()).map(|s| s.key) == Some(key)
+            });
+            match here.and_then(|p| fs::read_dir(p).ok()) {
+                Some(entries) => {
+                    for entry in entries.flatten() {
+                        self.pending.names.insert(DirtyName {
+                            dir: node,
+                            name: entry.file_name().as_bytes().into(),
+                        });
+                    }
+                }
+                None if waited < PATIENCE => self.unlisted.push((key, waited + 1)),
+                None => {
+                    if let Some(r) = self.index.root_of(node) {
+                        tracing::warn!("a new directory could not be read; rescanning its tree");
+                        self.pending.rescan.insert(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// History of a tree was lost: every name the index has in it and every name on
+    /// disk becomes dirty (with its attributes), and every file is verified. The
+    /// ordinary reconciliation then describes the difference as name operations, so
+    /// the stream stays a log a consumer replays in order, even after a loss.
+    fn collect_tree(&self, root: RootId, pending: &mut DirtySet, verify: &mut Vec<Key>) {
+        let Some(node) = self.index.root_node(root) else {
+            return;
+        };
+        pending.root_attr.insert(root);
+        let mut stack = vec![node];
+        while let Some(d) = stack.pop() {
+            for c in self.index.children(d) {
+                if let Some(name) = self.index.name(c) {
+                    let dn = DirtyName {
+                        dir: d,
+                        name: name.into(),
+                    };
+                    pending.attr.insert(dn.clone());
+                    pending.names.insert(dn);
+                }
+                match self.index.kind(c) {
+                    Some(Kind::Dir) => stack.push(c),
+                    Some(Kind::File) => verify.extend(self.index.key(c)),
+                    _ => {}
+                }
+            }
+            let Some(path) = self.index.abs_path(d) else {
+                continue;
+            };
+            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                let dn = DirtyName {
+                    dir: d,
+                    name: entry.file_name().as_bytes().into(),
+                };
+                pending.attr.insert(dn.clone());
+                pending.names.insert(dn);
+            }
+        }
     }
 
     fn compare_mappings(&mut self, now: Instant) {

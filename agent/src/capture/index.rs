@@ -79,6 +79,8 @@ pub struct Stat {
     /// numbers are reused as soon as a file is deleted; the birth time tells a new
     /// file from an old one that had the same number.
     pub birth: u64,
+    /// The device a character or block special file stands for (0 otherwise).
+    pub rdev: u64,
 }
 
 /// The watched trees as last described.
@@ -180,20 +182,32 @@ impl Index {
     /// Walks the tree below `dir` on disk and adds everything found, calling `found`
     /// for each new node (parents before children). Entries on other filesystems
     /// (mount points inside a watched tree) are skipped: capture cannot see them.
+    ///
+    /// A directory is read through the path the index gives it, which is stale when
+    /// it (or an ancestor) has moved in a way not reconciled yet; such directories are
+    /// not read but returned, for the caller to list once their place is known.
     pub fn scan(
         &mut self,
         dir: NodeId,
         found: &mut dyn FnMut(&Self, NodeId, &Stat),
-    ) -> Result<(), IndexError> {
+    ) -> Result<Vec<NodeId>, IndexError> {
+        let mut unlisted = Vec::new();
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
             let Some(path) = self.abs_path(d) else {
                 continue;
             };
-            let dev = self.node(d).map(|n| n.key.dev);
-            // A directory that vanished or cannot be read mid-scan is left to the
-            // events that report its change; the scan is a best effort snapshot.
+            let (dev, key) = match self.node(d) {
+                Some(n) => (n.key.dev, n.key),
+                None => continue,
+            };
+            let here = statx_at(libc::AT_FDCWD, path.as_os_str().as_bytes());
+            if here.map(|s| s.key) != Some(key) {
+                unlisted.push(d);
+                continue;
+            }
             let Ok(entries) = fs::read_dir(&path) else {
+                unlisted.push(d);
                 continue;
             };
             for entry in entries.flatten() {
@@ -202,7 +216,7 @@ impl Index {
                     continue;
                 };
                 let st = stat_of(&meta);
-                if Some(st.key.dev) != dev {
+                if st.key.dev != dev {
                     continue;
                 }
                 let id = self.insert(d, name.as_bytes(), &st)?;
@@ -212,7 +226,7 @@ impl Index {
                 }
             }
         }
-        Ok(())
+        Ok(unlisted)
     }
 
     /// Adds `name` under directory `dir`, replacing nothing: the caller removes a
@@ -396,6 +410,23 @@ impl Index {
         Some(root.canonical.join(OsStr::from_bytes(&rel)))
     }
 
+    /// The node at an absolute path, walking the index's names (not the disk).
+    #[must_use]
+    pub fn lookup(&self, abs: &Path) -> Option<NodeId> {
+        use std::path::Component;
+        let root = self.roots.iter().find(|r| abs.starts_with(&r.canonical))?;
+        let rel = abs.strip_prefix(&root.canonical).ok()?;
+        let mut node = root.node;
+        for c in rel.components() {
+            match c {
+                Component::Normal(name) => node = self.child(node, name.as_bytes())?,
+                Component::CurDir => {}
+                _ => return None,
+            }
+        }
+        Some(node)
+    }
+
     /// Whether `id` is `ancestor` or lies below it.
     #[must_use]
     pub fn is_within(&self, id: NodeId, ancestor: NodeId) -> bool {
@@ -543,6 +574,7 @@ pub fn stat_of(meta: &fs::Metadata) -> Stat {
         kind,
         size: meta.len(),
         nlink: meta.nlink(),
+        rdev: meta.rdev(),
         birth: meta
             .created()
             .ok()
@@ -599,6 +631,7 @@ pub fn statx_at(dirfd: std::os::fd::RawFd, name: &[u8]) -> Option<Stat> {
         kind,
         size: stx.stx_size,
         nlink: u64::from(stx.stx_nlink),
+        rdev: libc::makedev(stx.stx_rdev_major, stx.stx_rdev_minor),
         birth,
     })
 }

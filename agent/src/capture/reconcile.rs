@@ -16,7 +16,10 @@
 //! The index is updated as each record is emitted, so it always equals the replayed
 //! namespace.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::ffi::OsStringExt,
+};
 
 use agent_common::abi::Key;
 
@@ -51,6 +54,9 @@ pub struct Plan {
     pub watch: Vec<Key>,
     /// New files, with their size, whose content was described by `write` records.
     pub new_files: Vec<Key>,
+    /// New directories that could not be read yet (they moved again in a way not
+    /// reconciled yet): their entries must be looked at once their place is known.
+    pub unlisted: Vec<Key>,
 }
 
 /// A pending rename of `src` to `name` in `dir`.
@@ -417,14 +423,25 @@ fn emit_create(
         let mut found = Vec::new();
         // Errors here mean the tree is too large for the index; the directory
         // itself is already described and its entries will be reported by events.
-        let _ = index.scan(id, &mut |_, child, cst| found.push((child, *cst)));
+        if let Ok(unlisted) = index.scan(id, &mut |_, child, cst| found.push((child, *cst))) {
+            plan.unlisted
+                .extend(unlisted.into_iter().filter_map(|n| index.key(n)));
+        }
+        let new: HashSet<NodeId> = found.iter().map(|(c, _)| *c).collect();
+        let mut described: HashSet<NodeId> = HashSet::new();
         for (child, cst) in found {
-            // A hard link between two new names: the second is a link.
-            let first = index.names(&cst.key).first().copied();
+            // A hard link between two new names: the second is a link to another
+            // name of the inode in the same tree that the consumer already has
+            // (there before the scan, or described earlier in it).
+            let first = index.names(&cst.key).iter().copied().find(|&n| {
+                n != child
+                    && index.kind(n) == Some(cst.kind)
+                    && index.root_of(n) == index.root_of(child)
+                    && (!new.contains(&n) || described.contains(&n))
+            });
+            described.insert(child);
             if cst.kind != Kind::Dir
                 && let Some(first) = first
-                && first != child
-                && index.kind(first) == Some(cst.kind)
             {
                 if let (Some(root), Some(from), Some(to)) = (
                     index.root_of(first),
@@ -445,8 +462,18 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat) {
     let (Some(root), Some(path)) = (index.root_of(id), index.rel_path(id)) else {
         return;
     };
-    plan.changes
-        .push((root, path.clone(), Op::Create { kind: st.kind }));
+    plan.changes.push((
+        root,
+        path.clone(),
+        Op::Create {
+            kind: st.kind,
+            target: (st.kind == Kind::Symlink)
+                .then(|| index.abs_path(id).and_then(|p| std::fs::read_link(p).ok()))
+                .flatten()
+                .map(|t| t.into_os_string().into_vec()),
+            rdev: st.rdev,
+        },
+    ));
     if st.kind == Kind::File {
         if st.size > 0 {
             plan.changes.push((

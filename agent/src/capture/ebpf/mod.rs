@@ -21,11 +21,12 @@ use aya::{
 use nix::{errno::Errno, mount::MsFlags};
 
 /// Syscalls with a `sys_enter_<name>` program of the same name in the object.
+/// pwrite64 and pwritev have none: their exit reads the arguments it needs from
+/// the registers saved at syscall entry, which saves an enter program on every
+/// call (see "the hot path" in capture.bpf.c).
 const ENTER_SYSCALLS: &[&str] = &[
     "write",
     "writev",
-    "pwrite64",
-    "pwritev",
     "pwritev2",
     "ftruncate",
     "fallocate",
@@ -46,15 +47,18 @@ const ENTER_SYSCALLS: &[&str] = &[
     "truncate",
 ];
 
+/// (program, syscalls) pairs for the exits of the write system calls, which have
+/// their own programs because they run on every write on the machine.
+const WRITE_EXITS: &[(&str, &[&str])] = &[
+    ("sys_exit_write", &["write", "writev"]),
+    ("sys_exit_pwrite", &["pwrite64", "pwritev"]),
+    ("sys_exit_pwritev2", &["pwritev2"]),
+];
+
 /// Syscalls whose exit is handled by the shared `sys_exit_file` program: every
-/// syscall above whose enter stashes per-thread state, except truncate(2), which
-/// has its own exit because it reports a path.
+/// syscall above whose enter stashes per-thread state, except the write system
+/// calls (above) and truncate(2), which has its own exit because it reports a path.
 const FILE_EXIT_SYSCALLS: &[&str] = &[
-    "write",
-    "writev",
-    "pwrite64",
-    "pwritev",
-    "pwritev2",
     "ftruncate",
     "fallocate",
     "copy_file_range",
@@ -224,6 +228,9 @@ impl Probes {
 
         // Exits first: an enter whose exit is not attached yet would leave a stash
         // behind (harmless, the exit checks the syscall number, but pointless).
+        for (program, syscalls) in WRITE_EXITS {
+            attach_tracepoint(&mut ebpf, program, syscalls, "sys_exit_")?;
+        }
         attach_tracepoint(&mut ebpf, PROG_EXIT_FILE, FILE_EXIT_SYSCALLS, "sys_exit_")?;
         attach_tracepoint(
             &mut ebpf,

@@ -117,7 +117,7 @@ fn show(path: &[u8], op: &Op) -> String {
         Op::Rename { new_path } => format!("rename {p} {}", String::from_utf8_lossy(new_path)),
         Op::Exchange { new_path } => format!("exchange {p} {}", String::from_utf8_lossy(new_path)),
         Op::Link { new_path } => format!("link {p} {}", String::from_utf8_lossy(new_path)),
-        Op::Create { kind } => format!("create {p} {}", kind.as_str()),
+        Op::Create { kind, .. } => format!("create {p} {}", kind.as_str()),
         Op::Remove { kind } => format!("remove {p} {}", kind.as_str()),
         Op::Write { offset, len } => format!("write {p} {offset} {len}"),
         other => format!("{} {p}", other.name()),
@@ -132,16 +132,21 @@ fn at(root: &Path, rel: &[u8]) -> PathBuf {
 fn replay(src: &Path, copy: &Path, path: &[u8], op: &Op) {
     let (s, c) = (at(src, path), at(copy, path));
     match op {
-        Op::Create { kind: Kind::Dir } => fs::create_dir(&c).unwrap(),
-        Op::Create { kind: Kind::File } => {
+        Op::Create {
+            kind: Kind::Dir, ..
+        } => fs::create_dir(&c).unwrap(),
+        Op::Create {
+            kind: Kind::File, ..
+        } => {
             fs::write(&c, b"").unwrap();
         }
         Op::Create {
             kind: Kind::Symlink,
+            ..
         } => {
             std::os::unix::fs::symlink(fs::read_link(&s).unwrap(), &c).unwrap();
         }
-        Op::Create { kind } => panic!("unexpected kind {kind:?}"),
+        Op::Create { kind, .. } => panic!("unexpected kind {kind:?}"),
         Op::Write { .. } => fs::write(&c, fs::read(&s).unwrap()).unwrap(),
         Op::Remove { kind: Kind::Dir } => fs::remove_dir(&c).unwrap(),
         Op::Remove { .. } => fs::remove_file(&c).unwrap(),
