@@ -48,6 +48,8 @@ pub struct Record {
     pub target: Option<Vec<u8>>,
     /// `rdev` of a char or block create.
     pub rdev: Option<u64>,
+    /// `ino` of the file whose data a write, truncate or verify describes.
+    pub ino: Option<u64>,
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
@@ -118,6 +120,7 @@ impl Record {
             roots,
             target: name_field(&v, "target", "target_hex")?,
             rdev: u("rdev"),
+            ino: u("ino"),
         })
     }
 }
@@ -150,6 +153,10 @@ struct Pair {
     /// written to it are only readable as `b`. The consumer therefore carries the failed
     /// work along with the renames that follow and retries it under the new name.
     pending: BTreeMap<Vec<u8>, Pending>,
+    /// Where each inode of the source is, when the source no longer changes
+    /// ([`Shadow::index_sources`]): data records that name their inode are read
+    /// there, whatever name the file had when the record was made.
+    by_ino: Option<HashMap<u64, Vec<u8>>>,
 }
 
 /// Replay work waiting for a rename to make its source readable again.
@@ -298,16 +305,22 @@ fn sync_xattrs(src: &OwnedFd, dst: &OwnedFd) -> io::Result<()> {
 
 /// Copies mode, owner, group, `user.*` xattrs and times of `rel` from source to shadow.
 fn copy_attr(p: &Pair, rel: &[u8]) -> io::Result<()> {
-    let sst = sys::lstat_rel(&p.source, rel)?;
+    copy_attr_from(p, rel, rel)
+}
+
+/// Copies mode, owner, group, `user.*` xattrs and times of source `src_rel` to shadow
+/// `rel`.
+fn copy_attr_from(p: &Pair, src_rel: &[u8], rel: &[u8]) -> io::Result<()> {
+    let sst = sys::lstat_rel(&p.source, src_rel)?;
     let dst = sys::lstat_rel(&p.shadow, rel)?;
     if sys::file_type(sst.st_mode) != sys::file_type(dst.st_mode) {
         // The name now holds something else in the source; later records say what.
         return Err(errno(libc::ESTALE));
     }
     let ft = sys::file_type(sst.st_mode);
-    if rel.is_empty() {
+    if rel.is_empty() || src_rel.is_empty() {
         // The root itself: go through a descriptor (it has no parent in the tree).
-        let s = sys::open_beneath(&p.source, rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let s = sys::open_beneath(&p.source, src_rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let d = sys::open_beneath(&p.shadow, rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
         // SAFETY: fchown/fchmod on valid descriptors have no memory effects.
         unsafe {
@@ -319,7 +332,7 @@ fn copy_attr(p: &Pair, rel: &[u8]) -> io::Result<()> {
         }
         return sync_xattrs(&s, &d);
     }
-    let (sdir, sname) = sys::parent_of(&p.source, rel)?;
+    let (sdir, sname) = sys::parent_of(&p.source, src_rel)?;
     let (ddir, dname) = sys::parent_of(&p.shadow, rel)?;
     // Owner first: chown clears setuid/setgid, so the mode must be set after it.
     sys::lchown_at(&ddir, &dname, sst.st_uid, sst.st_gid)?;
@@ -337,7 +350,12 @@ fn copy_attr(p: &Pair, rel: &[u8]) -> io::Result<()> {
 /// Copies the whole content of a regular file and sets the shadow's size to the
 /// source's.
 fn copy_whole(p: &Pair, rel: &[u8]) -> io::Result<()> {
-    let src = open_reg(&p.source, rel, libc::O_RDONLY)?;
+    copy_whole_from(p, rel, rel)
+}
+
+/// Copies the whole of source `src_rel` into shadow `rel`.
+fn copy_whole_from(p: &Pair, src_rel: &[u8], rel: &[u8]) -> io::Result<()> {
+    let src = open_reg(&p.source, src_rel, libc::O_RDONLY)?;
     let dst = open_reg(&p.shadow, rel, libc::O_WRONLY)?;
     let size = sys::fstat(&src)?.st_size.unsigned_abs();
     sys::copy_range_sparse(&src, &dst, 0, size)?;
@@ -448,8 +466,23 @@ fn create(
     Ok(())
 }
 
+/// The source name to read a record's data from: where its inode is now when the
+/// source has been indexed by inode, the record's own name otherwise. `None` when
+/// the inode no longer exists (its data is gone and nothing needs it).
+fn source_name<'a>(p: &'a Pair, rel: &'a [u8], ino: Option<u64>) -> Option<&'a [u8]> {
+    match (&p.by_ino, ino) {
+        (Some(map), Some(i)) => map.get(&i).map(Vec::as_slice),
+        _ => Some(rel),
+    }
+}
+
 fn write(p: &Pair, rel: &[u8], offset: u64, len: u64) -> io::Result<()> {
-    let src = open_reg(&p.source, rel, libc::O_RDONLY)?;
+    write_from(p, rel, rel, offset, len)
+}
+
+/// Copies `[offset, offset+len)` of source `src_rel` into shadow `rel`.
+fn write_from(p: &Pair, src_rel: &[u8], rel: &[u8], offset: u64, len: u64) -> io::Result<()> {
+    let src = open_reg(&p.source, src_rel, libc::O_RDONLY)?;
     let dst = open_reg(&p.shadow, rel, libc::O_WRONLY)?;
     let size = sys::fstat(&src)?.st_size.unsigned_abs();
     let end = offset.saturating_add(len).min(size);
@@ -485,6 +518,7 @@ impl Shadow {
                     source: sys::open_root(src)?,
                     shadow: sys::open_root(shd)?,
                     pending: BTreeMap::new(),
+                    by_ino: None,
                 },
             );
         }
@@ -495,6 +529,29 @@ impl Shadow {
     }
 
     /// Parses and replays one line of the stream.
+    /// Indexes every source by inode. Call it once the source no longer changes
+    /// (after capture has stopped): records that name an inode are then read from
+    /// wherever that inode is, which makes a replay after the fact exact.
+    pub fn index_sources(&mut self) -> io::Result<()> {
+        for pair in self.pairs.values_mut() {
+            let mut map = HashMap::new();
+            let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+            while let Some(dir) = stack.pop() {
+                let fd = sys::open_beneath(&pair.source, &dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+                for name in sys::list_dir(&fd)? {
+                    let rel = sys::join(&dir, &name);
+                    let st = sys::lstat_rel(&pair.source, &rel)?;
+                    if is_dir(&st) {
+                        stack.push(rel.clone());
+                    }
+                    map.entry(st.st_ino).or_insert(rel);
+                }
+            }
+            pair.by_ino = Some(map);
+        }
+        Ok(())
+    }
+
     pub fn replay_line(&mut self, line: &str) -> Option<Record> {
         match Record::parse(line) {
             Ok(r) => {
@@ -524,6 +581,22 @@ impl Shadow {
             Err(Fault::Protocol(e)) => self.stats.protocol_errors.push(e),
             Err(Fault::Io(e)) => {
                 *self.stats.tolerated.entry(r.op.clone()).or_default() += 1;
+                // TANDEM_ORACLE_TRACE=FILE lists every tolerated failure, for debugging.
+                if let Some(path) = std::env::var_os("TANDEM_ORACLE_TRACE")
+                    && let Ok(mut f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                {
+                    use std::io::Write;
+                    let _ = writeln!(
+                        f,
+                        "seq {} {} {}: {e}",
+                        r.seq,
+                        r.op,
+                        crate::compare::show(&r.path)
+                    );
+                }
                 if self.stats.tolerated_examples.len() < 50 {
                     self.stats.tolerated_examples.push(format!(
                         "seq {} {} {}{}: {e}",
@@ -596,7 +669,11 @@ impl Shadow {
                     drop_under(&mut p.pending, rel);
                     // The metadata of a new entry may only be readable under a later
                     // name (see `Pair::pending`).
-                    if copy_attr(p, rel).is_err() && sys::lstat_rel(&p.shadow, rel).is_ok() {
+                    let copied = match source_name(p, rel, r.ino) {
+                        Some(src) => copy_attr_from(p, src, rel),
+                        None => Ok(()),
+                    };
+                    if copied.is_err() && sys::lstat_rel(&p.shadow, rel).is_ok() {
                         p.pending.entry(rel.to_vec()).or_default().attr = true;
                     }
                 }
@@ -651,7 +728,13 @@ fn apply_op(
                 }
                 create(p, rel, &kind, r.target.as_deref(), r.rdev)
             }
-            "write" => write(p, rel, need(r.offset, "offset")?, need(r.len, "len")?),
+            "write" => {
+                let (off, len) = (need(r.offset, "offset")?, need(r.len, "len")?);
+                match source_name(p, rel, r.ino) {
+                    Some(src) => write_from(p, src, rel, off, len),
+                    None => Ok(()),
+                }
+            }
             "truncate" => {
                 let size = need(r.size, "size")?;
                 open_reg(&p.shadow, rel, libc::O_WRONLY).and_then(|fd| sys::ftruncate(&fd, size))
@@ -673,8 +756,14 @@ fn apply_op(
                 })
             }
             "link" => link(p, rel, &new_path()?, r.seq),
-            "attr" => copy_attr(p, rel),
-            "verify" => copy_whole(p, rel),
+            "attr" => match source_name(p, rel, r.ino) {
+                Some(src) => copy_attr_from(p, src, rel),
+                None => Ok(()),
+            },
+            "verify" => match source_name(p, rel, r.ino) {
+                Some(src) => copy_whole_from(p, src, rel),
+                None => Ok(()),
+            },
             // The records after a rescan describe the tree again; nothing to do here.
             "rescan" => Ok(()),
             "sync" => Ok(()),

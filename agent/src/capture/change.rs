@@ -14,6 +14,9 @@ pub struct Change {
     /// The entry, relative to the root (raw bytes: names need not be UTF-8).
     pub path: Vec<u8>,
     pub op: Op,
+    /// The inode a `write`, `truncate`, `verify`, `attr` or `create` is about: lets a
+    /// consumer that replays late read it wherever the file is by then.
+    pub ino: Option<u64>,
 }
 
 /// What changed.
@@ -124,6 +127,9 @@ pub fn to_json(change: &Change, root: &str) -> Value {
     m.insert("op".into(), json!(change.op.name()));
     m.insert("root".into(), json!(root));
     put_path(&mut m, "path", &change.path);
+    if let Some(ino) = change.ino {
+        m.insert("ino".into(), json!(ino));
+    }
     match &change.op {
         Op::Attr | Op::Rescan | Op::Verify => {}
         Op::Create { kind, target, rdev } => {
@@ -178,6 +184,7 @@ mod tests {
         let w = Change {
             seq: 7,
             root: 0,
+            ino: None,
             path: b"a/b".to_vec(),
             op: Op::Write {
                 offset: 5 << 32,
@@ -191,6 +198,7 @@ mod tests {
         let r = Change {
             seq: 8,
             root: 0,
+            ino: None,
             path: b"bad\xff".to_vec(),
             op: Op::Rename {
                 new_path: b"ok".to_vec(),
@@ -210,6 +218,7 @@ mod tests {
         sink.emit(Change {
             seq: 1,
             root: 0,
+            ino: None,
             path: b"x".to_vec(),
             op: Op::Create {
                 kind: Kind::Dir,

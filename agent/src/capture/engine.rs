@@ -32,7 +32,7 @@ use super::{
     fanotify::{FanEvent, Fanotify, FanotifyError, Handle, NamedHandle},
     index::{Index, IndexError, Kind, NodeId, RootId, Stat, statx_at},
     mapped::Mapped,
-    ranges::DirtyFiles,
+    ranges::{DirtyFiles, FileDelta},
     reconcile::{DirtyName, DirtySet, Lookup, reconcile},
 };
 
@@ -536,6 +536,9 @@ impl Engine {
             handles: &self.lookup.handles,
         };
         let left = std::mem::take(&mut self.left);
+        // Dirty names hold node ids taken while draining: none may be reused until
+        // the reconciliation is over.
+        self.index.hold();
         let plan = reconcile(
             &mut self.index,
             &mut live,
@@ -543,13 +546,23 @@ impl Engine {
             &pending.attr,
             &left,
         );
+        self.index.release();
         for key in plan.watch {
             let _ = self.probes.watch(key, u32::MAX);
         }
         self.unlisted
             .extend(plan.unlisted.into_iter().map(|k| (k, 0)));
         for (root, path, op) in plan.changes {
-            self.emit(sink, root, path, op)?;
+            // The content of a new file: name its inode, as data records do.
+            let ino = match op {
+                Op::Write { .. } | Op::Attr | Op::Create { .. } => self
+                    .index
+                    .lookup_rel(root, &path)
+                    .and_then(|n| self.index.key(n))
+                    .map(|k| k.ino),
+                _ => None,
+            };
+            self.emit_for(sink, root, path, op, ino)?;
         }
         for r in pending.root_attr {
             self.emit(sink, r, Vec::new(), Op::Attr)?;
@@ -653,50 +666,19 @@ impl Engine {
     /// durability points that waited for it.
     fn flush_data(&mut self, sink: &mut dyn Sink) -> Result<(), CaptureError> {
         for (key, delta) in self.dirty.take_all() {
-            let Some(&node) = self.index.names(&key).first() else {
-                // No name in any tree: removed, or not ours.
-                continue;
-            };
-            if self.index.kind(node) != Some(Kind::File) {
-                continue;
-            }
-            let (Some(root), Some(path)) = (self.index.root_of(node), self.index.rel_path(node))
-            else {
-                continue;
-            };
-            if delta.verify {
-                self.emit(sink, root, path, Op::Verify)?;
-                continue;
-            }
-            let size = self
-                .index
-                .abs_path(node)
-                .and_then(|p| fs::symlink_metadata(p).ok())
-                .map(|m| m.len());
-            let mut ranges = delta.ranges;
-            if let Some(t) = delta.truncated_to {
-                // Truncates and writes of different threads can reach us in another
-                // order than they happened, so the size recorded last may not be the
-                // size the file has: describe the size it has now, and everything
-                // from the smallest size it was cut to up to there.
-                let now = size.unwrap_or(t);
-                self.emit(sink, root, path.clone(), Op::Truncate { size: now })?;
-                let min = delta.min_size.unwrap_or(t).min(t);
-                if now > min {
-                    ranges.insert(min, now - min);
+            // One name per tree: hard links may join names in two trees, and each
+            // copy needs the data (within one tree, a link shares it).
+            let mut per_root: Vec<(RootId, NodeId)> = Vec::new();
+            for &n in self.index.names(&key) {
+                if self.index.kind(n) == Some(Kind::File)
+                    && let Some(r) = self.index.root_of(n)
+                    && !per_root.iter().any(|(pr, _)| *pr == r)
+                {
+                    per_root.push((r, n));
                 }
             }
-            for (offset, len) in ranges.iter() {
-                // Describe what exists now; bytes past the end were cut by a later
-                // truncate, whose own record follows if it is not already described.
-                let len = match size {
-                    Some(s) if offset >= s => continue,
-                    Some(s) => len.min(s - offset),
-                    None => len,
-                };
-                if len > 0 {
-                    self.emit(sink, root, path.clone(), Op::Write { offset, len })?;
-                }
+            for (root, node) in per_root {
+                self.describe_delta(sink, root, node, &delta)?;
             }
         }
         for key in std::mem::take(&mut self.syncs) {
@@ -717,6 +699,54 @@ impl Engine {
         Ok(())
     }
 
+    /// Describes one file's pending data under one of its names.
+    fn describe_delta(
+        &mut self,
+        sink: &mut dyn Sink,
+        root: RootId,
+        node: NodeId,
+        delta: &FileDelta,
+    ) -> Result<(), CaptureError> {
+        let ino = self.index.key(node).map(|k| k.ino);
+        let Some(path) = self.index.rel_path(node) else {
+            return Ok(());
+        };
+        if delta.verify {
+            return self.emit_for(sink, root, path, Op::Verify, ino);
+        }
+        let size = self
+            .index
+            .abs_path(node)
+            .and_then(|p| fs::symlink_metadata(p).ok())
+            .map(|m| m.len());
+        let mut ranges = delta.ranges.clone();
+        if let Some(t) = delta.truncated_to {
+            // Truncates and writes of different threads can reach us in another
+            // order than they happened, so the size recorded last may not be the
+            // size the file has: describe the size it has now, and everything
+            // from the smallest size it was cut to up to there.
+            let now = size.unwrap_or(t);
+            self.emit_for(sink, root, path.clone(), Op::Truncate { size: now }, ino)?;
+            let min = delta.min_size.unwrap_or(t).min(t);
+            if now > min {
+                ranges.insert(min, now - min);
+            }
+        }
+        for (offset, len) in ranges.iter() {
+            // Describe what exists now; bytes past the end were cut by a later
+            // truncate, whose own record follows if it is not already described.
+            let len = match size {
+                Some(s) if offset >= s => continue,
+                Some(s) => len.min(s - offset),
+                None => len,
+            };
+            if len > 0 {
+                self.emit_for(sink, root, path.clone(), Op::Write { offset, len }, ino)?;
+            }
+        }
+        Ok(())
+    }
+
     fn path_of(&self, key: &Key) -> Option<PathBuf> {
         let node = *self.index.names(key).first()?;
         self.index.abs_path(node)
@@ -729,6 +759,18 @@ impl Engine {
         path: Vec<u8>,
         op: Op,
     ) -> Result<(), CaptureError> {
+        self.emit_for(sink, root, path, op, None)
+    }
+
+    /// Emits a record about the data of inode `ino`.
+    fn emit_for(
+        &mut self,
+        sink: &mut dyn Sink,
+        root: RootId,
+        path: Vec<u8>,
+        op: Op,
+        ino: Option<u64>,
+    ) -> Result<(), CaptureError> {
         self.seq += 1;
         self.counters.emitted += 1;
         sink.emit(Change {
@@ -736,6 +778,7 @@ impl Engine {
             root,
             path,
             op,
+            ino,
         })
         .map_err(CaptureError::Output)
     }

@@ -89,6 +89,9 @@ pub struct Index {
     roots: Vec<Root>,
     nodes: Vec<Option<Node>>,
     free: Vec<NodeId>,
+    /// Ids freed while ids are held ([`Index::hold`]): not reused until released.
+    limbo: Vec<NodeId>,
+    holding: bool,
     by_key: HashMap<Key, Names>,
 }
 
@@ -114,6 +117,8 @@ pub enum IndexError {
     Overlap { a: PathBuf, b: PathBuf },
     #[error("too many entries under the watched directories (more than {max})")]
     TooLarge { max: usize },
+    #[error("the directory an entry was to be added to is no longer indexed")]
+    StaleParent,
 }
 
 impl Index {
@@ -232,7 +237,10 @@ impl Index {
     /// Adds `name` under directory `dir`, replacing nothing: the caller removes a
     /// previous entry of that name first.
     pub fn insert(&mut self, dir: NodeId, name: &[u8], st: &Stat) -> Result<NodeId, IndexError> {
-        let root = self.node(dir).map_or(0, |n| n.root);
+        let root = match self.node(dir) {
+            Some(n) if n.kind == Kind::Dir => n.root,
+            _ => return Err(IndexError::StaleParent),
+        };
         let id = self.alloc(Node {
             parent: Some(dir),
             root,
@@ -427,6 +435,16 @@ impl Index {
         Some(node)
     }
 
+    /// The node at a path relative to a root.
+    #[must_use]
+    pub fn lookup_rel(&self, root: RootId, rel: &[u8]) -> Option<NodeId> {
+        let mut node = self.root_node(root)?;
+        for part in rel.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+            node = self.child(node, part)?;
+        }
+        Some(node)
+    }
+
     /// Whether `id` is `ancestor` or lies below it.
     #[must_use]
     pub fn is_within(&self, id: NodeId, ancestor: NodeId) -> bool {
@@ -445,10 +463,23 @@ impl Index {
         false
     }
 
+    /// Keeps freed ids from being reused until [`Index::release`], so that ids taken
+    /// before a batch of changes never come to name another entry during it (a
+    /// stale id then names nothing).
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Makes the ids freed since [`Index::hold`] reusable again.
+    pub fn release(&mut self) {
+        self.holding = false;
+        self.free.append(&mut self.limbo);
+    }
+
     /// Number of entries, roots included.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.nodes.len() - self.free.len() - self.limbo.len()
     }
 
     #[must_use]
@@ -507,7 +538,11 @@ impl Index {
                 stack.extend(ch.into_values());
             }
             self.unlink_key(node.key, c);
-            self.free.push(c);
+            if self.holding {
+                self.limbo.push(c);
+            } else {
+                self.free.push(c);
+            }
         }
     }
 

@@ -98,6 +98,11 @@ pub fn reconcile(
                 if attr.contains(d) {
                     unchanged_attr.push(c);
                 }
+                // A new hard link elsewhere (perhaps outside every tree) shows here
+                // as an attribute change: writes through it must be seen too.
+                if s.kind == Kind::File && s.nlink > 1 {
+                    plan.watch.push(s.key);
+                }
             }
             (cur, live) => {
                 if let Some(c) = cur

@@ -187,13 +187,23 @@ fn oracle(seed: u64) {
             // TANDEM_ORACLE_STREAM=FILE keeps the raw stream for debugging.
             let mut keep =
                 std::env::var_os("TANDEM_ORACLE_STREAM").and_then(|p| fs::File::create(p).ok());
+            // TANDEM_ORACLE_DEFERRED=1 replays only once capture has stopped, against a
+            // source that no longer changes: what still differs then is capture's
+            // doing, not the consumer's lag.
+            let deferred = std::env::var_os("TANDEM_ORACLE_DEFERRED").is_some();
+            let mut buffered = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(f) = keep.as_mut() {
                     use std::io::Write;
                     let _ = writeln!(f, "{line}");
                 }
-                let rec = shadow.replay_line(&line);
+                let rec = if deferred {
+                    buffered.push(line.clone());
+                    tandem_tests::shadow::Record::parse(&line).ok()
+                } else {
+                    shadow.replay_line(&line)
+                };
                 let mut p = progress.lock().unwrap();
                 p.records += 1;
                 p.last = Some(Instant::now());
@@ -213,6 +223,12 @@ fn oracle(seed: u64) {
                 {
                     p.markers.insert(root.clone());
                 }
+            }
+            if deferred && let Err(e) = shadow.index_sources() {
+                eprintln!("cannot index the source by inode: {e}");
+            }
+            for line in buffered {
+                shadow.replay_line(&line);
             }
             shadow.stats
         })
@@ -238,8 +254,9 @@ fn oracle(seed: u64) {
     let counts = workload::run(&Config {
         seed,
         ops,
-        processes: 3,
-        threads: 2,
+        // TANDEM_ORACLE_PROCS / TANDEM_ORACLE_THREADS narrow a failure down.
+        processes: env_or("TANDEM_ORACLE_PROCS", 3),
+        threads: env_or("TANDEM_ORACLE_THREADS", 2),
         watched: vec![a.clone(), b.clone()],
         unwatched: u.clone(),
     })
@@ -373,4 +390,12 @@ fn oracle_seed_from_env() {
         Ok(s) => oracle(parse_seed(s.trim())),
         Err(_) => eprintln!("TANDEM_ORACLE_SEED not set: nothing to reproduce"),
     }
+}
+
+/// A number from the environment, or a default.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
