@@ -247,6 +247,15 @@ impl Engine {
     }
 
     fn on_kernel_event(&mut self, ev: &abi::Event) {
+        tracing::trace!(
+            kind = ev.kind,
+            dev = ev.dev,
+            ino = ev.ino,
+            offset = ev.offset,
+            len = ev.len,
+            tgid = ev.tgid,
+            "kernel event"
+        );
         let key = Key {
             dev: ev.dev,
             ino: ev.ino,
