@@ -351,6 +351,20 @@ impl Index {
         self.node(id).map(|n| n.key)
     }
 
+    /// What the index knows of a node, as a [`Stat`] (size and device unknown).
+    #[must_use]
+    pub fn stat(&self, id: NodeId) -> Option<Stat> {
+        let n = self.node(id)?;
+        Some(Stat {
+            key: n.key,
+            kind: n.kind,
+            size: 0,
+            nlink: 1,
+            birth: n.birth,
+            rdev: 0,
+        })
+    }
+
     /// Whether the node is the file `st` describes: same inode number and, where the
     /// filesystem records birth times, born at the same time (not a reused number).
     #[must_use]

@@ -168,9 +168,12 @@ pub fn reconcile(
             continue;
         };
         if index.root_of(dir) == Some(root) {
-            plan.changes.push((root, from, Op::Link { new_path: to }));
-            if let Some(st) = lookup.stat_in(index, dir, &name) {
-                let _ = index.insert(dir, &name, &st);
+            // The index must name what the record makes, whatever the disk holds
+            // by now (later events describe any change since).
+            if let Some(st) = index.stat(existing)
+                && index.insert(dir, &name, &st).is_ok()
+            {
+                plan.changes.push((root, from, Op::Link { new_path: to }));
             }
         } else if let Some(st) = lookup.stat_in(index, dir, &name) {
             // Hard links cannot span roots (the copies may live on different
