@@ -188,6 +188,25 @@ pub fn reconcile(
         if let Some(old) = index.child(dir, &name) {
             emit_remove_tree(index, &mut plan, old);
         }
+        // Two new names of one inode in the same batch: the second is a hard link
+        // to the first (described just before), not a file of its own.
+        let root = index.root_of(dir);
+        let first = (st.kind != Kind::Dir)
+            .then(|| {
+                index
+                    .names(&st.key)
+                    .iter()
+                    .copied()
+                    .find(|&n| index.is_same_file(n, &st) && index.root_of(n) == root)
+            })
+            .flatten();
+        if let (Some(first), Some(root)) = (first, root)
+            && let (Some(from), Some(to)) = (index.rel_path(first), path_in(index, dir, &name))
+            && index.insert(dir, &name, &st).is_ok()
+        {
+            plan.changes.push((root, from, Op::Link { new_path: to }));
+            continue;
+        }
         emit_create(index, lookup, &mut plan, dir, &name, st);
     }
     for c in unchanged_attr {

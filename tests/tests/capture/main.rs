@@ -12,6 +12,10 @@
 //! `TANDEM_ORACLE_SEED` reproduces one run in `oracle_seed_from_env`.
 //! `TANDEM_ORACLE_OPS` sets the number of operations (default 10,000).
 //! `TANDEM_BIN` names the binary (default: the workspace's target/debug/tandem).
+//! Narrowing a failure down: `TANDEM_ORACLE_SKIP` (kinds to leave out),
+//! `TANDEM_ORACLE_PROCS` / `TANDEM_ORACLE_THREADS`, `TANDEM_ORACLE_STREAM=FILE` (keep the
+//! stream), `TANDEM_ORACLE_TRACE=FILE` (every replay failure), `TANDEM_ORACLE_LIVE=1`
+//! (replay while the workload runs, reading by name, instead of afterwards by inode).
 
 #![allow(
     clippy::unwrap_used,
@@ -187,10 +191,11 @@ fn oracle(seed: u64) {
             // TANDEM_ORACLE_STREAM=FILE keeps the raw stream for debugging.
             let mut keep =
                 std::env::var_os("TANDEM_ORACLE_STREAM").and_then(|p| fs::File::create(p).ok());
-            // TANDEM_ORACLE_DEFERRED=1 replays only once capture has stopped, against a
-            // source that no longer changes: what still differs then is capture's
-            // doing, not the consumer's lag.
-            let deferred = std::env::var_os("TANDEM_ORACLE_DEFERRED").is_some();
+            // By default the stream is replayed once capture has stopped, against a
+            // source that no longer changes, reading each record's data by inode: what
+            // still differs then is capture's doing, not the consumer's lag.
+            // TANDEM_ORACLE_LIVE=1 replays while the workload runs instead.
+            let deferred = std::env::var_os("TANDEM_ORACLE_LIVE").is_none();
             let mut buffered = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
