@@ -44,7 +44,7 @@ impl Mapped {
     pub fn add(&mut self, key: Key, tgid: u32, path: &Path, now: Instant) {
         let entry = self.files.entry(key).or_insert_with(|| MappedFile {
             tgids: HashSet::new(),
-            blocks: digest_blocks(path).unwrap_or_default(),
+            blocks: digest_blocks(path, key).unwrap_or_default(),
             checked: now,
         });
         entry.tgids.insert(tgid);
@@ -84,7 +84,7 @@ impl Mapped {
             return Vec::new();
         };
         file.checked = now;
-        let Some(fresh) = path.and_then(|p| digest_blocks(p).ok()) else {
+        let Some(fresh) = path.and_then(|p| digest_blocks(p, key).ok()) else {
             self.files.remove(&key);
             return Vec::new();
         };
@@ -115,10 +115,21 @@ impl Mapped {
 const HOLE: Digest = [0; 16];
 
 /// Digests of every block of a file; blocks in holes get [`HOLE`] without a read.
-fn digest_blocks(path: &Path) -> std::io::Result<Vec<Digest>> {
-    use std::os::unix::fs::FileExt;
-    let f = File::open(path)?;
-    let size = f.metadata()?.len();
+///
+/// The path comes from the index and may name something else by now: the file is
+/// opened without blocking and without following a symlink, and refused unless it
+/// is the regular file `key` names (opening a FIFO would block the engine).
+fn digest_blocks(path: &Path, key: Key) -> std::io::Result<Vec<Digest>> {
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.ino() != key.ino {
+        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+    }
+    let size = meta.len();
     let blocks = size.div_ceil(BLOCK);
     let mut out = Vec::with_capacity(usize::try_from(blocks).unwrap_or(0));
     let mut buf = vec![0u8; BLOCK as usize];
@@ -174,7 +185,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("f");
         fs::write(&p, vec![0u8; 4 * BLOCK as usize]).unwrap();
-        let key = Key { dev: 1, ino: 2 };
+        let key = Key {
+            dev: 1,
+            ino: std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap()),
+        };
         let mut m = Mapped::default();
         let now = Instant::now();
         m.add(key, std::process::id(), &p, now);
@@ -191,10 +205,18 @@ mod tests {
         let sparse = tmp.path().join("sparse");
         let sf = File::create(&sparse).unwrap();
         sf.write_all_at(b"d", 5 << 30).unwrap();
-        let skey = Key { dev: 1, ino: 3 };
+        let skey = Key {
+            dev: 1,
+            ino: std::os::unix::fs::MetadataExt::ino(&fs::metadata(&sparse).unwrap()),
+        };
         m.add(skey, std::process::id(), &sparse, now);
         sf.write_all_at(b"e", 1 << 30).unwrap();
         assert_eq!(m.compare(skey, Some(&sparse), now), vec![(1 << 30, BLOCK)]);
+        // A path that names something else now (here a FIFO, which would block an
+        // open) is refused, not read: the file is forgotten.
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(m.compare(skey, Some(&fifo), now).is_empty());
         // A mapper that no longer exists: the next comparison is the last.
         let mut m2 = Mapped::default();
         m2.add(key, u32::MAX - 1, &p, now);

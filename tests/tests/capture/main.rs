@@ -73,7 +73,9 @@ impl CaptureGuard {
         let mut child = self.0.take()?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Detaching ~30 tracepoint programs takes seconds (an RCU grace period each),
+        // more under load.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(st)) = child.try_wait() {
                 return Some(st);
