@@ -10,7 +10,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fs::File,
     path::Path,
     time::{Duration, Instant},
 };
@@ -203,7 +202,7 @@ mod tests {
         assert!(m.compare(key, Some(&p), now).is_empty());
         // A sparse file is compared by its data only, and a new hole is a change.
         let sparse = tmp.path().join("sparse");
-        let sf = File::create(&sparse).unwrap();
+        let sf = fs::File::create(&sparse).unwrap();
         sf.write_all_at(b"d", 5 << 30).unwrap();
         let skey = Key {
             dev: 1,
