@@ -40,7 +40,8 @@ pub fn show(bytes: &[u8]) -> String {
     }
 }
 
-fn kind_name(mode: libc::mode_t) -> &'static str {
+/// The change stream's name for the kind of entry a `st_mode` describes.
+pub fn kind_name(mode: libc::mode_t) -> &'static str {
     match sys::file_type(mode) {
         libc::S_IFREG => "file",
         libc::S_IFDIR => "dir",

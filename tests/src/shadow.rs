@@ -362,19 +362,6 @@ fn copy_whole_from(p: &Pair, src_rel: &[u8], rel: &[u8]) -> io::Result<()> {
     sys::ftruncate(&dst, size)
 }
 
-fn kind_of(ft: libc::mode_t) -> &'static str {
-    match ft {
-        libc::S_IFREG => "file",
-        libc::S_IFDIR => "dir",
-        libc::S_IFLNK => "symlink",
-        libc::S_IFIFO => "fifo",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFCHR => "char",
-        libc::S_IFBLK => "block",
-        _ => "unknown",
-    }
-}
-
 /// Makes `rel` in the shadow an entry of `kind`, taking symlink targets and device
 /// numbers from the source. An existing entry of the same kind is kept (a directory may
 /// already have children); anything else there is removed first. A `file` is always a
@@ -395,7 +382,7 @@ fn create(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
         Err(e) => return Err(e),
     };
-    let keep = |st: &libc::stat| kind_of(sys::file_type(st.st_mode)) == kind;
+    let keep = |st: &libc::stat| crate::compare::kind_name(st.st_mode) == kind;
     match kind {
         "file" => {
             if existing.is_some() {
