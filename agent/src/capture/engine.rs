@@ -30,7 +30,7 @@ use super::{
     change::{Change, Op, Sink},
     ebpf::{EbpfError, Probes, Record},
     fanotify::{FanEvent, Fanotify, FanotifyError, Handle, NamedHandle},
-    index::{Index, IndexError, Kind, NodeId, RootId, Stat, statx_at},
+    index::{Index, IndexError, Kind, NodeId, RootId, Stat, statx_at, statx_fd},
     mapped::Mapped,
     ranges::{DirtyFiles, FileDelta},
     reconcile::{DirtyName, DirtySet, Lookup, reconcile},
@@ -475,7 +475,7 @@ impl Engine {
         let watched = |this: &mut Self, h: &Handle| {
             this.lookup
                 .resolve(&this.fan, h)
-                .is_some_and(|k| this.index.dir_by_key(&k).is_some())
+                .is_some_and(|st| this.index.dir_of(&st).is_some())
         };
         if watched(self, &old.dir) == watched(self, &new.dir) {
             return;
@@ -495,10 +495,10 @@ impl Engine {
     }
 
     fn note_name(&mut self, named: &NamedHandle, attr: bool) {
-        let Some(dir_key) = self.lookup.resolve(&self.fan, &named.dir) else {
+        let Some(dir_st) = self.lookup.resolve(&self.fan, &named.dir) else {
             return;
         };
-        let Some(dir) = self.index.dir_by_key(&dir_key) else {
+        let Some(dir) = self.index.dir_of(&dir_st) else {
             return;
         };
         let d = if named.name.is_empty() || named.name == b"." {
@@ -798,31 +798,28 @@ impl Engine {
 #[derive(Default)]
 struct HandleLookup {
     /// Handle of each directory seen in an event, by inode.
-    handles: HashMap<Key, Handle>,
+    handles: HashMap<Key, (Handle, u64)>,
     /// Inode of each handle seen.
-    keys: HashMap<Handle, Key>,
+    keys: HashMap<Handle, Stat>,
 }
 
 impl HandleLookup {
-    fn resolve(&mut self, fan: &Fanotify, h: &Handle) -> Option<Key> {
-        if let Some(k) = self.keys.get(h) {
-            return Some(*k);
+    fn resolve(&mut self, fan: &Fanotify, h: &Handle) -> Option<Stat> {
+        if let Some(st) = self.keys.get(h) {
+            return Some(*st);
         }
         let fd = fan.open_handle(h).ok()?;
-        let st = nix::sys::stat::fstat(&fd).ok()?;
-        let key = Key {
-            dev: kernel_dev(st.st_dev),
-            ino: st.st_ino,
-        };
+        let st = statx_fd(fd.as_raw_fd())?;
+        let key = st.key;
         // Bounded: a long-running agent on a busy filesystem would otherwise grow
         // these maps with every directory ever touched.
         if self.keys.len() > 200_000 {
             self.keys.clear();
             self.handles.clear();
         }
-        self.keys.insert(h.clone(), key);
-        self.handles.insert(key, h.clone());
-        Some(key)
+        self.keys.insert(h.clone(), st);
+        self.handles.insert(key, (h.clone(), st.birth));
+        Some(st)
     }
 }
 
@@ -830,16 +827,19 @@ impl HandleLookup {
 /// one is known, through the index's path otherwise.
 struct LiveLookup<'a> {
     fan: &'a Fanotify,
-    handles: &'a HashMap<Key, Handle>,
+    handles: &'a HashMap<Key, (Handle, u64)>,
 }
 
 impl Lookup for LiveLookup<'_> {
     fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
-        let key = index.key(dir)?;
+        let known = index.stat(dir)?;
+        // Only the handle of this very directory: a reused inode number has another
+        // birth time.
         if let Some(fd) = self
             .handles
-            .get(&key)
-            .and_then(|h| self.fan.open_handle(h).ok())
+            .get(&known.key)
+            .filter(|(_, birth)| *birth == 0 || known.birth == 0 || *birth == known.birth)
+            .and_then(|(h, _)| self.fan.open_handle(h).ok())
         {
             return statx_at(fd.as_raw_fd(), name);
         }

@@ -332,6 +332,17 @@ impl Index {
         }
     }
 
+    /// The directory node `st` describes, if it is a watched directory: same inode
+    /// number and (where recorded) same birth time, so that a new directory that
+    /// reuses a deleted one's number is not taken for it.
+    #[must_use]
+    pub fn dir_of(&self, st: &Stat) -> Option<NodeId> {
+        self.names(&st.key)
+            .iter()
+            .copied()
+            .find(|&id| self.kind(id) == Some(Kind::Dir) && self.is_same_file(id, st))
+    }
+
     /// The directory node of an inode, if it is a watched directory.
     #[must_use]
     pub fn dir_by_key(&self, key: &Key) -> Option<NodeId> {
@@ -636,6 +647,16 @@ pub fn stat_of(meta: &fs::Metadata) -> Stat {
 /// following a final symlink. `None` when the name does not exist.
 #[must_use]
 pub fn statx_at(dirfd: std::os::fd::RawFd, name: &[u8]) -> Option<Stat> {
+    statx_flags(dirfd, name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `statx(2)` of an open descriptor itself.
+#[must_use]
+pub fn statx_fd(fd: std::os::fd::RawFd) -> Option<Stat> {
+    statx_flags(fd, b"", libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+}
+
+fn statx_flags(dirfd: std::os::fd::RawFd, name: &[u8], flags: libc::c_int) -> Option<Stat> {
     let cname = std::ffi::CString::new(name).ok()?;
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: cname is a valid NUL-terminated string and stx points to writable
@@ -644,7 +665,7 @@ pub fn statx_at(dirfd: std::os::fd::RawFd, name: &[u8]) -> Option<Stat> {
         libc::statx(
             dirfd,
             cname.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+            flags,
             libc::STATX_BASIC_STATS | libc::STATX_BTIME,
             stx.as_mut_ptr(),
         )
