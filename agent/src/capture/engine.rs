@@ -17,7 +17,10 @@ use std::{
     fs,
     os::{
         fd::AsRawFd,
-        unix::{ffi::OsStrExt, fs::MetadataExt},
+        unix::{
+            ffi::{OsStrExt, OsStringExt},
+            fs::MetadataExt,
+        },
     },
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
@@ -845,5 +848,21 @@ impl Lookup for LiveLookup<'_> {
         }
         let p = index.abs_path(dir)?.join(OsStr::from_bytes(name));
         statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes())
+    }
+
+    fn read_link_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Vec<u8>> {
+        let known = index.stat(dir)?;
+        if let Some(fd) = self
+            .handles
+            .get(&known.key)
+            .filter(|(_, birth)| *birth == 0 || known.birth == 0 || *birth == known.birth)
+            .and_then(|(h, _)| self.fan.open_handle(h).ok())
+        {
+            return nix::fcntl::readlinkat(&fd, OsStr::from_bytes(name))
+                .ok()
+                .map(|t| t.into_vec());
+        }
+        let p = index.abs_path(dir)?.join(OsStr::from_bytes(name));
+        fs::read_link(p).ok().map(|t| t.into_os_string().into_vec())
     }
 }

@@ -34,6 +34,15 @@ pub trait Lookup {
     /// directory is on disk now. `None` when the name does not exist (or the
     /// directory is gone).
     fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat>;
+
+    /// The target of symlink `name` in directory node `dir`, wherever it is now.
+    fn read_link_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = index.abs_path(dir)?.join(std::ffi::OsStr::from_bytes(name));
+        std::fs::read_link(p)
+            .ok()
+            .map(|t| t.into_os_string().into_vec())
+    }
 }
 
 /// One name to look at again.
@@ -445,7 +454,10 @@ fn emit_create(
     let Ok(id) = index.insert(dir, name, &st) else {
         return;
     };
-    describe_new(index, plan, id, &st);
+    let target = (st.kind == Kind::Symlink)
+        .then(|| lookup.read_link_in(index, dir, name))
+        .flatten();
+    describe_new(index, plan, id, &st, target);
     if st.kind == Kind::Dir {
         let mut found = Vec::new();
         // Errors here mean the tree is too large for the index; the directory
@@ -479,13 +491,14 @@ fn emit_create(
                 }
                 continue;
             }
-            describe_new(index, plan, child, &cst);
+            describe_new(index, plan, child, &cst, None);
         }
     }
     let _ = lookup;
 }
 
-fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat) {
+/// Describes a new entry; a symlink's `target` is read through its path when not given.
+fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: Option<Vec<u8>>) {
     let (Some(root), Some(path)) = (index.root_of(id), index.rel_path(id)) else {
         return;
     };
@@ -495,9 +508,15 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat) {
         Op::Create {
             kind: st.kind,
             target: (st.kind == Kind::Symlink)
-                .then(|| index.abs_path(id).and_then(|p| std::fs::read_link(p).ok()))
-                .flatten()
-                .map(|t| t.into_os_string().into_vec()),
+                .then(|| {
+                    target.or_else(|| {
+                        index
+                            .abs_path(id)
+                            .and_then(|p| std::fs::read_link(p).ok())
+                            .map(|t| t.into_os_string().into_vec())
+                    })
+                })
+                .flatten(),
             rdev: st.rdev,
         },
     ));
