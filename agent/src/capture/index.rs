@@ -93,6 +93,10 @@ pub struct Index {
     limbo: Vec<NodeId>,
     holding: bool,
     by_key: HashMap<Key, Names>,
+    /// Directories a scan found under a new name while the index still has them at
+    /// an old one (a move not reconciled yet): (old node, new parent, new name).
+    /// A directory has one name, so the caller describes these as moves.
+    displaced: Vec<(NodeId, NodeId, Box<[u8]>)>,
 }
 
 /// The names an inode has in the trees; almost always one.
@@ -222,6 +226,13 @@ impl Index {
                 };
                 let st = stat_of(&meta);
                 if st.key.dev != dev {
+                    continue;
+                }
+                if st.kind == Kind::Dir
+                    && let Some(old) = self.dir_of(&st)
+                    && !self.is_within(d, old)
+                {
+                    self.displaced.push((old, d, name.as_bytes().into()));
                     continue;
                 }
                 let id = self.insert(d, name.as_bytes(), &st)?;
@@ -486,6 +497,11 @@ impl Index {
             cur = self.parent(c);
         }
         false
+    }
+
+    /// The directories the last scans found moved (see the field's doc).
+    pub fn take_displaced(&mut self) -> Vec<(NodeId, NodeId, Box<[u8]>)> {
+        std::mem::take(&mut self.displaced)
     }
 
     /// Keeps freed ids from being reused until [`Index::release`], so that ids taken

@@ -466,6 +466,7 @@ fn emit_create(
             plan.unlisted
                 .extend(unlisted.into_iter().filter_map(|n| index.key(n)));
         }
+        let displaced = index.take_displaced();
         let new: HashSet<NodeId> = found.iter().map(|(c, _)| *c).collect();
         let mut described: HashSet<NodeId> = HashSet::new();
         for (child, cst) in found {
@@ -492,6 +493,16 @@ fn emit_create(
                 continue;
             }
             describe_new(index, plan, child, &cst, None);
+        }
+        // Directories found here that the index still has elsewhere moved here:
+        // describe the move (their contents go along), not a second copy.
+        for (old, parent, name) in displaced {
+            let m = Move {
+                src: old,
+                dir: parent,
+                name,
+            };
+            emit_move(index, plan, &m, &mut Vec::new(), lookup);
         }
     }
     let _ = lookup;
