@@ -16,7 +16,7 @@ use std::{
     ffi::OsStr,
     fs,
     os::{
-        fd::AsRawFd,
+        fd::{AsRawFd, OwnedFd},
         unix::{
             ffi::{OsStrExt, OsStringExt},
             fs::MetadataExt,
@@ -833,17 +833,21 @@ struct LiveLookup<'a> {
     handles: &'a HashMap<Key, (Handle, u64)>,
 }
 
-impl Lookup for LiveLookup<'_> {
-    fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
+impl LiveLookup<'_> {
+    /// Opens directory node `dir` through its handle, wherever it is now. Only the
+    /// handle of this very directory: a reused inode number has another birth time.
+    fn open_dir(&self, index: &Index, dir: NodeId) -> Option<OwnedFd> {
         let known = index.stat(dir)?;
-        // Only the handle of this very directory: a reused inode number has another
-        // birth time.
-        if let Some(fd) = self
-            .handles
+        self.handles
             .get(&known.key)
             .filter(|(_, birth)| *birth == 0 || known.birth == 0 || *birth == known.birth)
             .and_then(|(h, _)| self.fan.open_handle(h).ok())
-        {
+    }
+}
+
+impl Lookup for LiveLookup<'_> {
+    fn stat_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Stat> {
+        if let Some(fd) = self.open_dir(index, dir) {
             return statx_at(fd.as_raw_fd(), name);
         }
         let p = index.abs_path(dir)?.join(OsStr::from_bytes(name));
@@ -851,13 +855,7 @@ impl Lookup for LiveLookup<'_> {
     }
 
     fn read_link_in(&mut self, index: &Index, dir: NodeId, name: &[u8]) -> Option<Vec<u8>> {
-        let known = index.stat(dir)?;
-        if let Some(fd) = self
-            .handles
-            .get(&known.key)
-            .filter(|(_, birth)| *birth == 0 || known.birth == 0 || *birth == known.birth)
-            .and_then(|(h, _)| self.fan.open_handle(h).ok())
-        {
+        if let Some(fd) = self.open_dir(index, dir) {
             return nix::fcntl::readlinkat(&fd, OsStr::from_bytes(name))
                 .ok()
                 .map(|t| t.into_vec());

@@ -528,15 +528,6 @@ impl Index {
         self.len() == 0
     }
 
-    /// Forgets every entry of a root (before a rescan), keeping the root itself.
-    pub fn clear_root(&mut self, root: RootId) {
-        if let Some(node) = self.root_node(root) {
-            for child in self.children(node) {
-                self.remove(child);
-            }
-        }
-    }
-
     fn node(&self, id: NodeId) -> Option<&Node> {
         self.nodes.get(id as usize)?.as_ref()
     }

@@ -30,6 +30,9 @@
 
 mod dirty;
 
+/// A range as (start, end), end exclusive.
+type Span = (u64, u64);
+
 #[cfg(test)]
 mod tests;
 
@@ -208,15 +211,21 @@ impl RangeSet {
             .is_some_and(|(_, &e)| e > offset)
     }
 
-    /// Adds `[start, end)`, which the caller guarantees neither overlaps nor touches an
-    /// existing range, and keeps the gap index and byte count in step.
-    fn add(&mut self, start: u64, end: u64) {
+    /// The ranges just before and from `start` on, as (start, end) pairs.
+    fn neighbours(&self, start: u64) -> (Option<Span>, Option<Span>) {
         let prev = self
             .ranges
             .range(..start)
             .next_back()
             .map(|(&s, &e)| (s, e));
         let next = self.ranges.range(start..).next().map(|(&s, &e)| (s, e));
+        (prev, next)
+    }
+
+    /// Adds `[start, end)`, which the caller guarantees neither overlaps nor touches an
+    /// existing range, and keeps the gap index and byte count in step.
+    fn add(&mut self, start: u64, end: u64) {
+        let (prev, next) = self.neighbours(start);
         if let (Some((ps, pe)), Some((ns, _))) = (prev, next) {
             self.gaps.remove(&(ns - pe, ps));
         }
@@ -234,12 +243,7 @@ impl RangeSet {
     /// index and byte count in step.
     fn remove(&mut self, start: u64) -> Option<u64> {
         let end = self.ranges.remove(&start)?;
-        let prev = self
-            .ranges
-            .range(..start)
-            .next_back()
-            .map(|(&s, &e)| (s, e));
-        let next = self.ranges.range(start..).next().map(|(&s, &e)| (s, e));
+        let (prev, next) = self.neighbours(start);
         if let Some((ps, pe)) = prev {
             self.gaps.remove(&(start - pe, ps));
         }

@@ -16,10 +16,7 @@
 //! The index is updated as each record is emitted, so it always equals the replayed
 //! namespace.
 
-use std::{
-    collections::{HashMap, HashSet},
-    os::unix::ffi::OsStringExt,
-};
+use std::{collections::HashSet, os::unix::ffi::OsStringExt};
 
 use agent_common::abi::Key;
 
@@ -61,8 +58,6 @@ pub struct Plan {
     /// watch them by inode, since a write through the other name has no watched
     /// ancestor.
     pub watch: Vec<Key>,
-    /// New files, with their size, whose content was described by `write` records.
-    pub new_files: Vec<Key>,
     /// New directories that could not be read yet (they moved again in a way not
     /// reconciled yet): their entries must be looked at once their place is known.
     pub unlisted: Vec<Key>,
@@ -542,7 +537,6 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: O
                 },
             ));
         }
-        plan.new_files.push(st.key);
         if st.nlink > 1 {
             plan.watch.push(st.key);
         }
@@ -581,18 +575,6 @@ impl DirtySet {
             && self.rescan.is_empty()
             && self.root_attr.is_empty()
     }
-}
-
-/// Groups directory nodes by root, used for rescans.
-#[must_use]
-pub fn by_root(index: &Index, nodes: &[NodeId]) -> HashMap<RootId, Vec<NodeId>> {
-    let mut m: HashMap<RootId, Vec<NodeId>> = HashMap::new();
-    for &n in nodes {
-        if let Some(r) = index.root_of(n) {
-            m.entry(r).or_default().push(n);
-        }
-    }
-    m
 }
 
 #[cfg(test)]

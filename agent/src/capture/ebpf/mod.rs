@@ -24,28 +24,7 @@ use nix::{errno::Errno, mount::MsFlags};
 /// pwrite64 and pwritev have none: their exit reads the arguments it needs from
 /// the registers saved at syscall entry, which saves an enter program on every
 /// call (see "the hot path" in capture.bpf.c).
-const ENTER_SYSCALLS: &[&str] = &[
-    "write",
-    "writev",
-    "pwritev2",
-    "ftruncate",
-    "fallocate",
-    "copy_file_range",
-    "splice",
-    "sendfile64",
-    "fsync",
-    "fdatasync",
-    "sync_file_range",
-    "syncfs",
-    "mmap",
-    "msync",
-    "munmap",
-    "open",
-    "openat",
-    "openat2",
-    "creat",
-    "truncate",
-];
+const OWN_EXIT_ENTERS: &[&str] = &["write", "writev", "pwritev2", "truncate"];
 
 /// (program, syscalls) pairs for the exits of the write system calls, which have
 /// their own programs because they run on every write on the machine.
@@ -240,7 +219,9 @@ impl Probes {
         )?;
         attach_tracepoint(&mut ebpf, PROG_EXIT_TRUNCATE, &["truncate"], "sys_exit_")?;
         attach_tracepoint(&mut ebpf, PROG_EXIT_SYNC, &["sync"], "sys_exit_")?;
-        for syscall in ENTER_SYSCALLS {
+        // Every syscall of the shared exit stashes at its enter, as do the write
+        // system calls and truncate(2), which have exits of their own.
+        for syscall in OWN_EXIT_ENTERS.iter().chain(FILE_EXIT_SYSCALLS) {
             let program = format!("sys_enter_{syscall}");
             attach_tracepoint(&mut ebpf, &program, &[syscall], "sys_enter_")?;
         }
