@@ -527,3 +527,20 @@ pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
 fn open_beneath_dirfd_for_read(dir: &OwnedFd) -> io::Result<OwnedFd> {
     open_beneath(dir, b"", libc::O_RDONLY | libc::O_DIRECTORY)
 }
+
+/// Makes the kernel send SIGTERM to the child `cmd` starts when the process that
+/// started it dies, so that a test or benchmark killed without running its guards
+/// (SIGKILL, a harness timeout) leaves no capture process and no probe behind.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

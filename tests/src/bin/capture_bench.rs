@@ -24,7 +24,6 @@ use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -245,18 +244,9 @@ impl Capture {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // prctl, which is async-signal-safe; it touches no memory of the parent.
-        unsafe {
-            // If this benchmark dies without running its guards (SIGKILL), the kernel
-            // stops the capture too, so no probe is left attached.
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // If this benchmark dies without running its guards (SIGKILL), the kernel
+        // stops the capture too, so no probe is left attached.
+        tandem_tests::sys::die_with_parent(&mut cmd);
         let started = Instant::now();
         let mut child = cmd
             .spawn()

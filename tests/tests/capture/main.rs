@@ -166,11 +166,13 @@ fn oracle(seed: u64) {
 
     let stderr_path = tmp.path().join("capture.stderr");
     let bin = tandem_bin();
-    let child = Command::new(&bin)
-        .args(["capture", "--watch", &ra, "--watch", &rb, "--json"])
+    let mut cmd = Command::new(&bin);
+    cmd.args(["capture", "--watch", &ra, "--watch", &rb, "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(fs::File::create(&stderr_path).unwrap())
+        .stderr(fs::File::create(&stderr_path).unwrap());
+    tandem_tests::sys::die_with_parent(&mut cmd);
+    let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
     let mut guard = CaptureGuard(Some(child));
