@@ -9,3 +9,4 @@
 
 pub mod capture;
 pub mod cli;
+pub mod replication;

@@ -223,13 +223,50 @@ impl Engine {
 
     /// One round: drain, reconcile, compare, and describe data when due.
     pub fn step(&mut self, sink: &mut dyn Sink, now: Instant) -> Result<(), CaptureError> {
+        self.step_inner(sink, now, false)
+    }
+
+    /// One round that describes every pending change now, whatever the tick: a
+    /// durability point of the application waits for exactly this.
+    pub fn flush_now(&mut self, sink: &mut dyn Sink, now: Instant) -> Result<(), CaptureError> {
+        self.step_inner(sink, now, true)
+    }
+
+    /// Waits until the kernel has something for us, or `timeout`.
+    pub fn wait_events(&self, timeout: Duration) -> Result<(), CaptureError> {
+        self.wait(timeout)
+    }
+
+    /// Has the file with inode `ino` in tree `root` described again by content: a
+    /// consumer calls this when it could not read data a record named (the file had
+    /// already moved on), so that the data reaches it under the file's next name.
+    pub fn verify_later(&mut self, root: RootId, ino: u64) {
+        if let Some(r) = self.index.roots().get(usize::from(root)) {
+            let key = Key {
+                dev: r.key.dev,
+                ino,
+            };
+            self.dirty.verify(key);
+        }
+    }
+
+    fn step_inner(
+        &mut self,
+        sink: &mut dyn Sink,
+        now: Instant,
+        force: bool,
+    ) -> Result<(), CaptureError> {
         self.drain_kernel();
         self.account_losses();
         self.drain_fanotify()?;
         self.reconcile_names(sink)?;
+        if force {
+            // Stores through a shared mapping have no event of their own.
+            self.compare_now.extend(self.mapped.all());
+        }
         self.compare_mappings(now);
         let due = now.duration_since(self.last_flush) >= self.settings.tick;
-        if due || !self.syncs.is_empty() || self.sync_all {
+        if force || due || !self.syncs.is_empty() || self.sync_all {
             self.flush_data(sink)?;
             self.last_flush = now;
         }

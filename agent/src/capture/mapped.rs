@@ -65,6 +65,12 @@ impl Mapped {
             .collect()
     }
 
+    /// Every mapped file: a durability point compares them all.
+    #[must_use]
+    pub fn all(&self) -> Vec<Key> {
+        self.files.keys().copied().collect()
+    }
+
     /// The files due for a periodic comparison.
     #[must_use]
     pub fn due(&self, now: Instant) -> Vec<Key> {

@@ -1,0 +1,279 @@
+//! The primary's protocol core, sans-IO: captured records and durability points in,
+//! frames to send and calls to release out. Time is passed in; the runtime performs
+//! every I/O the commands name, in order.
+//!
+//! Invariants (checked by the tests and the simulation in `sim.rs`):
+//! - records reach the peer with strictly increasing sequence numbers, in capture
+//!   order, live records never before the resync that precedes them;
+//! - a durability point is released while linked and in sync only once the peer
+//!   reports every record up to it durable; otherwise (no peer, resyncing) at once,
+//!   and the node is not in sync then;
+//! - a peer that acknowledges nothing for `timeout` while something waits is given
+//!   up: every waiting call is released and the node goes ALONE.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use agent_common::wire::{Ack, Frame, Record, WireOp};
+
+/// Identifies one held durability call.
+pub type WaiterId = u64;
+
+/// What the runtime tells the core.
+#[derive(Debug)]
+pub enum Input {
+    /// Records from capture, in order (their `seq` is assigned here).
+    Captured(Vec<Record>),
+    /// A durability call waiting for everything captured before it.
+    Barrier(WaiterId),
+    /// The peer is connected, authenticated and is the resync target.
+    Linked,
+    /// Records that bring the peer's copy to ours (from the resync compare).
+    Resync(Vec<Record>),
+    /// The resync compare is over.
+    ResyncComplete,
+    Ack(Ack),
+    /// The connection is gone.
+    Unlinked,
+    Tick,
+}
+
+/// What the core asks the runtime to do, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Send(Frame),
+    Release(WaiterId),
+    /// Close the connection: the peer stopped answering.
+    Drop(&'static str),
+}
+
+/// Where the link stands.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Link {
+    Down,
+    Resyncing,
+    Live,
+}
+
+/// The primary's replication state.
+#[derive(Debug)]
+pub struct Primary {
+    link: Link,
+    timeout: Duration,
+    last_seq: u64,
+    /// The record the last resync ended at; in sync once it is durable.
+    resync_done: Option<u64>,
+    acked: Ack,
+    last_progress: Instant,
+    /// Sent and not yet applied: (seq, data bytes).
+    inflight: VecDeque<(u64, u64)>,
+    inflight_bytes: u64,
+    /// Live records held while a resync runs.
+    held: VecDeque<Record>,
+    held_bytes: u64,
+    waiters: BTreeMap<u64, Vec<WaiterId>>,
+    /// Calls released without the peer having the data, and why.
+    pub released_unprotected: u64,
+}
+
+impl Primary {
+    #[must_use]
+    pub fn new(timeout: Duration, now: Instant) -> Self {
+        Self {
+            link: Link::Down,
+            timeout,
+            last_seq: 0,
+            resync_done: None,
+            acked: Ack::default(),
+            last_progress: now,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            waiters: BTreeMap::new(),
+            released_unprotected: 0,
+        }
+    }
+
+    #[must_use]
+    pub fn link(&self) -> Link {
+        self.link
+    }
+
+    /// Whether the peer holds everything up to the last resync and is live: a
+    /// durability point then waits for it.
+    #[must_use]
+    pub fn in_sync(&self) -> bool {
+        self.link == Link::Live && self.resync_done.is_some_and(|s| self.acked.durable >= s)
+    }
+
+    /// Data bytes captured and not yet applied by the peer.
+    #[must_use]
+    pub fn lag_bytes(&self) -> u64 {
+        self.inflight_bytes + self.held_bytes
+    }
+
+    /// Whether the runtime should take more captured records now (bounded memory).
+    #[must_use]
+    pub fn wants_more(&self, limit: u64) -> bool {
+        self.lag_bytes() < limit
+    }
+
+    #[must_use]
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    #[must_use]
+    pub fn acked(&self) -> Ack {
+        self.acked
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, input: Input, now: Instant, out: &mut Vec<Command>) {
+        match input {
+            Input::Captured(records) => {
+                for r in records {
+                    match self.link {
+                        Link::Live => {
+                            self.send(r, out);
+                        }
+                        Link::Resyncing => {
+                            self.held_bytes += data_len(&r);
+                            self.held.push_back(r);
+                        }
+                        // Nobody to send to: the resync on return covers it.
+                        Link::Down => {}
+                    }
+                }
+            }
+            Input::Barrier(id) => {
+                if self.link == Link::Live && self.resync_done.is_some() {
+                    let seq = self.send(barrier(), out);
+                    if self.waiters.is_empty() {
+                        self.last_progress = now;
+                    }
+                    self.waiters.entry(seq).or_default().push(id);
+                } else {
+                    if self.link == Link::Resyncing {
+                        self.held.push_back(barrier());
+                    }
+                    self.released_unprotected += 1;
+                    out.push(Command::Release(id));
+                }
+            }
+            Input::Linked => {
+                self.link = Link::Resyncing;
+                self.resync_done = None;
+                self.acked = Ack::default();
+                self.last_seq = 0;
+                self.inflight.clear();
+                self.inflight_bytes = 0;
+                self.last_progress = now;
+            }
+            Input::Resync(records) => {
+                if self.link == Link::Resyncing {
+                    for r in records {
+                        self.send(r, out);
+                    }
+                }
+            }
+            Input::ResyncComplete => {
+                if self.link == Link::Resyncing {
+                    self.resync_done = Some(self.last_seq);
+                    out.push(Command::Send(Frame::ResyncDone { seq: self.last_seq }));
+                    self.link = Link::Live;
+                    let held = std::mem::take(&mut self.held);
+                    self.held_bytes = 0;
+                    for r in held {
+                        self.send(r, out);
+                    }
+                }
+            }
+            Input::Ack(ack) => self.on_ack(ack, now, out),
+            Input::Unlinked => self.unlink(out),
+            Input::Tick => {
+                let waiting = !self.waiters.is_empty() || !self.inflight.is_empty();
+                if self.link != Link::Down
+                    && waiting
+                    && now.duration_since(self.last_progress) > self.timeout
+                {
+                    out.push(Command::Drop("the peer acknowledged nothing within the timeout"));
+                    self.unlink(out);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, mut r: Record, out: &mut Vec<Command>) -> u64 {
+        self.last_seq += 1;
+        r.seq = self.last_seq;
+        let bytes = data_len(&r);
+        self.inflight.push_back((r.seq, bytes));
+        self.inflight_bytes += bytes;
+        out.push(Command::Send(Frame::Record(r)));
+        self.last_seq
+    }
+
+    fn on_ack(&mut self, ack: Ack, now: Instant, out: &mut Vec<Command>) {
+        if self.link == Link::Down {
+            return;
+        }
+        // An ack for records never sent is a broken peer: believe only what we sent.
+        let ack = Ack {
+            applied: ack.applied.min(self.last_seq),
+            durable: ack.durable.min(self.last_seq),
+        };
+        if ack.applied > self.acked.applied || ack.durable > self.acked.durable {
+            self.last_progress = now;
+        }
+        self.acked.applied = self.acked.applied.max(ack.applied);
+        self.acked.durable = self.acked.durable.max(ack.durable);
+        while let Some(&(seq, bytes)) = self.inflight.front() {
+            if seq > self.acked.applied {
+                break;
+            }
+            self.inflight.pop_front();
+            self.inflight_bytes -= bytes;
+        }
+        let durable = self.acked.durable;
+        let later = self.waiters.split_off(&(durable + 1));
+        for (_, ids) in std::mem::replace(&mut self.waiters, later) {
+            out.extend(ids.into_iter().map(Command::Release));
+        }
+    }
+
+    fn unlink(&mut self, out: &mut Vec<Command>) {
+        self.link = Link::Down;
+        self.resync_done = None;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.held.clear();
+        self.held_bytes = 0;
+        for (_, ids) in std::mem::take(&mut self.waiters) {
+            self.released_unprotected += ids.len() as u64;
+            out.extend(ids.into_iter().map(Command::Release));
+        }
+    }
+}
+
+fn barrier() -> Record {
+    Record {
+        seq: 0,
+        dir: 0,
+        path: Vec::new(),
+        op: WireOp::Barrier,
+    }
+}
+
+fn data_len(r: &Record) -> u64 {
+    match &r.op {
+        WireOp::Write { data, .. } => data.len() as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+//! The primary's side of the capture stream: turns each [`Change`] into the wire
+//! records that reproduce it, reading the named bytes and attributes from the files
+//! at once (in the capture thread, while the index is current), so that a record
+//! carries the data as it was when the change was described.
+//!
+//! A change whose file has already moved on (renamed, replaced or removed since it
+//! was described) cannot be read under the recorded name. Such files are handed back
+//! to the capture engine for verification by content: their data then arrives under
+//! the file's next name, after the rename record that gives the consumer that name.
+
+use std::{
+    fs::File,
+    os::unix::{ffi::OsStrExt, fs::FileExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use agent_common::wire::{EntryKind, MAX_CHUNK_BYTES, Record, WireOp};
+
+use crate::{
+    apply::attrs_of,
+    capture::{
+        change::{Change, Op, Sink},
+        index::{Kind, RootId},
+    },
+};
+
+/// A [`Sink`] that builds wire records (without sequence numbers yet).
+#[derive(Debug)]
+pub struct Shipper {
+    /// The canonical path of each watched root, by root id.
+    roots: Vec<PathBuf>,
+    /// Records built since the last [`Shipper::take`].
+    out: Vec<Record>,
+    /// Bytes of data in `out`.
+    bytes: u64,
+    /// Files to verify by content: (root, inode).
+    moved_on: Vec<(RootId, u64)>,
+}
+
+/// What one round of capture produced.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    pub bytes: u64,
+}
+
+impl Shipper {
+    #[must_use]
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        Self {
+            roots,
+            out: Vec::new(),
+            bytes: 0,
+            moved_on: Vec::new(),
+        }
+    }
+
+    /// Takes the records built so far.
+    pub fn take(&mut self) -> Batch {
+        Batch {
+            records: std::mem::take(&mut self.out),
+            bytes: std::mem::take(&mut self.bytes),
+        }
+    }
+
+    /// Takes the files that could not be read under their recorded name.
+    pub fn take_moved_on(&mut self) -> Vec<(RootId, u64)> {
+        std::mem::take(&mut self.moved_on)
+    }
+
+    fn push(&mut self, dir: RootId, path: &[u8], op: WireOp) {
+        if let WireOp::Write { data, .. } = &op {
+            self.bytes += data.len() as u64;
+        }
+        self.out.push(Record {
+            seq: 0,
+            dir,
+            path: path.to_vec(),
+            op,
+        });
+    }
+
+    fn full_path(&self, root: RootId, rel: &[u8]) -> Option<PathBuf> {
+        let base = self.roots.get(usize::from(root))?;
+        Some(if rel.is_empty() {
+            base.clone()
+        } else {
+            base.join(Path::new(std::ffi::OsStr::from_bytes(rel)))
+        })
+    }
+
+    fn describe(&mut self, c: Change) {
+        let Some(full) = self.full_path(c.root, &c.path) else {
+            return;
+        };
+        match c.op {
+            Op::Write { offset, len } => {
+                if self.ship_range(c.root, &c.path, &full, c.ino, offset, len, false) {
+                    return;
+                }
+                self.moved_on_if(c.root, c.ino);
+            }
+            Op::Verify => {
+                if self.ship_range(c.root, &c.path, &full, c.ino, 0, u64::MAX, true) {
+                    if let Ok(a) = attrs_of(&full) {
+                        self.push(c.root, &c.path, WireOp::SetAttrs(a));
+                    }
+                    return;
+                }
+                self.moved_on_if(c.root, c.ino);
+            }
+            Op::Truncate { size } => self.push(c.root, &c.path, WireOp::Truncate { size }),
+            Op::Create { kind, target, rdev } => {
+                let attrs = attrs_of(&full).unwrap_or_default();
+                let op = WireOp::Create {
+                    kind: entry_kind(kind),
+                    attrs,
+                    target,
+                    rdev,
+                };
+                self.push(c.root, &c.path, op);
+            }
+            Op::Remove { .. } => self.push(c.root, &c.path, WireOp::Remove),
+            Op::Rename { new_path } => self.push(c.root, &c.path, WireOp::Rename { new_path }),
+            Op::Exchange { new_path } => {
+                self.push(c.root, &c.path, WireOp::Exchange { new_path });
+            }
+            Op::Link { new_path } => self.push(c.root, &c.path, WireOp::Link { new_path }),
+            Op::Attr => match attrs_of(&full) {
+                Ok(a) => self.push(c.root, &c.path, WireOp::SetAttrs(a)),
+                Err(_) => self.moved_on_if(c.root, c.ino),
+            },
+            Op::Sync { .. } => self.push(c.root, &c.path, WireOp::Barrier),
+            // A rescan is announced by this record; the records that follow it
+            // describe every difference it found.
+            Op::Rescan => {}
+        }
+    }
+
+    fn moved_on_if(&mut self, root: RootId, ino: Option<u64>) {
+        if let Some(ino) = ino {
+            self.moved_on.push((root, ino));
+        }
+    }
+
+    /// Ships `[offset, offset+len)` of the file (clipped to its size), holes as
+    /// punches; with `whole`, first sets the size. Returns false when the file at
+    /// `full` is not the inode the record was about.
+    fn ship_range(
+        &mut self,
+        root: RootId,
+        rel: &[u8],
+        full: &Path,
+        ino: Option<u64>,
+        offset: u64,
+        len: u64,
+        whole: bool,
+    ) -> bool {
+        let Ok(file) = open_nofollow(full) else {
+            return false;
+        };
+        let Ok(meta) = file.metadata() else {
+            return false;
+        };
+        if !meta.is_file() || ino.is_some_and(|i| i != meta.ino()) {
+            return false;
+        }
+        let size = meta.len();
+        if whole {
+            self.push(root, rel, WireOp::Truncate { size });
+        }
+        let end = offset.saturating_add(len).min(size);
+        match read_segments(&file, offset, end, &mut |off, seg| match seg {
+            Segment::Data(data) => self.push(root, rel, WireOp::Write { offset: off, data }),
+            Segment::Hole(len) => self.push(root, rel, WireOp::Punch { offset: off, len }),
+        }) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(path = %full.display(), error = %e, "cannot read changed range");
+                false
+            }
+        }
+    }
+}
+
+impl Sink for Shipper {
+    fn emit(&mut self, change: Change) -> std::io::Result<()> {
+        self.describe(change);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Part of a file's range.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Segment {
+    Data(Vec<u8>),
+    Hole(u64),
+}
+
+/// Reads `[start, end)` of `file` as data chunks of at most [`MAX_CHUNK_BYTES`] and
+/// holes, so that sparse files stay sparse on the peer and holes cost no bytes.
+pub fn read_segments(
+    file: &File,
+    start: u64,
+    end: u64,
+    out: &mut dyn FnMut(u64, Segment),
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut pos = start;
+    while pos < end {
+        let data_at = seek(file.as_raw_fd(), pos, libc::SEEK_DATA)?.unwrap_or(end).min(end);
+        if data_at > pos {
+            out(pos, Segment::Hole(data_at - pos));
+            pos = data_at;
+            continue;
+        }
+        let hole_at = seek(file.as_raw_fd(), pos, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        let hole_at = hole_at.max(pos + 1).min(end);
+        while pos < hole_at {
+            let n = (hole_at - pos).min(MAX_CHUNK_BYTES as u64);
+            let mut buf = vec![0u8; usize::try_from(n).unwrap_or(MAX_CHUNK_BYTES)];
+            let got = file.read_at(&mut buf, pos)?;
+            if got == 0 {
+                // The file shrank under us: a truncate record follows.
+                return Ok(());
+            }
+            buf.truncate(got);
+            out(pos, Segment::Data(buf));
+            pos += got as u64;
+        }
+    }
+    Ok(())
+}
+
+/// lseek(2) for SEEK_DATA / SEEK_HOLE: `None` when there is no data after `pos`.
+fn seek(fd: i32, pos: u64, whence: i32) -> std::io::Result<Option<u64>> {
+    let Ok(off) = libc::off_t::try_from(pos) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek only reads its integer arguments.
+    let r = unsafe { libc::lseek(fd, off, whence) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(r.unsigned_abs()))
+}
+
+fn open_nofollow(p: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(p)
+}
+
+/// The wire kind of an index kind.
+#[must_use]
+pub fn entry_kind(k: Kind) -> EntryKind {
+    match k {
+        Kind::Block => EntryKind::BlockDevice,
+        Kind::Char => EntryKind::CharDevice,
+        Kind::Dir => EntryKind::Dir,
+        Kind::Fifo => EntryKind::Fifo,
+        Kind::File => EntryKind::File,
+        Kind::Socket => EntryKind::Socket,
+        Kind::Symlink => EntryKind::Symlink,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+
+    #[test]
+    fn sparse_ranges_become_data_and_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        let mut f = File::create(&p).expect("create");
+        f.write_all(&[1u8; 4096]).expect("write");
+        f.seek(SeekFrom::Start(1 << 20)).expect("seek");
+        f.write_all(&[2u8; 4096]).expect("write");
+        drop(f);
+        let f = File::open(&p).expect("open");
+        let mut segs = Vec::new();
+        read_segments(&f, 0, (1 << 20) + 4096, &mut |o, s| segs.push((o, s))).expect("read");
+        assert_eq!(segs.len(), 3, "{:?}", segs.iter().map(|s| s.0).collect::<Vec<_>>());
+        assert_eq!(segs[0], (0, Segment::Data(vec![1u8; 4096])));
+        assert_eq!(segs[1], (4096, Segment::Hole((1 << 20) - 4096)));
+        assert_eq!(segs[2], (1 << 20, Segment::Data(vec![2u8; 4096])));
+    }
+
+    #[test]
+    fn large_ranges_are_chunked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![7u8; MAX_CHUNK_BYTES * 2 + 10]).expect("write");
+        let f = File::open(&p).expect("open");
+        let mut lens = Vec::new();
+        read_segments(&f, 5, u64::MAX, &mut |o, s| {
+            if let Segment::Data(d) = s {
+                lens.push((o, d.len()));
+            }
+        })
+        .expect("read");
+        let total: usize = lens.iter().map(|l| l.1).sum();
+        assert_eq!(total, MAX_CHUNK_BYTES * 2 + 5);
+        assert!(lens.iter().all(|l| l.1 <= MAX_CHUNK_BYTES));
+        assert_eq!(lens[0].0, 5);
+    }
+
+    #[test]
+    fn a_file_that_moved_on_is_handed_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("b"), b"x").expect("write");
+        let mut s = Shipper::new(vec![dir.path().to_path_buf()]);
+        s.emit(Change {
+            seq: 1,
+            root: 0,
+            path: b"a".to_vec(),
+            op: Op::Write { offset: 0, len: 1 },
+            ino: Some(42),
+        })
+        .expect("emit");
+        assert!(s.take().records.is_empty());
+        assert_eq!(s.take_moved_on(), vec![(0, 42)]);
+    }
+}
