@@ -6,7 +6,10 @@
 //!   divergence.
 //! - [`ship`]: the capture stream turned into wire records, with their data.
 //! - [`primary`]: the primary's protocol core (sans-IO).
+//! - [`secondary`]: the secondary's protocol core (sans-IO).
+//! - [`resync`]: the resync source's comparison with the target's manifest.
 
 pub mod generation;
 pub mod primary;
+pub mod secondary;
 

@@ -1,0 +1,294 @@
+//! The resync source's comparison: given the target's manifest (every entry it holds,
+//! with block hashes of its files), walks our trees and produces the records that turn
+//! the target's copy into ours. Only differing blocks travel; unchanged files cost
+//! their hashes.
+//!
+//! Order matters to the target, which applies records one by one: entries that must
+//! go are removed first (deepest first), then directories are created parents first,
+//! then files get their data, and attributes of directories are set last (adding
+//! children changes a directory's times).
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::OsStr,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use agent_common::wire::{EntryKind, Manifest, Record, WireOp};
+
+use super::ship::{Segment, read_segments};
+use crate::apply::attrs_of;
+
+/// The target's entries, by (directory index, path).
+pub type TargetView = HashMap<(u16, Vec<u8>), Manifest>;
+
+/// What a resync compare found, for progress and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    /// Bytes of file data on the source.
+    pub source_bytes: u64,
+    /// Bytes of data records produced.
+    pub data_bytes: u64,
+    pub entries: u64,
+}
+
+/// Compares root `dir` (at `root`) with the target's view and hands records to `out`
+/// in batches. `out` returning false stops the compare (the link went down).
+pub fn compare(
+    dir: u16,
+    root: &Path,
+    target: &TargetView,
+    out: &mut dyn FnMut(Vec<Record>) -> bool,
+) -> std::io::Result<Totals> {
+    let mut totals = Totals::default();
+    let mut ours = Vec::new();
+    walk(root, Vec::new(), &mut ours)?;
+    let present: HashSet<&[u8]> = ours.iter().map(|(p, _)| p.as_slice()).collect();
+    let mut batch = Vec::new();
+    let rec = |path: &[u8], op: WireOp| Record {
+        seq: 0,
+        dir,
+        path: path.to_vec(),
+        op,
+    };
+    // 1. What the target has and we do not, deepest first; a directory's removal
+    // takes its children, so those under a removed directory are skipped.
+    let mut gone: Vec<&Vec<u8>> = target
+        .keys()
+        .filter(|(d, p)| *d == dir && !p.is_empty() && !present.contains(p.as_slice()))
+        .map(|(_, p)| p)
+        .collect();
+    gone.sort_by_key(|p| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
+    let removed: HashSet<&[u8]> = gone.iter().map(|p| p.as_slice()).collect();
+    for p in gone {
+        let under_removed = ancestors(p).any(|a| removed.contains(a));
+        if !under_removed {
+            batch.push(rec(p, WireOp::Remove));
+        }
+    }
+    // 2. Our entries, parents first (the walk lists them so).
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut dirs = Vec::new();
+    for (path, meta) in &ours {
+        totals.entries += 1;
+        let full = join(root, path);
+        let theirs = target.get(&(dir, path.clone()));
+        let kind = kind_of(meta);
+        let attrs = attrs_of(&full).unwrap_or_default();
+        if kind == EntryKind::Dir {
+            if theirs.is_none_or(|t| t.kind != EntryKind::Dir) {
+                batch.push(rec(path, create(kind, attrs.clone(), None, 0)));
+            }
+            dirs.push((path.clone(), attrs));
+            continue;
+        }
+        if kind == EntryKind::File && meta.nlink() > 1 {
+            // Later names of a hard-linked file become links to the first one.
+            match links.entry((meta.dev(), meta.ino())) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    batch.push(rec(first.get(), WireOp::Link { new_path: path.clone() }));
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(path.clone());
+                }
+            }
+        }
+        let same_kind = theirs.is_some_and(|t| t.kind == kind);
+        if kind != EntryKind::File {
+            let target_link = if kind == EntryKind::Symlink {
+                fs::read_link(&full).ok().map(|t| t.as_os_str().as_bytes().to_vec())
+            } else {
+                None
+            };
+            // Symlinks and special files are small: recreate them unless identical
+            // in kind (their targets and device numbers are not in the manifest).
+            if !same_kind || kind == EntryKind::Symlink {
+                batch.push(rec(path, create(kind, attrs, target_link, meta.rdev())));
+            } else {
+                batch.push(rec(path, WireOp::SetAttrs(attrs)));
+            }
+            continue;
+        }
+        totals.source_bytes += meta.len();
+        if !same_kind {
+            batch.push(rec(path, create(kind, attrs.clone(), None, 0)));
+        }
+        let empty = Manifest {
+            dir,
+            path: path.clone(),
+            kind,
+            size: 0,
+            blocks: Vec::new(),
+            block_size: 4096,
+        };
+        let t = theirs.filter(|_| same_kind).unwrap_or(&empty);
+        diff_file(&full, meta.len(), t, &mut |op| {
+            if let WireOp::Write { data, .. } = &op {
+                totals.data_bytes += data.len() as u64;
+            }
+            batch.push(rec(path, op));
+        })?;
+        batch.push(rec(path, WireOp::SetAttrs(attrs)));
+        if batch.len() >= 256 && !out(std::mem::take(&mut batch)) {
+            return Ok(totals);
+        }
+    }
+    // 3. Directory attributes, deepest first, and the root's own.
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
+    for (p, a) in dirs {
+        batch.push(rec(&p, WireOp::SetAttrs(a)));
+    }
+    if let Ok(a) = attrs_of(root) {
+        batch.push(rec(b"", WireOp::SetAttrs(a)));
+    }
+    out(batch);
+    Ok(totals)
+}
+
+/// Emits the writes, punches and truncate that make the target's file ours.
+fn diff_file(
+    full: &Path,
+    size: u64,
+    theirs: &Manifest,
+    emit: &mut dyn FnMut(WireOp),
+) -> std::io::Result<()> {
+    let file = fs::File::open(full)?;
+    if theirs.size != size {
+        emit(WireOp::Truncate { size });
+    }
+    let bs = u64::from(theirs.block_size.max(4096));
+    let mut block = 0u64;
+    let mut pending: Option<(u64, u64)> = None;
+    let mut ranges = Vec::new();
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
+    while block * bs < size {
+        let off = block * bs;
+        let len = bs.min(size - off);
+        let idx = usize::try_from(block).unwrap_or(usize::MAX);
+        let same = match theirs.blocks.get(idx) {
+            Some(h) if off + len <= theirs.size => {
+                let n = usize::try_from(len).unwrap_or(0);
+                let got = read_full(&file, &mut buf[..n], off)?;
+                got == n && blake3::hash(&buf[..n]).as_bytes() == h
+            }
+            _ => false,
+        };
+        if same {
+            if let Some(r) = pending.take() {
+                ranges.push(r);
+            }
+        } else {
+            pending = match pending {
+                Some((s, l)) => Some((s, l + len)),
+                None => Some((off, len)),
+            };
+        }
+        block += 1;
+    }
+    if let Some(r) = pending {
+        ranges.push(r);
+    }
+    for (off, len) in ranges {
+        read_segments(&file, off, off + len, &mut |o, seg| match seg {
+            Segment::Data(data) => emit(WireOp::Write { offset: o, data }),
+            Segment::Hole(l) => emit(WireOp::Punch { offset: o, len: l }),
+        })?;
+    }
+    Ok(())
+}
+
+fn read_full(file: &fs::File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+fn create(kind: EntryKind, attrs: agent_common::wire::Attrs, target: Option<Vec<u8>>, rdev: u64) -> WireOp {
+    WireOp::Create {
+        kind,
+        attrs,
+        target,
+        rdev,
+    }
+}
+
+/// Every entry under `dir`, parents before children, without following symlinks
+/// or crossing into other filesystems.
+fn walk(dir: &Path, rel: Vec<u8>, out: &mut Vec<(Vec<u8>, fs::Metadata)>) -> std::io::Result<()> {
+    let dev = fs::symlink_metadata(dir)?.dev();
+    walk_in(dir, &rel, dev, out)
+}
+
+fn walk_in(
+    dir: &Path,
+    rel: &[u8],
+    dev: u64,
+    out: &mut Vec<(Vec<u8>, fs::Metadata)>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = match fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(Result::ok).collect(),
+        // A directory removed while we walk: its removal record follows.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    entries.sort_by_key(fs::DirEntry::file_name);
+    for e in entries {
+        let Ok(meta) = e.metadata() else { continue };
+        let mut p = rel.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(e.file_name().as_bytes());
+        let is_dir = meta.is_dir() && meta.dev() == dev;
+        out.push((p.clone(), meta));
+        if is_dir {
+            walk_in(&e.path(), &p, dev, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(m: &fs::Metadata) -> EntryKind {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_fifo() {
+        EntryKind::Fifo
+    } else if t.is_socket() {
+        EntryKind::Socket
+    } else if t.is_char_device() {
+        EntryKind::CharDevice
+    } else if t.is_block_device() {
+        EntryKind::BlockDevice
+    } else {
+        EntryKind::File
+    }
+}
+
+fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(Path::new(OsStr::from_bytes(rel)))
+}
+
+/// The proper ancestors of a relative path, nearest first.
+fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = p.len();
+    std::iter::from_fn(move || {
+        let cut = p[..end].iter().rposition(|&b| b == b'/')?;
+        end = cut;
+        Some(&p[..cut])
+    })
+}
