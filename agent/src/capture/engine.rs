@@ -209,16 +209,7 @@ impl Engine {
 
     /// Waits until the kernel has something for us, or `timeout`.
     fn wait(&self, timeout: Duration) -> Result<(), CaptureError> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let mut fds = [
-            PollFd::new(self.probes.ring_fd(), PollFlags::POLLIN),
-            PollFd::new(self.fan.as_fd(), PollFlags::POLLIN),
-        ];
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
-            Err(e) => Err(CaptureError::Poll(e)),
-        }
+        self.wait_events_with(None, timeout)
     }
 
     /// One round: drain, reconcile, compare, and describe data when due.
@@ -232,9 +223,26 @@ impl Engine {
         self.step_inner(sink, now, true)
     }
 
-    /// Waits until the kernel has something for us, or `timeout`.
-    pub fn wait_events(&self, timeout: Duration) -> Result<(), CaptureError> {
-        self.wait(timeout)
+    /// Waits until the kernel has something for us, `extra` is readable, or
+    /// `timeout`: a consumer wakes the engine through `extra` when it needs a flush.
+    pub fn wait_events_with(
+        &self,
+        extra: Option<std::os::fd::BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> Result<(), CaptureError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = vec![
+            PollFd::new(self.probes.ring_fd(), PollFlags::POLLIN),
+            PollFd::new(self.fan.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(fd) = extra {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+            Err(e) => Err(CaptureError::Poll(e)),
+        }
     }
 
     /// Has the file with inode `ino` in tree `root` described again by content: a
