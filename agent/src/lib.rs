@@ -6,6 +6,9 @@
 //!   trees (eBPF for data ranges, fanotify for names), coalesced into one ordered
 //!   change stream.
 //! - [`cli`]: the command line, parsed by clap.
+//! - [`config`]: the configuration file, read from YAML and validated into typed
+//!   values with every problem reported at once.
 
 pub mod capture;
 pub mod cli;
+pub mod config;
