@@ -8,7 +8,9 @@
 //! - [`cli`]: the command line, parsed by clap.
 //! - [`config`]: the configuration file, read from YAML and validated into typed
 //!   values with every problem reported at once.
+//! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
 
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod lab;

@@ -88,9 +88,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 #[must_use]
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         let s = ms / 1000;
-        if s % 60 == 0 && s != 0 {
+        if s.is_multiple_of(60) && s != 0 {
             format!("{}m", s / 60)
         } else {
             format!("{s}s")

@@ -25,9 +25,9 @@ pub(crate) fn key_path_at(text: &str, line: u64, column: u64) -> String {
     let keys = scan(text);
     let on_line = keys
         .iter()
-        .filter(|k| k.line == line && k.column <= column)
-        .last();
-    let found = on_line.or_else(|| keys.iter().filter(|k| k.line < line).last());
+        .rev()
+        .find(|k| k.line == line && k.column <= column);
+    let found = on_line.or_else(|| keys.iter().rev().find(|k| k.line < line));
     found.map(|k| join(&k.path)).unwrap_or_default()
 }
 
