@@ -527,3 +527,14 @@ fn every_key_is_documented() {
         .collect();
     assert!(missing.is_empty(), "undocumented keys: {missing:?}");
 }
+
+#[test]
+fn a_file_of_comments_is_reported_as_missing_keys() {
+    let f = Fixture::new();
+    let e = f.errors("# nothing yet\n\n");
+    assert!(
+        e.iter()
+            .any(|e| e.key == "node" && e.message == "is required"),
+        "{e:#?}"
+    );
+}
