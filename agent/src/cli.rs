@@ -29,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Prints every change under the watched directories until interrupted.
     Capture(CaptureArgs),
+    /// Builds, shows or removes a two-node test lab in network namespaces.
+    Lab(crate::lab::cmd::LabArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +65,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Capture(args) => capture(&args),
+        Command::Lab(args) => crate::lab::cmd::run_cli(&args, &RcgenKeygen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +136,31 @@ fn capture(args: &CaptureArgs) -> anyhow::Result<()> {
         engine.index().len()
     );
     Ok(())
+}
+
+/// Self-signed node certificates for the lab.
+// TODO(lead): replace with transport::keygen once it is merged; this is a stand-in.
+struct RcgenKeygen;
+
+impl crate::lab::Keygen for RcgenKeygen {
+    fn make(&self, dir: &std::path::Path, node: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let made = rcgen::generate_simple_self_signed(vec![node.to_owned()])
+            .context("cannot generate a certificate")?;
+        let crt = dir.join(format!("{node}.crt"));
+        let key = dir.join(format!("{node}.key"));
+        std::fs::write(&crt, made.cert.pem())
+            .with_context(|| format!("cannot write {}", crt.display()))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .and_then(|mut f| f.write_all(made.signing_key.serialize_pem().as_bytes()))
+            .with_context(|| format!("cannot write {}", key.display()))?;
+        Ok((crt, key))
+    }
 }
 
 /// One readable line per change.

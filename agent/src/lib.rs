@@ -6,7 +6,14 @@
 //!   trees (eBPF for data ranges, fanotify for names), coalesced into one ordered
 //!   change stream.
 //! - [`cli`]: the command line, parsed by clap.
+//! - [`config`]: the configuration file, read from YAML and validated into typed
+//!   values with every problem reported at once.
+//! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
+//! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
+//!   data generations, the shipper and the resync compare.
 
 pub mod capture;
 pub mod cli;
+pub mod config;
+pub mod lab;
 pub mod replication;

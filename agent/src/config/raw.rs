@@ -1,0 +1,78 @@
+//! The configuration file as YAML spells it: every key optional and every scalar
+//! a string with its position, so that validation (in `validate`) can report all
+//! missing and malformed values at once, each with its line and column. Unknown
+//! keys are rejected by serde itself (`deny_unknown_fields`), since a misspelt
+//! optional key would otherwise silently fall back to its default.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A scalar and where it was written.
+pub(super) type Text = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) node: Option<Text>,
+    pub(super) listen: Option<Text>,
+    pub(super) identity: Option<Spanned<RawIdentity>>,
+    pub(super) peer: Option<Spanned<RawPeer>>,
+    pub(super) state_dir: Option<Text>,
+    pub(super) control_socket: Option<Text>,
+    pub(super) role: Option<Text>,
+    pub(super) replicated: Option<Spanned<Vec<Spanned<RawReplicated>>>>,
+    pub(super) heartbeat: Option<Spanned<RawHeartbeat>>,
+    pub(super) resync: Option<Spanned<RawResync>>,
+    pub(super) application: Option<Spanned<RawApplication>>,
+}
+
+/// `identity:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    pub(super) certificate: Option<Text>,
+    pub(super) key: Option<Text>,
+}
+
+/// `peer:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub(super) name: Option<Text>,
+    pub(super) address: Option<Text>,
+    pub(super) certificate: Option<Text>,
+    pub(super) fingerprint: Option<Text>,
+}
+
+/// One item of `replicated:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplicated {
+    pub(super) name: Option<Text>,
+    pub(super) path: Option<Text>,
+}
+
+/// `heartbeat:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeartbeat {
+    pub(super) interval: Option<Text>,
+    pub(super) timeout: Option<Text>,
+}
+
+/// `resync:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResync {
+    pub(super) block_size: Option<Text>,
+}
+
+/// `application:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApplication {
+    pub(super) start: Option<Text>,
+    pub(super) stop: Option<Text>,
+    pub(super) timeout: Option<Text>,
+}
