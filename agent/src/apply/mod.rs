@@ -7,7 +7,7 @@
 //!                            *at syscalls on (parent fd, final name), never following it
 //! ```
 //!
-//! Whatever the peer sends, nothing outside the root is touched: see [`confined`] for
+//! Whatever the peer sends, nothing outside the root is touched: see `confined.rs` for
 //! how paths are resolved. A record that tries is reported as
 //! [`ApplyError::Hostile`], after which the caller drops the connection; ordinary
 //! failures (a write to a file that is not there) are [`ApplyError::Io`].

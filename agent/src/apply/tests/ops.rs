@@ -426,10 +426,11 @@ fn trees_deeper_than_path_max_are_removed() {
     const DEPTH: usize = 2500;
     let mut fx = Fixture::new();
     fs::create_dir(fx.at("deep")).expect("mkdir");
-    let mut dir = fs::File::open(fx.at("deep")).expect("open").into();
+    let mut dir: std::os::fd::OwnedFd = fs::File::open(fx.at("deep")).expect("open").into();
     for _ in 0..DEPTH {
         nix::sys::stat::mkdirat(&dir, "d", Mode::from_bits_truncate(0o755)).expect("mkdirat");
-        fs::File::from(
+        // A file at every level, closed at once.
+        drop(
             nix::fcntl::openat(
                 &dir,
                 "side",
