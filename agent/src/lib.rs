@@ -2,6 +2,9 @@
 //! tests can drive it in-process.
 //!
 //! # Layout
+//! - [`apply`]: the secondary's side of replication: applies the primary's records
+//!   to its copy of a replicated directory, confined beneath it, and lists that copy
+//!   for a resync.
 //! - [`capture`]: knows every byte range and name that changes under the watched
 //!   trees (eBPF for data ranges, fanotify for names), coalesced into one ordered
 //!   change stream.
@@ -12,6 +15,7 @@
 //! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
 //!   data generations, the shipper and the resync compare.
 
+pub mod apply;
 pub mod capture;
 pub mod cli;
 pub mod config;
