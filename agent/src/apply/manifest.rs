@@ -88,9 +88,10 @@ impl Applier {
                 let Some(kind) = kind_of(st.st_mode) else {
                     continue;
                 };
+                let file_block = block_size_for(u64::try_from(st.st_size).unwrap_or(0), block_size);
                 let (size, blocks) = match kind {
                     EntryKind::File => {
-                        match hash_file(dir_fd.as_fd(), &entry.name, &st, block_size) {
+                        match hash_file(dir_fd.as_fd(), &entry.name, &st, file_block) {
                             Ok(Some(hashed)) => hashed,
                             Ok(None) => continue,
                             Err(e) => return Err(fail(e)),
@@ -110,7 +111,7 @@ impl Applier {
                     kind,
                     size,
                     blocks,
-                    block_size,
+                    block_size: file_block,
                 })?;
             }
             // Reversed, so that the stack pops them in name order.
@@ -118,6 +119,20 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// Most block hashes one entry carries: 65,536 of 32 bytes keep a manifest frame
+/// at 2 MiB, half the frame limit.
+const MAX_BLOCKS: u64 = 1 << 16;
+
+/// The block size used for a file of `size` bytes: the requested one, doubled until
+/// the file needs at most [`MAX_BLOCKS`] hashes.
+fn block_size_for(size: u64, requested: u32) -> u32 {
+    let mut bs = u64::from(requested);
+    while size.div_ceil(bs.max(1)) > MAX_BLOCKS && bs < (1 << 30) {
+        bs *= 2;
+    }
+    u32::try_from(bs).unwrap_or(1 << 30)
 }
 
 /// The size and block hashes of the regular file `name` of `dir`, seen as `seen`;
@@ -183,4 +198,27 @@ fn kind_of(mode: libc::mode_t) -> Option<EntryKind> {
         libc::S_IFBLK => EntryKind::BlockDevice,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod block_size_tests {
+    use super::*;
+
+    #[test]
+    fn large_files_get_larger_blocks_so_a_manifest_fits_a_frame() {
+        assert_eq!(block_size_for(0, 4096), 4096);
+        assert_eq!(block_size_for(256 << 20, 4096), 4096);
+        assert_eq!(block_size_for((256 << 20) + 1, 4096), 8192);
+        let bs = block_size_for(1 << 40, 4096);
+        assert!((1u64 << 40).div_ceil(u64::from(bs)) <= MAX_BLOCKS);
+        let frame = agent_common::wire::Frame::Manifest(Manifest {
+            dir: 0,
+            path: vec![b'x'; MAX_PATH_BYTES],
+            kind: EntryKind::File,
+            size: 1 << 40,
+            blocks: vec![[0xff; 32]; usize::try_from(MAX_BLOCKS).expect("fits")],
+            block_size: bs,
+        });
+        assert!(agent_common::wire::encode(&frame).is_ok());
+    }
 }

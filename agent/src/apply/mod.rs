@@ -123,6 +123,18 @@ impl Applier {
             // A barrier names no entry; its path is not looked at.
             return self.sync();
         }
+        if path.is_empty()
+            && let WireOp::SetAttrs(a) = op
+        {
+            // The root's own mode, owner and times replicate too; nothing else may
+            // name the root.
+            attrs::validate(a).map_err(|reason| ApplyError::Hostile {
+                path: Vec::new(),
+                reason,
+            })?;
+            return attrs::set(self.root.as_fd(), a)
+                .map_err(|e| ApplyError::io("set attributes of", path, e));
+        }
         confined::validate(path)?;
         match op {
             WireOp::Write { offset, data } => self.write(path, *offset, data),

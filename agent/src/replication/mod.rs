@@ -11,5 +11,7 @@
 
 pub mod generation;
 pub mod primary;
+pub mod resync;
 pub mod secondary;
+pub mod ship;
 

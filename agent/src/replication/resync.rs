@@ -163,7 +163,6 @@ fn diff_file(
     let mut block = 0u64;
     let mut pending: Option<(u64, u64)> = None;
     let mut ranges = Vec::new();
-    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
     while block * bs < size {
         let off = block * bs;
@@ -292,3 +291,6 @@ fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
         Some(&p[..cut])
     })
 }
+
+#[cfg(test)]
+mod tests;

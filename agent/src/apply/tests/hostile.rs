@@ -74,6 +74,10 @@ fn malformed_and_escaping_paths_are_refused() {
     ];
     for path in &paths {
         for op in every_op() {
+            // The root's own attributes are the one thing the empty path may name.
+            if path.is_empty() && matches!(op, WireOp::SetAttrs(_)) {
+                continue;
+            }
             let what = format!("{} {op:?}", path.escape_ascii());
             assert_hostile(fx.applier.apply(path, &op), &what);
         }
