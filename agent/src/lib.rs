@@ -6,6 +6,9 @@
 //!   trees (eBPF for data ranges, fanotify for names), coalesced into one ordered
 //!   change stream.
 //! - [`cli`]: the command line, parsed by clap.
+//! - [`transport`]: the connection to the peer: QUIC with mutual TLS pinned to the
+//!   peer's one certificate, carrying an ordered stream of length-prefixed frames.
 
 pub mod capture;
 pub mod cli;
+pub mod transport;
