@@ -83,8 +83,11 @@ impl Endpoint {
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(transport);
 
-        let mut inner = quinn::Endpoint::server(server, listen)
-            .map_err(|error| TransportError::Bind { addr: listen, error })?;
+        let mut inner =
+            quinn::Endpoint::server(server, listen).map_err(|error| TransportError::Bind {
+                addr: listen,
+                error,
+            })?;
         inner.set_default_client_config(client);
         Ok(Endpoint {
             inner,
@@ -277,7 +280,9 @@ const SEND_WINDOW: u64 = 32 << 20;
 
 fn transport_config(timing: Timing) -> Result<TransportConfig, TransportError> {
     if timing.keep_alive.is_zero() {
-        return Err(TransportError::Timing("the keep-alive interval must not be zero"));
+        return Err(TransportError::Timing(
+            "the keep-alive interval must not be zero",
+        ));
     }
     if timing.keep_alive >= timing.idle_timeout {
         return Err(TransportError::Timing(

@@ -40,8 +40,8 @@ pub fn keygen(dir: &Path, node: &str, force: bool) -> Result<KeyPaths, Transport
         return Err(TransportError::KeyExists { path: key_path });
     }
 
-    let mut params = rcgen::CertificateParams::new(vec![node.to_owned()])
-        .map_err(TransportError::Generate)?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![node.to_owned()]).map_err(TransportError::Generate)?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, node);
@@ -262,7 +262,11 @@ mod tests {
         assert_eq!(paths.cert, dir.path().join("node-a.crt"));
         assert_eq!(paths.key, dir.path().join("node-a.key"));
         assert_eq!(mode(&paths.key), 0o600);
-        assert_eq!(mode(&paths.cert) & 0o7133, 0, "certificate is writable by others");
+        assert_eq!(
+            mode(&paths.cert) & 0o7133,
+            0,
+            "certificate is writable by others"
+        );
 
         let identity = Identity::load(&paths.cert, &paths.key).expect("load");
         assert_eq!(identity.fingerprint(), paths.fingerprint);
@@ -302,7 +306,11 @@ mod tests {
         let fp = fingerprint(b"not really a certificate");
         assert!(fp.starts_with("sha256:"));
         assert_eq!(fp.len(), 7 + 64);
-        assert!(fp[7..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            fp[7..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         // SHA-256 of the empty string, a well-known value.
         assert_eq!(
             fingerprint(b""),
@@ -322,7 +330,10 @@ mod tests {
         ];
         for input in inputs {
             let err = PeerPin::parse_fingerprint(input).expect_err(input);
-            assert!(matches!(err, TransportError::BadFingerprint { .. }), "{err}");
+            assert!(
+                matches!(err, TransportError::BadFingerprint { .. }),
+                "{err}"
+            );
         }
         // Upper case is accepted: people copy fingerprints from many tools.
         let upper = "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
@@ -343,7 +354,10 @@ mod tests {
         let garbage = dir.path().join("garbage.crt");
         fs::write(&garbage, b"hello").expect("write");
         let err = Identity::load(&garbage, &paths.key).expect_err("garbage cert");
-        assert!(matches!(err, TransportError::BadCertificate { .. }), "{err}");
+        assert!(
+            matches!(err, TransportError::BadCertificate { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("garbage.crt"), "{err}");
         // A certificate where the key should be is not a key.
         let err = Identity::load(&paths.cert, &paths.cert).expect_err("cert as key");

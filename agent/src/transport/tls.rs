@@ -92,7 +92,9 @@ impl PinVerifier {
         if intermediates.is_empty() && self.pin.matches(end_entity) {
             Ok(())
         } else {
-            Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            Err(Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 
