@@ -14,6 +14,8 @@
 //! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
 //! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
 //!   data generations, the shipper and the resync compare.
+//! - [`transport`]: the connection to the peer: QUIC with mutual TLS pinned to the
+//!   peer's one certificate, carrying an ordered stream of length-prefixed frames.
 
 pub mod apply;
 pub mod capture;
@@ -21,3 +23,4 @@ pub mod cli;
 pub mod config;
 pub mod lab;
 pub mod replication;
+pub mod transport;
