@@ -1,0 +1,102 @@
+//! What a held system call asks for: which call, from which process, and which
+//! files it covers ([`Durability`]), decoded from a seccomp notification.
+
+use std::{fs, os::unix::fs::MetadataExt};
+
+use super::filter::{X32_PWRITEV2, X32_SYSCALL_BIT};
+
+/// The durability calls the barrier holds.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum SyncCall {
+    Fdatasync,
+    Fsync,
+    /// msync with `MS_SYNC`.
+    Msync,
+    Sync,
+    /// sync_file_range with `SYNC_FILE_RANGE_WAIT_AFTER`.
+    SyncFileRange,
+    /// pwritev2 with `RWF_SYNC` or `RWF_DSYNC`: the write itself must be durable.
+    SyncWrite,
+    Syncfs,
+}
+
+/// A file as the capture layer names it: device and inode numbers.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// One held durability call.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Durability {
+    /// The calling thread's id, in the agent's pid namespace.
+    pub pid: u32,
+    pub syscall: SyncCall,
+    /// The file descriptor argument, for the calls that take one.
+    pub fd: Option<i32>,
+    /// The file behind `fd` when it could be resolved cheaply through
+    /// `/proc/<pid>/fd/<fd>`; `None` for msync and sync, and when resolution failed.
+    pub file: Option<FileId>,
+}
+
+/// Which changes must be on the peer before a held call may run.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Scope {
+    /// Every change captured so far (sync, msync, or an fd that could not be resolved).
+    All,
+    /// The changes to one file.
+    File(FileId),
+    /// The changes to every file on one filesystem (syncfs).
+    Filesystem { dev: u64 },
+}
+
+// === impl Durability ===
+
+impl Durability {
+    /// The changes this call waits for. Unknown files widen the scope rather than
+    /// narrow it: waiting too long is slower, waiting too little loses data.
+    pub fn scope(&self) -> Scope {
+        match (self.syscall, self.file) {
+            (SyncCall::Msync | SyncCall::Sync, _) | (_, None) => Scope::All,
+            (SyncCall::Syncfs, Some(f)) => Scope::Filesystem { dev: f.dev },
+            (
+                SyncCall::Fdatasync
+                | SyncCall::Fsync
+                | SyncCall::SyncFileRange
+                | SyncCall::SyncWrite,
+                Some(f),
+            ) => Scope::File(f),
+        }
+    }
+}
+
+/// Decodes a notification's system call number; `None` for a number the barrier's
+/// filter never sends (the caller releases such a call at once).
+pub(crate) fn classify(nr: i32, args: &[u64; 6]) -> Option<(SyncCall, Option<i32>)> {
+    let x32 = (nr as u32) & X32_SYSCALL_BIT != 0;
+    let nr = i64::from((nr as u32) & !X32_SYSCALL_BIT);
+    // The fd is a C int passed in a 64-bit register: the low 32 bits are the value.
+    let fd = Some(args[0] as u32 as i32);
+    let call = match nr {
+        libc::SYS_fsync => (SyncCall::Fsync, fd),
+        libc::SYS_fdatasync => (SyncCall::Fdatasync, fd),
+        libc::SYS_sync_file_range => (SyncCall::SyncFileRange, fd),
+        libc::SYS_syncfs => (SyncCall::Syncfs, fd),
+        libc::SYS_pwritev2 => (SyncCall::SyncWrite, fd),
+        n if x32 && n == i64::from(X32_PWRITEV2) => (SyncCall::SyncWrite, fd),
+        libc::SYS_msync => (SyncCall::Msync, None),
+        libc::SYS_sync => (SyncCall::Sync, None),
+        _ => return None,
+    };
+    Some(call)
+}
+
+/// Names the file open as `fd` in task `pid`, by stat-ing `/proc/<pid>/fd/<fd>`
+/// (which follows the magic link to the open file itself, even if it was renamed or
+/// unlinked). The caller must confirm afterwards that the notification is still
+/// valid, since `pid` may have exited and been reused meanwhile.
+pub(crate) fn resolve(pid: u32, fd: i32) -> Option<FileId> {
+    let meta = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    Some(FileId { dev: meta.dev(), ino: meta.ino() })
+}
