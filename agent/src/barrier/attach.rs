@@ -55,8 +55,9 @@ struct Reply {
 /// Returns the attached process's pid.
 pub fn handle_connection(stream: &UnixStream, registrar: &Registrar) -> Result<u32, BarrierError> {
     let line = read_request_line(stream)?;
-    let request: Request =
-        serde_json::from_str(&line).map_err(|_| BarrierError::Protocol { what: "request line is not JSON" })?;
+    let request: Request = serde_json::from_str(&line).map_err(|_| BarrierError::Protocol {
+        what: "request line is not JSON",
+    })?;
     if request.op != ATTACH_OP {
         let _ = write_reply(stream, Err("unknown op"));
         return Err(BarrierError::Protocol { what: "unknown op" });
@@ -90,38 +91,74 @@ pub fn read_request_line(stream: &UnixStream) -> Result<String, BarrierError> {
     let mut byte = [0u8; 1];
     loop {
         match (&*stream).read(&mut byte) {
-            Ok(0) => return Err(BarrierError::Protocol { what: "connection closed mid-line" }),
+            Ok(0) => {
+                return Err(BarrierError::Protocol {
+                    what: "connection closed mid-line",
+                });
+            }
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => line.push(byte[0]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(BarrierError::ControlIo { step: "reading a line", error }),
+            Err(error) => {
+                return Err(BarrierError::ControlIo {
+                    step: "reading a line",
+                    error,
+                });
+            }
         }
         if line.len() > MAX_LINE {
-            return Err(BarrierError::Protocol { what: "line too long" });
+            return Err(BarrierError::Protocol {
+                what: "line too long",
+            });
         }
     }
-    String::from_utf8(line).map_err(|_| BarrierError::Protocol { what: "line is not UTF-8" })
+    String::from_utf8(line).map_err(|_| BarrierError::Protocol {
+        what: "line is not UTF-8",
+    })
 }
 
 /// Launcher side: the request line.
 pub(crate) fn write_request(mut stream: &UnixStream) -> Result<(), BarrierError> {
-    let line = json_line(&Request { op: ATTACH_OP.to_owned() });
-    stream.write_all(line.as_bytes()).map_err(|error| BarrierError::ControlIo { step: "sending the request", error })
+    let line = json_line(&Request {
+        op: ATTACH_OP.to_owned(),
+    });
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|error| BarrierError::ControlIo {
+            step: "sending the request",
+            error,
+        })
 }
 
 /// Launcher side: the hello message carrying the listener fd.
-pub(crate) fn send_listener(stream: &UnixStream, listener: BorrowedFd<'_>, pid: u32) -> Result<(), BarrierError> {
+pub(crate) fn send_listener(
+    stream: &UnixStream,
+    listener: BorrowedFd<'_>,
+    pid: u32,
+) -> Result<(), BarrierError> {
     let hello = json_line(&Hello { pid });
     let fds = [listener.as_raw_fd()];
     let iov = [IoSlice::new(hello.as_bytes())];
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(|e| BarrierError::ControlIo { step: "sending the listener fd", error: e.into() })?;
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| BarrierError::ControlIo {
+        step: "sending the listener fd",
+        error: e.into(),
+    })?;
     // The fd travels with the first byte; the rest of a short send is plain data.
     if sent < hello.len() {
         (&*stream)
             .write_all(&hello.as_bytes()[sent..])
-            .map_err(|error| BarrierError::ControlIo { step: "sending the hello", error })?;
+            .map_err(|error| BarrierError::ControlIo {
+                step: "sending the hello",
+                error,
+            })?;
     }
     Ok(())
 }
@@ -129,11 +166,15 @@ pub(crate) fn send_listener(stream: &UnixStream, listener: BorrowedFd<'_>, pid: 
 /// Launcher side: waits for the agent's answer.
 pub(crate) fn read_reply(stream: &UnixStream) -> Result<(), BarrierError> {
     let line = read_request_line(stream)?;
-    let reply: Reply = serde_json::from_str(&line).map_err(|_| BarrierError::Protocol { what: "reply is not JSON" })?;
+    let reply: Reply = serde_json::from_str(&line).map_err(|_| BarrierError::Protocol {
+        what: "reply is not JSON",
+    })?;
     if reply.ok {
         Ok(())
     } else {
-        Err(BarrierError::Refused { reason: reply.error.unwrap_or_default() })
+        Err(BarrierError::Refused {
+            reason: reply.error.unwrap_or_default(),
+        })
     }
 }
 
@@ -146,9 +187,19 @@ pub(crate) fn receive_listener(stream: &UnixStream) -> Result<(OwnedFd, u32), Ba
         let mut iov = [IoSliceMut::new(&mut buf)];
         // MSG_CMSG_CLOEXEC: a child the agent spawns meanwhile must not inherit the
         // listener, or the listener would outlive the agent.
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg_space), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| BarrierError::ControlIo { step: "receiving the hello", error: e.into() })?;
-        let cmsgs = msg.cmsgs().map_err(|_| BarrierError::Protocol { what: "too many fds in hello" })?;
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| BarrierError::ControlIo {
+            step: "receiving the hello",
+            error: e.into(),
+        })?;
+        let cmsgs = msg.cmsgs().map_err(|_| BarrierError::Protocol {
+            what: "too many fds in hello",
+        })?;
         for c in cmsgs {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 // SAFETY: SCM_RIGHTS fds were just installed in our table by recvmsg and
@@ -160,36 +211,57 @@ pub(crate) fn receive_listener(stream: &UnixStream) -> Result<(OwnedFd, u32), Ba
     };
     let mut line = buf[..got].to_vec();
     if got == 0 {
-        return Err(BarrierError::Protocol { what: "connection closed before the hello" });
+        return Err(BarrierError::Protocol {
+            what: "connection closed before the hello",
+        });
     }
     // The hello arrives in one piece in practice; finish it byte by byte if not.
     if !line.contains(&b'\n') {
         line.extend(read_request_line(stream)?.into_bytes());
     } else if line.last() != Some(&b'\n') {
-        return Err(BarrierError::Protocol { what: "data after the hello" });
+        return Err(BarrierError::Protocol {
+            what: "data after the hello",
+        });
     }
-    let text = std::str::from_utf8(&line).map_err(|_| BarrierError::Protocol { what: "hello is not UTF-8" })?;
+    let text = std::str::from_utf8(&line).map_err(|_| BarrierError::Protocol {
+        what: "hello is not UTF-8",
+    })?;
     let hello: Hello =
-        serde_json::from_str(text.trim_end()).map_err(|_| BarrierError::Protocol { what: "hello is not JSON" })?;
+        serde_json::from_str(text.trim_end()).map_err(|_| BarrierError::Protocol {
+            what: "hello is not JSON",
+        })?;
     if hello.pid == 0 {
-        return Err(BarrierError::Protocol { what: "hello pid is 0" });
+        return Err(BarrierError::Protocol {
+            what: "hello pid is 0",
+        });
     }
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next()) {
         (Some(fd), None) => Ok((fd, hello.pid)),
         (None, _) => Err(BarrierError::MissingFd),
-        (Some(_), Some(_)) => Err(BarrierError::Protocol { what: "more than one fd in hello" }),
+        (Some(_), Some(_)) => Err(BarrierError::Protocol {
+            what: "more than one fd in hello",
+        }),
     }
 }
 
 fn write_reply(mut stream: &UnixStream, result: Result<(), &str>) -> Result<(), BarrierError> {
     let reply = match result {
-        Ok(()) => Reply { ok: true, error: None },
-        Err(e) => Reply { ok: false, error: Some(e.to_owned()) },
+        Ok(()) => Reply {
+            ok: true,
+            error: None,
+        },
+        Err(e) => Reply {
+            ok: false,
+            error: Some(e.to_owned()),
+        },
     };
     stream
         .write_all(json_line(&reply).as_bytes())
-        .map_err(|error| BarrierError::ControlIo { step: "sending the reply", error })
+        .map_err(|error| BarrierError::ControlIo {
+            step: "sending the reply",
+            error,
+        })
 }
 
 fn json_line<T: Serialize>(value: &T) -> String {

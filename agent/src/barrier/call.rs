@@ -98,5 +98,8 @@ pub(crate) fn classify(nr: i32, args: &[u64; 6]) -> Option<(SyncCall, Option<i32
 /// valid, since `pid` may have exited and been reused meanwhile.
 pub(crate) fn resolve(pid: u32, fd: i32) -> Option<FileId> {
     let meta = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    Some(FileId { dev: meta.dev(), ino: meta.ino() })
+    Some(FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }

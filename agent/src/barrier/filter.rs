@@ -120,7 +120,12 @@ enum Target {
 #[derive(Clone, Copy, Debug)]
 enum Op {
     Insn(sock_filter),
-    Jump { code: u32, k: u32, jt: Target, jf: Target },
+    Jump {
+        code: u32,
+        k: u32,
+        jt: Target,
+        jf: Target,
+    },
     Label(Label),
 }
 
@@ -142,12 +147,22 @@ fn ret(k: u32) -> Op {
 }
 
 fn jeq(k: u32, jt: Target, jf: Target) -> Op {
-    Op::Jump { code: libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, k, jt, jf }
+    Op::Jump {
+        code: libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        k,
+        jt,
+        jf,
+    }
 }
 
 /// Jumps to `jt` when `A & k != 0`.
 fn jset(k: u32, jt: Target, jf: Target) -> Op {
-    Op::Jump { code: libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, k, jt, jf }
+    Op::Jump {
+        code: libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+        k,
+        jt,
+        jf,
+    }
 }
 
 fn label(l: Label) -> Op {
@@ -156,7 +171,12 @@ fn label(l: Label) -> Op {
 
 fn insn(code: u32, k: u32) -> Op {
     // BPF opcodes are 16 bits; libc declares the pieces as u32.
-    Op::Insn(sock_filter { code: code as u16, jt: 0, jf: 0, k })
+    Op::Insn(sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    })
 }
 
 /// Resolves labels into forward jump offsets.
@@ -168,7 +188,9 @@ fn assemble(ops: &[Op]) -> Result<Vec<sock_filter>, BarrierError> {
         match op {
             Op::Label(l) => {
                 if labels.iter().any(|(seen, _)| seen == l) {
-                    return Err(BarrierError::Assemble { reason: "label defined twice" });
+                    return Err(BarrierError::Assemble {
+                        reason: "label defined twice",
+                    });
                 }
                 labels.push((*l, index));
             }
@@ -190,14 +212,23 @@ fn assemble(ops: &[Op]) -> Result<Vec<sock_filter>, BarrierError> {
                             .iter()
                             .find(|(seen, _)| *seen == l)
                             .map(|(_, at)| *at)
-                            .ok_or(BarrierError::Assemble { reason: "undefined label" })?,
+                            .ok_or(BarrierError::Assemble {
+                                reason: "undefined label",
+                            })?,
                     };
-                    let skip = to
-                        .checked_sub(here + 1)
-                        .ok_or(BarrierError::Assemble { reason: "backward jump" })?;
-                    u8::try_from(skip).map_err(|_| BarrierError::Assemble { reason: "jump too far" })
+                    let skip = to.checked_sub(here + 1).ok_or(BarrierError::Assemble {
+                        reason: "backward jump",
+                    })?;
+                    u8::try_from(skip).map_err(|_| BarrierError::Assemble {
+                        reason: "jump too far",
+                    })
                 };
-                out.push(sock_filter { code: code as u16, jt: offset(jt)?, jf: offset(jf)?, k });
+                out.push(sock_filter {
+                    code: code as u16,
+                    jt: offset(jt)?,
+                    jf: offset(jf)?,
+                    k,
+                });
             }
         }
     }

@@ -34,10 +34,15 @@ pub fn install_and_send(listener_sink: &UnixStream) -> Result<(), BarrierError> 
 
 /// Runs `argv` under the barrier of the agent listening on `control_socket`: attach,
 /// wait for the agent's acknowledgement, then `execvp`. Returns only on failure.
-pub fn exec_under_barrier(control_socket: &Path, argv: &[OsString]) -> Result<Infallible, BarrierError> {
+pub fn exec_under_barrier(
+    control_socket: &Path,
+    argv: &[OsString],
+) -> Result<Infallible, BarrierError> {
     let (program, args) = argv.split_first().ok_or(BarrierError::EmptyCommand)?;
-    let stream = UnixStream::connect(control_socket)
-        .map_err(|error| BarrierError::Connect { path: control_socket.to_owned(), error })?;
+    let stream = UnixStream::connect(control_socket).map_err(|error| BarrierError::Connect {
+        path: control_socket.to_owned(),
+        error,
+    })?;
     attach::write_request(&stream)?;
     install_and_send(&stream)?;
     // Until the agent has registered the listener nobody would answer a held call,
@@ -45,7 +50,10 @@ pub fn exec_under_barrier(control_socket: &Path, argv: &[OsString]) -> Result<In
     attach::read_reply(&stream)?;
     drop(stream);
     let error = Command::new(program).args(args).exec();
-    Err(BarrierError::Exec { program: program.clone(), error })
+    Err(BarrierError::Exec {
+        program: program.clone(),
+        error,
+    })
 }
 
 /// The command the agent uses to start its own application under the barrier:
@@ -66,8 +74,13 @@ pub fn barrier_command(tandem_exe: &Path, control_socket: &Path, shell_command: 
 fn install() -> Result<OwnedFd, BarrierError> {
     let mut program = filter::program()?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| BarrierError::NoNewPrivs(e.into()))?;
-    let len = u16::try_from(program.len()).map_err(|_| BarrierError::Assemble { reason: "program too long" })?;
-    let fprog = libc::sock_fprog { len, filter: program.as_mut_ptr() };
+    let len = u16::try_from(program.len()).map_err(|_| BarrierError::Assemble {
+        reason: "program too long",
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_mut_ptr(),
+    };
     // TSYNC applies the filter to every thread of the process, not only the caller
     // (TSYNC_ESRCH makes it combinable with NEW_LISTENER). WAIT_KILLABLE_RECV keeps a
     // held call from being restarted by every harmless signal once the agent has
@@ -79,9 +92,17 @@ fn install() -> Result<OwnedFd, BarrierError> {
     for flags in [base | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, base] {
         // SAFETY: fprog points to `program`, which outlives the call; the kernel copies
         // the instructions and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &raw const fprog) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &raw const fprog,
+            )
+        };
         if fd >= 0 {
-            let fd = i32::try_from(fd).map_err(|_| BarrierError::Install(io::Error::from_raw_os_error(libc::EBADF)))?;
+            let fd = i32::try_from(fd)
+                .map_err(|_| BarrierError::Install(io::Error::from_raw_os_error(libc::EBADF)))?;
             // SAFETY: the kernel just returned this new fd, which nothing else owns.
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }

@@ -122,13 +122,21 @@ struct Counters {
 impl Listener {
     /// Starts the listener thread. Every notification goes to `requests` as a
     /// [`BarrierRequest`]; if that channel is closed, calls are released at once.
-    pub fn start(config: ListenerConfig, requests: mpsc::Sender<BarrierRequest>) -> Result<Self, BarrierError> {
+    pub fn start(
+        config: ListenerConfig,
+        requests: mpsc::Sender<BarrierRequest>,
+    ) -> Result<Self, BarrierError> {
         let buffers = Buffers::for_running_kernel()?;
-        let (waker, wake_rx) =
-            UnixStream::pair().map_err(|error| BarrierError::ControlIo { step: "creating the waker", error })?;
+        let (waker, wake_rx) = UnixStream::pair().map_err(|error| BarrierError::ControlIo {
+            step: "creating the waker",
+            error,
+        })?;
         for s in [&waker, &wake_rx] {
             s.set_nonblocking(true)
-                .map_err(|error| BarrierError::ControlIo { step: "creating the waker", error })?;
+                .map_err(|error| BarrierError::ControlIo {
+                    step: "creating the waker",
+                    error,
+                })?;
         }
         let shared = Arc::new(Shared {
             added: Mutex::new(Vec::new()),
@@ -139,7 +147,13 @@ impl Listener {
             counters: Counters::default(),
         });
         let (done_tx, done) = mpsc::channel();
-        let worker = worker::Worker::new(Arc::clone(&shared), wake_rx, buffers, requests, config.release_after);
+        let worker = worker::Worker::new(
+            Arc::clone(&shared),
+            wake_rx,
+            buffers,
+            requests,
+            config.release_after,
+        );
         let thread = thread::Builder::new()
             .name("barrier".to_owned())
             .spawn(move || {
@@ -147,7 +161,12 @@ impl Listener {
                 let _ = done_tx.send(());
             })
             .map_err(BarrierError::Spawn)?;
-        Ok(Self { shared, thread: Some(thread), done, grace: config.shutdown_grace })
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+            done,
+            grace: config.shutdown_grace,
+        })
     }
 
     /// Starts polling a listener fd received from a launcher.
@@ -157,7 +176,9 @@ impl Listener {
 
     /// A handle for the control socket to register listeners with.
     pub fn registrar(&self) -> Registrar {
-        Registrar { shared: Arc::clone(&self.shared) }
+        Registrar {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// A snapshot of the counters.
@@ -173,7 +194,9 @@ impl Listener {
     }
 
     fn stop(&mut self) -> bool {
-        let Some(thread) = self.thread.take() else { return true };
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake();
         match self.done.recv_timeout(self.grace) {
@@ -232,14 +255,20 @@ impl Releaser {
 
 impl Drop for Releaser {
     fn drop(&mut self) {
-        self.shared.releases.lock().unwrap_or_else(PoisonError::into_inner).push(self.key);
+        self.shared
+            .releases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.key);
         self.shared.wake();
     }
 }
 
 impl fmt::Debug for Releaser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Releaser").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("Releaser")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -250,11 +279,17 @@ impl Shared {
         if self.stop.load(Ordering::Acquire) {
             return Err(BarrierError::Stopped);
         }
-        self.added.lock().unwrap_or_else(PoisonError::into_inner).push((listener, pid));
+        self.added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((listener, pid));
         // The thread may have stopped between the check and the push; then nobody
         // would ever poll (or close) this fd, so take it back.
         if self.stop.load(Ordering::Acquire) {
-            self.added.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            self.added
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             return Err(BarrierError::Stopped);
         }
         self.wake();
@@ -267,7 +302,11 @@ impl Shared {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             // A full socket already holds a wake-up, and a closed one means the thread
             // is gone: neither needs handling. MSG_NOSIGNAL: no SIGPIPE in the latter case.
-            let _ = send(self.waker.as_raw_fd(), &[1], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT);
+            let _ = send(
+                self.waker.as_raw_fd(),
+                &[1],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            );
         }
     }
 }
@@ -297,6 +336,9 @@ impl Counters {
 
 impl Default for ListenerConfig {
     fn default() -> Self {
-        Self { release_after: Duration::from_secs(3), shutdown_grace: Duration::from_secs(2) }
+        Self {
+            release_after: Duration::from_secs(3),
+            shutdown_grace: Duration::from_secs(2),
+        }
     }
 }

@@ -34,7 +34,11 @@ pub(crate) struct Buffers {
 impl Buffers {
     /// Asks the kernel for its structure sizes and allocates buffers of that size.
     pub(crate) fn for_running_kernel() -> Result<Self, BarrierError> {
-        let mut sizes = libc::seccomp_notif_sizes { seccomp_notif: 0, seccomp_notif_resp: 0, seccomp_data: 0 };
+        let mut sizes = libc::seccomp_notif_sizes {
+            seccomp_notif: 0,
+            seccomp_notif_resp: 0,
+            seccomp_data: 0,
+        };
         // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one seccomp_notif_sizes to the pointer,
         // which points to a live, writable value of that type.
         let rc = unsafe {
@@ -58,7 +62,10 @@ impl Buffers {
                 return Err(BarrierError::KernelNotifSize { kernel, ours });
             }
         }
-        Ok(Self { notif: vec![0; notif.div_ceil(8)], resp: vec![0; resp.div_ceil(8)] })
+        Ok(Self {
+            notif: vec![0; notif.div_ceil(8)],
+            resp: vec![0; resp.div_ceil(8)],
+        })
     }
 
     /// `SECCOMP_IOCTL_NOTIF_RECV`. Call only when poll reported the fd readable:
@@ -69,7 +76,11 @@ impl Buffers {
         // SAFETY: the buffer is at least the kernel's seccomp_notif size (checked in
         // for_running_kernel), writable and 8-byte aligned; the ioctl writes at most that.
         let rc = unsafe {
-            libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, self.notif.as_mut_ptr())
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                self.notif.as_mut_ptr(),
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -77,7 +88,12 @@ impl Buffers {
         // SAFETY: the buffer holds at least size_of::<seccomp_notif>() initialised bytes,
         // is suitably aligned, and seccomp_notif is plain data valid for any bit pattern.
         let n = unsafe { self.notif.as_ptr().cast::<libc::seccomp_notif>().read() };
-        Ok(Notification { id: n.id, pid: n.pid, nr: n.data.nr, args: n.data.args })
+        Ok(Notification {
+            id: n.id,
+            pid: n.pid,
+            nr: n.data.nr,
+            args: n.data.args,
+        })
     }
 
     /// Replies `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the held call now runs for real.
@@ -92,11 +108,20 @@ impl Buffers {
         };
         // SAFETY: the buffer is at least size_of::<seccomp_notif_resp>() bytes, aligned,
         // and writable; the struct is plain data.
-        unsafe { self.resp.as_mut_ptr().cast::<libc::seccomp_notif_resp>().write(resp) };
+        unsafe {
+            self.resp
+                .as_mut_ptr()
+                .cast::<libc::seccomp_notif_resp>()
+                .write(resp)
+        };
         // SAFETY: the ioctl reads one kernel-sized seccomp_notif_resp from the buffer,
         // which is at least that large.
         let rc = unsafe {
-            libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, self.resp.as_ptr())
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                self.resp.as_ptr(),
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -110,7 +135,13 @@ impl Buffers {
 /// process can't lend us its files.
 pub(crate) fn id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     // SAFETY: the ioctl reads one u64 from the pointer, which points to a live u64.
-    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &raw const id) };
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &raw const id,
+        )
+    };
     rc == 0
 }
 
@@ -124,9 +155,9 @@ mod tests {
     fn ioctl_numbers_match_the_kernel_headers() {
         assert_eq!(size_of::<libc::seccomp_notif>(), 80);
         assert_eq!(size_of::<libc::seccomp_notif_resp>(), 24);
-        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_RECV as u64, 0xC050_2100);
-        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_SEND as u64, 0xC018_2101);
-        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_ID_VALID as u64, 0x4008_2102);
+        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_RECV, 0xC050_2100);
+        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_SEND, 0xC018_2101);
+        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_ID_VALID, 0x4008_2102);
     }
 
     #[test]

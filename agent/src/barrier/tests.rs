@@ -37,7 +37,9 @@ const CHILD_TEST: &str = "barrier::tests::child_main";
 /// also proves the filter survives exec; stage 2 runs the scenario under the barrier.
 #[test]
 fn child_main() {
-    let Ok(scenario) = env::var(CHILD_ENV) else { return };
+    let Ok(scenario) = env::var(CHILD_ENV) else {
+        return;
+    };
     let socket = PathBuf::from(env::var_os(SOCKET_ENV).expect("socket env"));
     let dir = PathBuf::from(env::var_os(DIR_ENV).expect("dir env"));
     if env::var_os(STAGE_ENV).is_none() {
@@ -90,7 +92,11 @@ impl Agent {
         let dir = tempfile::tempdir_in(base).expect("tempdir");
         let socket = dir.path().join("ctl.sock");
         let server = UnixListener::bind(&socket).expect("bind");
-        Self { dir, socket, server }
+        Self {
+            dir,
+            socket,
+            server,
+        }
     }
 
     /// Serves one attach on a thread, registering with `registrar`.
@@ -120,26 +126,50 @@ impl ChildGuard {
     /// Waits for the child to exit successfully and parses what it printed.
     fn finish(mut self, limit: Duration) -> Output {
         let stdout = self.0.stdout.take().expect("stdout");
-        let reader = thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+        let reader = thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
         let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(s) = self.0.try_wait().expect("try_wait") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "child still running after {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "child still running after {limit:?}"
+            );
             thread::sleep(Duration::from_millis(10));
         };
         let lines = reader.join().expect("reader");
-        assert!(status.success(), "child failed: {status}; output: {lines:#?}");
-        let mut out = Output { lines: lines.clone(), ..Output::default() };
+        assert!(
+            status.success(),
+            "child failed: {status}; output: {lines:#?}"
+        );
+        let mut out = Output {
+            lines: lines.clone(),
+            ..Output::default()
+        };
         for line in lines {
             // libtest's "test ... " prefix can share a line with our first output.
-            let Some(start) = ["RESULT ", "INFO "].iter().filter_map(|m| line.find(m)).min() else { continue };
+            let Some(start) = ["RESULT ", "INFO "]
+                .iter()
+                .filter_map(|m| line.find(m))
+                .min()
+            else {
+                continue;
+            };
             let line = &line[start..];
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["RESULT", name, a, b, c] => {
-                    let parsed = (a.parse().expect("a"), b.parse().expect("b"), c.parse().expect("c"));
+                    let parsed = (
+                        a.parse().expect("a"),
+                        b.parse().expect("b"),
+                        c.parse().expect("c"),
+                    );
                     out.results.insert((*name).to_owned(), parsed);
                 }
                 ["INFO", ..] => out.info.push(line.to_owned()),
@@ -161,13 +191,19 @@ impl Drop for ChildGuard {
 
 impl Output {
     fn result(&self, name: &str) -> (i64, i64, Duration) {
-        let (ret, errno, ns) = *self.results.get(name).unwrap_or_else(|| panic!("no result {name}: {self:?}"));
+        let (ret, errno, ns) = *self
+            .results
+            .get(name)
+            .unwrap_or_else(|| panic!("no result {name} in {:#?}", self.lines));
         (ret, errno, Duration::from_nanos(ns))
     }
 }
 
 fn config(release_after: Duration) -> ListenerConfig {
-    ListenerConfig { release_after, shutdown_grace: Duration::from_secs(5) }
+    ListenerConfig {
+        release_after,
+        shutdown_grace: Duration::from_secs(5),
+    }
 }
 
 /// Every durability call is held until released, names its file, and the
@@ -199,14 +235,39 @@ fn durability_calls_wait_for_release() {
     // Held calls: one notification each, in order, the grandchild's sync last.
     let calls: Vec<SyncCall> = seen.iter().map(|d| d.syscall).collect();
     use SyncCall::*;
-    assert_eq!(calls, [Fsync, Fdatasync, SyncFileRange, Msync, Syncfs, Sync, SyncWrite, Sync]);
+    assert_eq!(
+        calls,
+        [
+            Fsync,
+            Fdatasync,
+            SyncFileRange,
+            Msync,
+            Syncfs,
+            Sync,
+            SyncWrite,
+            Sync
+        ]
+    );
     let (fsync_ret, _, fsync_took) = out.result("fsync");
     assert_eq!(fsync_ret, 0);
-    assert!(fsync_took >= Duration::from_millis(200), "fsync returned after {fsync_took:?}");
-    for name in ["fdatasync", "sfr_wait", "msync_sync", "syncfs", "sync", "grandchild"] {
+    assert!(
+        fsync_took >= Duration::from_millis(200),
+        "fsync returned after {fsync_took:?}"
+    );
+    for name in [
+        "fdatasync",
+        "sfr_wait",
+        "msync_sync",
+        "syncfs",
+        "sync",
+        "grandchild",
+    ] {
         let (ret, errno, took) = out.result(name);
         assert_eq!((ret, errno), (0, 0), "{name}");
-        assert!(took >= Duration::from_millis(30), "{name} returned after {took:?}");
+        assert!(
+            took >= Duration::from_millis(30),
+            "{name} returned after {took:?}"
+        );
     }
     assert_eq!(out.result("pwritev2_dsync").0, 5);
     for name in ["sfr_nowait", "msync_async"] {
@@ -214,18 +275,32 @@ fn durability_calls_wait_for_release() {
     }
     assert_eq!(out.result("pwritev2_plain").0, 5);
     let (ret, errno, _) = out.result("io_uring_setup");
-    assert_eq!((ret, errno), (-1, i64::from(libc::ENOSYS)), "io_uring_setup");
+    assert_eq!(
+        (ret, errno),
+        (-1, i64::from(libc::ENOSYS)),
+        "io_uring_setup"
+    );
 
     // The fsync names the child's thread, its fd and the file's (dev, ino).
     let meta = std::fs::metadata(agent.dir.path().join("data")).expect("stat data");
-    let file = FileId { dev: meta.dev(), ino: meta.ino() };
+    let file = FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
     let info: Vec<&str> = out.info[0].split_whitespace().collect();
     let (tid, fd): (u32, i32) = (info[2].parse().expect("tid"), info[4].parse().expect("fd"));
     let fsync = seen[0];
-    assert_eq!((fsync.pid, fsync.fd, fsync.file), (tid, Some(fd), Some(file)));
+    assert_eq!(
+        (fsync.pid, fsync.fd, fsync.file),
+        (tid, Some(fd), Some(file))
+    );
     assert_eq!(fsync.scope(), Scope::File(file));
     assert_eq!(seen[3].scope(), Scope::All, "msync");
-    assert_eq!(seen[4].scope(), Scope::Filesystem { dev: file.dev }, "syncfs");
+    assert_eq!(
+        seen[4].scope(),
+        Scope::Filesystem { dev: file.dev },
+        "syncfs"
+    );
     assert_eq!(seen[6].file, Some(file), "pwritev2");
     assert_ne!(seen[7].pid, tid, "the last sync comes from the grandchild");
     assert!(attached_pid > 0);
@@ -234,7 +309,10 @@ fn durability_calls_wait_for_release() {
     assert_eq!(stats.released, 8);
     assert_eq!(stats.released_on_timeout, 0);
     assert!(stats.wait_ns_max >= 200_000_000, "{stats:?}");
-    assert_eq!(stats.listeners, 0, "the listener is dropped once its processes exit: {stats:?}");
+    assert_eq!(
+        stats.listeners, 0,
+        "the listener is dropped once its processes exit: {stats:?}"
+    );
 }
 
 /// A call nobody releases runs anyway after `release_after`, and is counted.
@@ -248,13 +326,24 @@ fn unreleased_call_runs_after_release_after() {
     server.join().expect("server");
     let (ret, errno, took) = out.result("fsync");
     assert_eq!((ret, errno), (0, 0));
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "fsync took {took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "fsync took {took:?}"
+    );
     // The request is still held here; releasing it late is harmless.
     let held: Vec<BarrierRequest> = rx.try_iter().collect();
     assert_eq!(held.len(), 1);
     drop(held);
     let stats = listener.stats();
-    assert_eq!((stats.notifications, stats.released_on_timeout, stats.released), (1, 1, 0), "{stats:?}");
+    assert_eq!(
+        (
+            stats.notifications,
+            stats.released_on_timeout,
+            stats.released
+        ),
+        (1, 1, 0),
+        "{stats:?}"
+    );
 }
 
 /// Shutting the listener down releases the pending call; afterwards the kernel
@@ -266,14 +355,24 @@ fn shutdown_releases_pending_then_calls_fail_with_enosys() {
     let listener = Listener::start(config(Duration::from_secs(30)), tx).expect("start");
     let server = agent.serve_one(listener.registrar());
     let child = agent.spawn("fsync-twice");
-    let first = rx.recv_timeout(Duration::from_secs(30)).expect("first fsync held");
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("first fsync held");
     assert!(listener.shutdown(), "graceful shutdown");
     let out = child.finish(Duration::from_secs(30));
     server.join().expect("server");
     drop(first);
-    assert_eq!(out.result("first").0, 0, "pending call released by shutdown");
+    assert_eq!(
+        out.result("first").0,
+        0,
+        "pending call released by shutdown"
+    );
     let (ret, errno, _) = out.result("second");
-    assert_eq!((ret, errno), (-1, i64::from(libc::ENOSYS)), "call after shutdown");
+    assert_eq!(
+        (ret, errno),
+        (-1, i64::from(libc::ENOSYS)),
+        "call after shutdown"
+    );
 }
 
 /// What the kernel does when a listener closes with a call still pending (an agent
@@ -321,7 +420,10 @@ fn fsync_latency_through_the_barrier() {
         median - base_median
     );
     assert_eq!(stats.notifications, child::BENCH_CALLS as u64);
-    assert!(median > base_median, "a held call can't be faster than a free one");
+    assert!(
+        median > base_median,
+        "a held call can't be faster than a free one"
+    );
     assert!(median < 1_000_000, "median {median} ns through the barrier");
 }
 
@@ -331,12 +433,22 @@ fn attach_rejects_bad_requests() {
     let (tx, _rx) = mpsc::channel();
     let listener = Listener::start(config(Duration::from_secs(1)), tx).expect("start");
     let (agent_end, launcher_end) = UnixStream::pair().expect("pair");
-    (&launcher_end).write_all(b"{\"op\":\"nope\"}\n").expect("write");
+    (&launcher_end)
+        .write_all(b"{\"op\":\"nope\"}\n")
+        .expect("write");
     let err = handle_connection(&agent_end, &listener.registrar()).expect_err("unknown op");
-    assert!(matches!(err, BarrierError::Protocol { what: "unknown op" }), "{err}");
-    assert!(matches!(attach::read_reply(&launcher_end), Err(BarrierError::Refused { .. })));
+    assert!(
+        matches!(err, BarrierError::Protocol { what: "unknown op" }),
+        "{err}"
+    );
+    assert!(matches!(
+        attach::read_reply(&launcher_end),
+        Err(BarrierError::Refused { .. })
+    ));
     // A hello without an fd.
-    (&launcher_end).write_all(b"{\"op\":\"barrier-attach\"}\n{\"pid\":7}\n").expect("write");
+    (&launcher_end)
+        .write_all(b"{\"op\":\"barrier-attach\"}\n{\"pid\":7}\n")
+        .expect("write");
     let err = handle_connection(&agent_end, &listener.registrar()).expect_err("no fd");
     assert!(matches!(err, BarrierError::MissingFd), "{err}");
     assert_eq!(listener.stats().listeners, 0);
@@ -345,7 +457,8 @@ fn attach_rejects_bad_requests() {
 /// exec_under_barrier fails before installing anything when the agent is absent.
 #[test]
 fn exec_under_barrier_needs_an_agent() {
-    let err = exec_under_barrier(Path::new("/nonexistent/ctl.sock"), &["true".into()]).expect_err("no agent");
+    let err = exec_under_barrier(Path::new("/nonexistent/ctl.sock"), &["true".into()])
+        .expect_err("no agent");
     assert!(matches!(err, BarrierError::Connect { .. }), "{err}");
     let err = exec_under_barrier(Path::new("/nonexistent/ctl.sock"), &[]).expect_err("no command");
     assert!(matches!(err, BarrierError::EmptyCommand), "{err}");

@@ -56,7 +56,12 @@ fn x32(nr: u32, args: [u64; 6]) -> u32 {
 
 #[test]
 fn always_durable_calls_notify() {
-    for nr in [libc::SYS_fsync, libc::SYS_fdatasync, libc::SYS_syncfs, libc::SYS_sync] {
+    for nr in [
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+        libc::SYS_syncfs,
+        libc::SYS_sync,
+    ] {
         assert_eq!(x86(nr, [3, 0, 0, 0, 0, 0]), NOTIFY, "syscall {nr}");
     }
 }
@@ -65,25 +70,49 @@ fn always_durable_calls_notify() {
 fn flagged_calls_notify_only_with_their_flag() {
     let wait_after = u64::from(libc::SYNC_FILE_RANGE_WAIT_AFTER);
     let write = u64::from(libc::SYNC_FILE_RANGE_WRITE);
-    assert_eq!(x86(libc::SYS_sync_file_range, [3, 0, 0, write | wait_after, 0, 0]), NOTIFY);
-    assert_eq!(x86(libc::SYS_sync_file_range, [3, 0, 0, write, 0, 0]), ALLOW);
+    assert_eq!(
+        x86(
+            libc::SYS_sync_file_range,
+            [3, 0, 0, write | wait_after, 0, 0]
+        ),
+        NOTIFY
+    );
+    assert_eq!(
+        x86(libc::SYS_sync_file_range, [3, 0, 0, write, 0, 0]),
+        ALLOW
+    );
     let ms_sync = libc::MS_SYNC as u64;
     let ms_async = libc::MS_ASYNC as u64;
-    assert_eq!(x86(libc::SYS_msync, [0x7000, 4096, ms_sync, 0, 0, 0]), NOTIFY);
-    assert_eq!(x86(libc::SYS_msync, [0x7000, 4096, ms_async, 0, 0, 0]), ALLOW);
+    assert_eq!(
+        x86(libc::SYS_msync, [0x7000, 4096, ms_sync, 0, 0, 0]),
+        NOTIFY
+    );
+    assert_eq!(
+        x86(libc::SYS_msync, [0x7000, 4096, ms_async, 0, 0, 0]),
+        ALLOW
+    );
     // The offset arguments hold the flag values here to prove only args[5] counts.
     let dsync = libc::RWF_DSYNC as u64;
     let sync = libc::RWF_SYNC as u64;
     assert_eq!(x86(libc::SYS_pwritev2, [3, 0, 1, 0, 0, dsync]), NOTIFY);
     assert_eq!(x86(libc::SYS_pwritev2, [3, 0, 1, 0, 0, sync]), NOTIFY);
     assert_eq!(x86(libc::SYS_pwritev2, [3, 0, 1, dsync, sync, 0]), ALLOW);
-    assert_eq!(x86(libc::SYS_pwritev2, [3, 0, 1, 0, 0, libc::RWF_HIPRI as u64]), ALLOW);
+    assert_eq!(
+        x86(libc::SYS_pwritev2, [3, 0, 1, 0, 0, libc::RWF_HIPRI as u64]),
+        ALLOW
+    );
 }
 
 #[test]
 fn io_uring_setup_is_refused_and_others_pass() {
     assert_eq!(x86(libc::SYS_io_uring_setup, [8, 0, 0, 0, 0, 0]), ENOSYS);
-    for nr in [libc::SYS_write, libc::SYS_pwritev, libc::SYS_read, libc::SYS_openat, 511] {
+    for nr in [
+        libc::SYS_write,
+        libc::SYS_pwritev,
+        libc::SYS_read,
+        libc::SYS_openat,
+        511,
+    ] {
         assert_eq!(x86(nr, [3, 0, 0, 0, 0, 0]), ALLOW, "syscall {nr}");
     }
 }
@@ -91,9 +120,24 @@ fn io_uring_setup_is_refused_and_others_pass() {
 #[test]
 fn x32_calls_are_held_like_x86_64_ones() {
     assert_eq!(x32(libc::SYS_fsync as u32, [3, 0, 0, 0, 0, 0]), NOTIFY);
-    assert_eq!(x32(libc::SYS_msync as u32, [0, 0, libc::MS_SYNC as u64, 0, 0, 0]), NOTIFY);
-    assert_eq!(x32(libc::SYS_msync as u32, [0, 0, libc::MS_ASYNC as u64, 0, 0, 0]), ALLOW);
-    assert_eq!(x32(libc::SYS_io_uring_setup as u32, [8, 0, 0, 0, 0, 0]), ENOSYS);
+    assert_eq!(
+        x32(
+            libc::SYS_msync as u32,
+            [0, 0, libc::MS_SYNC as u64, 0, 0, 0]
+        ),
+        NOTIFY
+    );
+    assert_eq!(
+        x32(
+            libc::SYS_msync as u32,
+            [0, 0, libc::MS_ASYNC as u64, 0, 0, 0]
+        ),
+        ALLOW
+    );
+    assert_eq!(
+        x32(libc::SYS_io_uring_setup as u32, [8, 0, 0, 0, 0, 0]),
+        ENOSYS
+    );
     assert_eq!(x32(libc::SYS_write as u32, [3, 0, 0, 0, 0, 0]), ALLOW);
     let dsync = libc::RWF_DSYNC as u64;
     assert_eq!(x32(X32_PWRITEV2, [3, 0, 1, 0, dsync, 0]), NOTIFY);
@@ -106,19 +150,40 @@ fn foreign_abis_are_killed() {
     let prog = program().expect("assembles");
     // i386 fsync is 118; whatever the number, the answer is the same.
     for nr in [118, libc::SYS_write as u32] {
-        assert_eq!(run(&prog, AUDIT_ARCH_I386, nr, [0; 6]), libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(
+            run(&prog, AUDIT_ARCH_I386, nr, [0; 6]),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
     }
 }
 
 #[test]
 fn assembler_rejects_bad_programs() {
-    let backward = [label(Label::Allow), jeq(1, Target::To(Label::Allow), Target::Next)];
-    assert!(matches!(assemble(&backward), Err(BarrierError::Assemble { reason: "backward jump" })));
+    let backward = [
+        label(Label::Allow),
+        jeq(1, Target::To(Label::Allow), Target::Next),
+    ];
+    assert!(matches!(
+        assemble(&backward),
+        Err(BarrierError::Assemble {
+            reason: "backward jump"
+        })
+    ));
     let undefined = [jeq(1, Target::To(Label::Kill), Target::Next), ret(0)];
-    assert!(matches!(assemble(&undefined), Err(BarrierError::Assemble { reason: "undefined label" })));
+    assert!(matches!(
+        assemble(&undefined),
+        Err(BarrierError::Assemble {
+            reason: "undefined label"
+        })
+    ));
     let mut far = vec![jeq(1, Target::To(Label::Allow), Target::Next)];
     far.extend(std::iter::repeat_n(ret(0), 300));
     far.push(label(Label::Allow));
     far.push(ret(0));
-    assert!(matches!(assemble(&far), Err(BarrierError::Assemble { reason: "jump too far" })));
+    assert!(matches!(
+        assemble(&far),
+        Err(BarrierError::Assemble {
+            reason: "jump too far"
+        })
+    ));
 }

@@ -103,7 +103,11 @@ impl Worker {
         self.release_all();
         // Listeners registered after the last wake-up: close them now rather than when
         // the last Releaser lets go of the shared state.
-        self.shared.added.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.shared
+            .added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.shared.counters.listeners.store(0, Ordering::Relaxed);
         // Dropping self closes every listener fd.
     }
@@ -122,7 +126,11 @@ impl Worker {
         };
         let mut fds = Vec::with_capacity(self.listeners.len() + 1);
         fds.push(PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN));
-        fds.extend(self.listeners.iter().map(|l| PollFd::new(l.fd.as_fd(), PollFlags::POLLIN)));
+        fds.extend(
+            self.listeners
+                .iter()
+                .map(|l| PollFd::new(l.fd.as_fd(), PollFlags::POLLIN)),
+        );
         loop {
             match poll(&mut fds, timeout) {
                 Ok(_) => break,
@@ -130,7 +138,10 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect())
+        Ok(fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect())
     }
 
     /// Takes new listeners and releases queued by other threads.
@@ -139,14 +150,33 @@ impl Worker {
         self.shared.wake_pending.store(false, Ordering::Release);
         let mut sink = [0u8; 64];
         while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
-        let added = std::mem::take(&mut *self.shared.added.lock().unwrap_or_else(PoisonError::into_inner));
+        let added = std::mem::take(
+            &mut *self
+                .shared
+                .added
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         for (fd, pid) in added {
             self.next_serial += 1;
             tracing::info!(pid, "process tree attached to the durability barrier");
-            self.listeners.push(Attached { serial: self.next_serial, fd, pid });
+            self.listeners.push(Attached {
+                serial: self.next_serial,
+                fd,
+                pid,
+            });
         }
-        self.shared.counters.listeners.store(self.listeners.len() as u64, Ordering::Relaxed);
-        let releases = std::mem::take(&mut *self.shared.releases.lock().unwrap_or_else(PoisonError::into_inner));
+        self.shared
+            .counters
+            .listeners
+            .store(self.listeners.len() as u64, Ordering::Relaxed);
+        let releases = std::mem::take(
+            &mut *self
+                .shared
+                .releases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         for key in releases {
             self.release(key, false);
         }
@@ -154,13 +184,18 @@ impl Worker {
 
     /// Receives one notification from listener `index` and hands it to the consumer.
     fn handle_notification(&mut self, index: usize) {
-        let Some(listener) = self.listeners.get(index) else { return };
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
         let serial = listener.serial;
         let n = match self.buffers.receive(listener.fd.as_fd()) {
             Ok(n) => n,
             // ENOENT: the caller was killed between poll and receive.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                self.shared.counters.vanished.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .vanished
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Err(e) => {
@@ -168,12 +203,29 @@ impl Worker {
                 return;
             }
         };
-        self.shared.counters.notifications.fetch_add(1, Ordering::Relaxed);
-        let key = Key { listener: serial, id: n.id };
+        self.shared
+            .counters
+            .notifications
+            .fetch_add(1, Ordering::Relaxed);
+        let key = Key {
+            listener: serial,
+            id: n.id,
+        };
         let now = Instant::now();
-        self.pending.insert(key, Pending { since: now, deadline: now + self.release_after, pid: n.pid });
+        self.pending.insert(
+            key,
+            Pending {
+                since: now,
+                deadline: now + self.release_after,
+                pid: n.pid,
+            },
+        );
         let Some((syscall, fd)) = classify(n.nr, &n.args) else {
-            tracing::warn!(nr = n.nr, pid = n.pid, "unexpected system call held; releasing it");
+            tracing::warn!(
+                nr = n.nr,
+                pid = n.pid,
+                "unexpected system call held; releasing it"
+            );
             self.release(key, false);
             return;
         };
@@ -181,18 +233,34 @@ impl Worker {
         // The file came from /proc/<pid>: only trust it if <pid> is still our caller.
         if !notify::id_valid(listener.fd.as_fd(), n.id) {
             self.pending.remove(&key);
-            self.shared.counters.vanished.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .vanished
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let call = Durability { pid: n.pid, syscall, fd, file };
-        let request = BarrierRequest { call, reply: Releaser { key, shared: Arc::clone(&self.shared) } };
+        let call = Durability {
+            pid: n.pid,
+            syscall,
+            fd,
+            file,
+        };
+        let request = BarrierRequest {
+            call,
+            reply: Releaser {
+                key,
+                shared: Arc::clone(&self.shared),
+            },
+        };
         // A closed channel hands the request back; dropping it queues its release.
         let _ = self.requests.send(request);
     }
 
     /// Lets the call behind `key` run, if it is still pending.
     fn release(&mut self, key: Key, timed_out: bool) {
-        let Some(p) = self.pending.remove(&key) else { return };
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
         let counters = &self.shared.counters;
         counters.record_wait(p.since.elapsed());
         if timed_out {
@@ -201,7 +269,9 @@ impl Worker {
         } else {
             counters.released.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(listener) = self.listeners.iter().find(|l| l.serial == key.listener) else { return };
+        let Some(listener) = self.listeners.iter().find(|l| l.serial == key.listener) else {
+            return;
+        };
         match self.buffers.send_continue(listener.fd.as_fd(), key.id) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -212,7 +282,12 @@ impl Worker {
     }
 
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<Key> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| *k).collect();
+        let expired: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
         for key in expired {
             self.release(key, true);
         }
@@ -230,6 +305,9 @@ impl Worker {
         let l = self.listeners.remove(index);
         tracing::info!(pid = l.pid, "process tree left the durability barrier");
         self.pending.retain(|k, _| k.listener != l.serial);
-        self.shared.counters.listeners.store(self.listeners.len() as u64, Ordering::Relaxed);
+        self.shared
+            .counters
+            .listeners
+            .store(self.listeners.len() as u64, Ordering::Relaxed);
     }
 }

@@ -18,7 +18,11 @@ fn measure(name: &str, f: impl FnOnce() -> i64) {
     let t = Instant::now();
     let ret = f();
     let elapsed = t.elapsed();
-    let errno = if ret < 0 { io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { 0 };
+    let errno = if ret < 0 {
+        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    };
     println!("RESULT {name} {ret} {errno} {}", elapsed.as_nanos());
 }
 
@@ -29,49 +33,90 @@ fn tid() -> i64 {
 
 /// Every call the filter must hold, and its look-alikes it must let through.
 pub(super) fn calls(dir: &Path) {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join("data")).expect("open");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("data"))
+        .expect("open");
     let fd = file.as_raw_fd();
     file.set_len(4096).expect("set_len");
     println!("INFO tid {} fd {fd}", tid());
-    // SAFETY (all blocks below): plain system calls on our own fd and mapping, with
-    // valid pointers to live buffers.
-    measure("fsync", || i64::from(unsafe { libc::fsync(fd) }));
-    measure("fdatasync", || i64::from(unsafe { libc::fdatasync(fd) }));
+    // The unsafe blocks below are plain system calls on our own fd and mapping, with
+    // pointers to live buffers of the sizes given.
+    measure("fsync", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::fsync(fd) })
+    });
+    measure("fdatasync", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::fdatasync(fd) })
+    });
     let write = libc::SYNC_FILE_RANGE_WRITE;
     let wait_after = libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: as above.
-    measure("sfr_wait", || i64::from(unsafe { libc::sync_file_range(fd, 0, 4096, write | wait_after) }));
-    // SAFETY: as above.
-    measure("sfr_nowait", || i64::from(unsafe { libc::sync_file_range(fd, 0, 4096, write) }));
+    measure("sfr_wait", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::sync_file_range(fd, 0, 4096, write | wait_after) })
+    });
+    measure("sfr_nowait", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::sync_file_range(fd, 0, 4096, write) })
+    });
     // SAFETY: a fresh shared mapping of our 4096-byte file.
     let map = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
     };
     assert_ne!(map, libc::MAP_FAILED, "mmap");
     // SAFETY: the mapping is 4096 writable bytes.
     unsafe { map.cast::<u8>().write(b'H') };
-    // SAFETY: as above.
-    measure("msync_sync", || i64::from(unsafe { libc::msync(map, 4096, libc::MS_SYNC) }));
-    // SAFETY: as above.
-    measure("msync_async", || i64::from(unsafe { libc::msync(map, 4096, libc::MS_ASYNC) }));
-    // SAFETY: as above.
-    measure("syncfs", || i64::from(unsafe { libc::syncfs(fd) }));
+    measure("msync_sync", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::msync(map, 4096, libc::MS_SYNC) })
+    });
+    measure("msync_async", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::msync(map, 4096, libc::MS_ASYNC) })
+    });
+    measure("syncfs", || {
+        // SAFETY: see above.
+        i64::from(unsafe { libc::syncfs(fd) })
+    });
     measure("sync", || {
         // SAFETY: sync has no preconditions.
         unsafe { libc::sync() };
         0
     });
     let data = *b"hello";
-    let iov = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
-    // SAFETY: iov points to 5 live bytes.
-    measure("pwritev2_dsync", || unsafe { libc::pwritev2(fd, &iov, 1, 0, libc::RWF_DSYNC) } as i64);
-    // SAFETY: as above.
-    measure("pwritev2_plain", || unsafe { libc::pwritev2(fd, &iov, 1, 0, 0) } as i64);
+    let iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    measure("pwritev2_dsync", || {
+        // SAFETY: iov points to 5 live bytes.
+        unsafe { libc::pwritev2(fd, &iov, 1, 0, libc::RWF_DSYNC) as i64 }
+    });
+    measure("pwritev2_plain", || {
+        // SAFETY: iov points to 5 live bytes.
+        unsafe { libc::pwritev2(fd, &iov, 1, 0, 0) as i64 }
+    });
     let mut params = [0u8; 120]; // struct io_uring_params
-    // SAFETY: io_uring_setup reads and writes one io_uring_params at the pointer.
-    measure("io_uring_setup", || unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) });
+    measure("io_uring_setup", || {
+        // SAFETY: io_uring_setup reads and writes one io_uring_params at the pointer.
+        unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) }
+    });
     measure("grandchild", || {
-        let status = Command::new("/bin/sh").args(["-c", "sync"]).status().expect("spawn sh");
+        let status = Command::new("/bin/sh")
+            .args(["-c", "sync"])
+            .status()
+            .expect("spawn sh");
         if status.success() { 0 } else { -1 }
     });
     // SAFETY: unmapping the mapping made above.
@@ -80,7 +125,12 @@ pub(super) fn calls(dir: &Path) {
 
 /// One fsync that the consumer never releases.
 pub(super) fn one_fsync(dir: &Path) {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(dir.join("data")).expect("open");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("data"))
+        .expect("open");
     let fd = file.as_raw_fd();
     // SAFETY: fsync on our own fd.
     measure("fsync", || i64::from(unsafe { libc::fsync(fd) }));
@@ -88,7 +138,12 @@ pub(super) fn one_fsync(dir: &Path) {
 
 /// Two fsyncs: the first is pending while the agent shuts down, the second comes after.
 pub(super) fn fsync_twice(dir: &Path) {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(dir.join("data")).expect("open");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("data"))
+        .expect("open");
     let fd = file.as_raw_fd();
     // SAFETY: fsync on our own fd.
     measure("first", || i64::from(unsafe { libc::fsync(fd) }));
@@ -98,7 +153,12 @@ pub(super) fn fsync_twice(dir: &Path) {
 
 /// Median and p99 of `BENCH_CALLS` fsyncs on tmpfs, printed as `RESULT label median p99 0`.
 pub(super) fn bench(dir: &Path, label: &str) {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(dir.join(label)).expect("open");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(label))
+        .expect("open");
     let fd = file.as_raw_fd();
     let mut lat: Vec<Duration> = (0..BENCH_CALLS)
         .map(|_| {
