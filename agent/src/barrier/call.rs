@@ -103,3 +103,84 @@ pub(crate) fn resolve(pid: u32, fd: i32) -> Option<FileId> {
         ino: meta.ino(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_names_calls_and_their_fds() {
+        let args = [7, 0, 0, 0, 0, 0];
+        let nr = |n: libc::c_long| n as i32;
+        assert_eq!(
+            classify(nr(libc::SYS_fsync), &args),
+            Some((SyncCall::Fsync, Some(7)))
+        );
+        assert_eq!(
+            classify(nr(libc::SYS_pwritev2), &args),
+            Some((SyncCall::SyncWrite, Some(7)))
+        );
+        // msync's first argument is an address, not an fd.
+        assert_eq!(
+            classify(nr(libc::SYS_msync), &args),
+            Some((SyncCall::Msync, None))
+        );
+        assert_eq!(
+            classify(nr(libc::SYS_sync), &args),
+            Some((SyncCall::Sync, None))
+        );
+        let x32 = |n: u32| (n | X32_SYSCALL_BIT) as i32;
+        assert_eq!(
+            classify(x32(libc::SYS_fdatasync as u32), &args),
+            Some((SyncCall::Fdatasync, Some(7)))
+        );
+        assert_eq!(
+            classify(x32(X32_PWRITEV2), &args),
+            Some((SyncCall::SyncWrite, Some(7)))
+        );
+        // 547 without the x32 bit is no x86_64 system call.
+        assert_eq!(classify(X32_PWRITEV2 as i32, &args), None);
+        assert_eq!(classify(nr(libc::SYS_write), &args), None);
+        // An fd is a C int: the register's high half is ignored.
+        assert_eq!(
+            classify(nr(libc::SYS_fsync), &[0xFFFF_FFFF_0000_0003, 0, 0, 0, 0, 0]),
+            Some((SyncCall::Fsync, Some(3)))
+        );
+    }
+
+    #[test]
+    fn unknown_files_widen_the_scope() {
+        let file = FileId { dev: 1, ino: 2 };
+        let call = |syscall, file| Durability {
+            pid: 1,
+            syscall,
+            fd: Some(3),
+            file,
+        };
+        assert_eq!(call(SyncCall::Fsync, Some(file)).scope(), Scope::File(file));
+        assert_eq!(call(SyncCall::Fsync, None).scope(), Scope::All);
+        assert_eq!(
+            call(SyncCall::Syncfs, Some(file)).scope(),
+            Scope::Filesystem { dev: 1 }
+        );
+        assert_eq!(call(SyncCall::Syncfs, None).scope(), Scope::All);
+        assert_eq!(call(SyncCall::Sync, Some(file)).scope(), Scope::All);
+    }
+
+    #[test]
+    fn resolve_names_an_open_file_and_misses_an_unused_fd() {
+        let f = tempfile::tempfile().expect("tempfile");
+        let meta = f.metadata().expect("stat");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let pid = std::process::id();
+        assert_eq!(
+            resolve(pid, fd),
+            Some(FileId {
+                dev: meta.dev(),
+                ino: meta.ino()
+            })
+        );
+        // (Not the fd just closed: a parallel test may reuse its number at once.)
+        assert_eq!(resolve(pid, i32::MAX), None);
+    }
+}
