@@ -11,7 +11,9 @@
 //!
 //! The agent reads the request line one byte at a time: a buffered reader could
 //! swallow the start of the hello message, and the listener fd riding on it would
-//! then be silently closed by the kernel.
+//! then be silently closed by the kernel. The agent should set a read timeout on the
+//! accepted stream before calling in here: a peer that stops mid-line would
+//! otherwise hold the calling thread.
 
 use std::{
     io::{self, IoSlice, IoSliceMut, Read, Write},

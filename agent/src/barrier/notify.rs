@@ -21,12 +21,12 @@ pub(crate) struct Notification {
     pub(crate) args: [u64; 6],
 }
 
-/// Receive and response buffers sized by the running kernel.
+/// The receive buffer and response size of the running kernel.
 #[derive(Debug)]
 pub(crate) struct Buffers {
     // u64 elements keep the buffers 8-byte aligned, as the structures require.
     notif: Vec<u64>,
-    resp: Vec<u64>,
+    resp_len: usize,
 }
 
 // === impl Buffers ===
@@ -64,7 +64,7 @@ impl Buffers {
         }
         Ok(Self {
             notif: vec![0; notif.div_ceil(8)],
-            resp: vec![0; resp.div_ceil(8)],
+            resp_len: resp,
         })
     }
 
@@ -96,38 +96,55 @@ impl Buffers {
         })
     }
 
-    /// Replies `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the held call now runs for real.
-    /// `ENOENT` means the caller is gone (killed while held).
-    pub(crate) fn send_continue(&mut self, listener: BorrowedFd<'_>, id: u64) -> io::Result<()> {
-        self.resp.fill(0);
-        let resp = libc::seccomp_notif_resp {
-            id,
-            val: 0,
-            error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        };
-        // SAFETY: the buffer is at least size_of::<seccomp_notif_resp>() bytes, aligned,
-        // and writable; the struct is plain data.
-        unsafe {
-            self.resp
-                .as_mut_ptr()
-                .cast::<libc::seccomp_notif_resp>()
-                .write(resp)
-        };
-        // SAFETY: the ioctl reads one kernel-sized seccomp_notif_resp from the buffer,
-        // which is at least that large.
-        let rc = unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND,
-                self.resp.as_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    /// The kernel's size of `seccomp_notif_resp`, for [`send_continue`].
+    pub(crate) fn resp_len(&self) -> usize {
+        self.resp_len
     }
+}
+
+/// Replies `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the held call now runs for real.
+/// `resp_len` is the kernel's response size ([`Buffers::resp_len`]). `ENOENT` means
+/// the caller is gone (killed while held) or was answered already.
+pub(crate) fn send_continue(listener: BorrowedFd<'_>, id: u64, resp_len: usize) -> io::Result<()> {
+    // u64 elements keep the buffer aligned; zeroed, so kernel fields we don't know
+    // about are 0. It lives on the heap only if a future kernel grows the struct.
+    let mut stack = [0u64; 8];
+    let mut heap = Vec::new();
+    let words = resp_len
+        .div_ceil(8)
+        .max(size_of::<libc::seccomp_notif_resp>().div_ceil(8));
+    let buf: &mut [u64] = if words <= stack.len() {
+        &mut stack[..words]
+    } else {
+        heap.resize(words, 0);
+        &mut heap
+    };
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: the buffer is at least size_of::<seccomp_notif_resp>() bytes, aligned,
+    // and writable; the struct is plain data.
+    unsafe {
+        buf.as_mut_ptr()
+            .cast::<libc::seccomp_notif_resp>()
+            .write(resp)
+    };
+    // SAFETY: the ioctl reads one kernel-sized seccomp_notif_resp from the buffer,
+    // which is at least that large.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            buf.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `SECCOMP_IOCTL_NOTIF_ID_VALID`: whether the task that raised `id` is still
@@ -164,6 +181,6 @@ mod tests {
     fn buffers_fit_the_running_kernel() {
         let b = Buffers::for_running_kernel().expect("sizes");
         assert!(b.notif.len() * 8 >= size_of::<libc::seccomp_notif>());
-        assert!(b.resp.len() * 8 >= size_of::<libc::seccomp_notif_resp>());
+        assert!(b.resp_len() >= size_of::<libc::seccomp_notif_resp>());
     }
 }

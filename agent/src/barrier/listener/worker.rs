@@ -1,24 +1,49 @@
-//! The listener thread's loop: poll, receive, hand out, release, expire.
+//! The listener thread's loop: poll, receive, hand out, expire; and the held call,
+//! which whoever comes first answers exactly once.
 
 use std::{
-    collections::HashMap,
+    collections::VecDeque,
+    fmt,
     io::{self, Read},
     os::{
         fd::{AsFd, OwnedFd},
         unix::net::UnixStream,
     },
-    sync::{Arc, PoisonError, atomic::Ordering, mpsc},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{BarrierRequest, Key, Releaser, Shared};
+use super::{BarrierRequest, Releaser, Shared};
 use crate::barrier::{
     Durability,
     call::{classify, resolve},
     notify::{self, Buffers},
 };
+
+/// One call the kernel holds for us.
+pub(super) struct Held {
+    id: u64,
+    pid: u32,
+    since: Instant,
+    deadline: Instant,
+    listener: Arc<Slot>,
+    /// Set by the first answer; later ones do nothing.
+    answered: AtomicBool,
+}
+
+/// Who lets a held call run.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Answer {
+    Released,
+    Shutdown,
+    TimedOut,
+}
 
 /// The thread's state; only the thread touches it.
 pub(super) struct Worker {
@@ -28,22 +53,78 @@ pub(super) struct Worker {
     requests: mpsc::Sender<BarrierRequest>,
     release_after: Duration,
     listeners: Vec<Attached>,
-    pending: HashMap<Key, Pending>,
-    next_serial: u64,
+    /// Calls in arrival order, which is deadline order since `release_after` is fixed.
+    /// Answered calls stay until they reach the front.
+    pending: VecDeque<Arc<Held>>,
 }
 
 /// One listener fd, i.e. one process tree started under the barrier.
 struct Attached {
-    serial: u64,
-    fd: OwnedFd,
+    slot: Arc<Slot>,
     pid: u32,
 }
 
-/// A call the kernel holds for us.
-struct Pending {
-    since: Instant,
-    deadline: Instant,
-    pid: u32,
+/// A listener fd shared with the releasers of its calls. The thread takes it out
+/// (closing it) when the processes are gone or at shutdown; releasers then have
+/// nothing left to answer.
+#[derive(Debug)]
+struct Slot {
+    fd: RwLock<Option<OwnedFd>>,
+}
+
+// === impl Held ===
+
+impl Held {
+    /// Lets the call run, unless someone already did.
+    pub(super) fn answer(&self, shared: &Shared, how: Answer) {
+        if self.answered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let counters = &shared.counters;
+        let waited = self.since.elapsed();
+        counters.record_wait(waited);
+        match how {
+            Answer::Released | Answer::Shutdown => {
+                counters.released.fetch_add(1, Ordering::Relaxed)
+            }
+            Answer::TimedOut => {
+                tracing::warn!(
+                    pid = self.pid,
+                    ?waited,
+                    "durability call released on timeout"
+                );
+                counters.released_on_timeout.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let fd = self
+            .listener
+            .fd
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(fd) = fd.as_ref() else { return };
+        match notify::send_continue(fd.as_fd(), self.id, shared.resp_len) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                counters.vanished.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pid = self.pid, "cannot release a durability call")
+            }
+        }
+    }
+
+    fn is_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Held")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl Worker ===
@@ -63,8 +144,7 @@ impl Worker {
             requests,
             release_after,
             listeners: Vec::new(),
-            pending: HashMap::new(),
-            next_serial: 0,
+            pending: VecDeque::new(),
         }
     }
 
@@ -81,11 +161,8 @@ impl Worker {
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
-            if revents.first().is_some_and(|r| !r.is_empty()) {
-                self.handle_wake();
-            }
             // revents[1..] lines up with the listeners as they were when polled;
-            // handle_wake only appends, so the indices still hold.
+            // take_added only appends, so do it after.
             let mut gone = Vec::new();
             for (i, r) in revents.iter().skip(1).enumerate() {
                 if r.contains(PollFlags::POLLIN) {
@@ -98,38 +175,58 @@ impl Worker {
             for i in gone.into_iter().rev() {
                 self.drop_listener(i);
             }
+            if revents.first().is_some_and(|r| !r.is_empty()) {
+                self.take_added();
+            }
             self.expire(Instant::now());
         }
-        self.release_all();
-        // Listeners registered after the last wake-up: close them now rather than when
-        // the last Releaser lets go of the shared state.
+        for held in std::mem::take(&mut self.pending) {
+            held.answer(&self.shared, Answer::Shutdown);
+        }
+        // Close every listener now, also those added after the last wake-up, rather
+        // than when the last Releaser lets go of its slot or the shared state.
+        for l in &self.listeners {
+            l.slot
+                .fd
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
         self.shared
             .added
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.shared.counters.listeners.store(0, Ordering::Relaxed);
-        // Dropping self closes every listener fd.
     }
 
-    /// Polls the waker and all listeners until something happens or the next
-    /// deadline passes; returns the events, waker first.
+    /// Polls the waker and all listeners until something happens or the oldest
+    /// call's deadline passes; returns the events, waker first.
     fn poll_once(&self) -> io::Result<Vec<PollFlags>> {
-        let timeout = match self.pending.values().map(|p| p.deadline).min() {
+        let timeout = match self.pending.front() {
             None => PollTimeout::NONE,
-            Some(deadline) => {
+            Some(held) => {
                 // Round up so we never wake just before the deadline and spin.
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ms = left.as_millis().saturating_add(1);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                let left = held.deadline.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().saturating_add(1))
+                    .unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = Vec::with_capacity(self.listeners.len() + 1);
+        // Only this thread ever writes the slots, so these read guards can't block anyone
+        // but releasers, who only read too. A listed slot always holds its fd (it is
+        // emptied only as it leaves the list), so the poll entries line up with the list.
+        let guards: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| l.slot.fd.read().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        let mut fds = Vec::with_capacity(guards.len() + 1);
         fds.push(PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN));
         fds.extend(
-            self.listeners
+            guards
                 .iter()
-                .map(|l| PollFd::new(l.fd.as_fd(), PollFlags::POLLIN)),
+                .filter_map(|g| g.as_ref())
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
         );
         loop {
             match poll(&mut fds, timeout) {
@@ -144,8 +241,8 @@ impl Worker {
             .collect())
     }
 
-    /// Takes new listeners and releases queued by other threads.
-    fn handle_wake(&mut self) {
+    /// Takes listeners registered by other threads.
+    fn take_added(&mut self) {
         // Clear the flag before draining, so a wake-up racing with us is not lost.
         self.shared.wake_pending.store(false, Ordering::Release);
         let mut sink = [0u8; 64];
@@ -158,11 +255,11 @@ impl Worker {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for (fd, pid) in added {
-            self.next_serial += 1;
             tracing::info!(pid, "process tree attached to the durability barrier");
             self.listeners.push(Attached {
-                serial: self.next_serial,
-                fd,
+                slot: Arc::new(Slot {
+                    fd: RwLock::new(Some(fd)),
+                }),
                 pid,
             });
         }
@@ -170,16 +267,6 @@ impl Worker {
             .counters
             .listeners
             .store(self.listeners.len() as u64, Ordering::Relaxed);
-        let releases = std::mem::take(
-            &mut *self
-                .shared
-                .releases
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for key in releases {
-            self.release(key, false);
-        }
     }
 
     /// Receives one notification from listener `index` and hands it to the consumer.
@@ -187,8 +274,10 @@ impl Worker {
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
-        let serial = listener.serial;
-        let n = match self.buffers.receive(listener.fd.as_fd()) {
+        let slot = Arc::clone(&listener.slot);
+        let guard = slot.fd.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(fd) = guard.as_ref() else { return };
+        let n = match self.buffers.receive(fd.as_fd()) {
             Ok(n) => n,
             // ENOENT: the caller was killed between poll and receive.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -207,38 +296,38 @@ impl Worker {
             .counters
             .notifications
             .fetch_add(1, Ordering::Relaxed);
-        let key = Key {
-            listener: serial,
-            id: n.id,
-        };
-        let now = Instant::now();
-        self.pending.insert(
-            key,
-            Pending {
-                since: now,
-                deadline: now + self.release_after,
-                pid: n.pid,
-            },
-        );
-        let Some((syscall, fd)) = classify(n.nr, &n.args) else {
-            tracing::warn!(
-                nr = n.nr,
-                pid = n.pid,
-                "unexpected system call held; releasing it"
-            );
-            self.release(key, false);
-            return;
-        };
-        let file = fd.and_then(|fd| resolve(n.pid, fd));
+        let classified = classify(n.nr, &n.args);
+        let file = classified
+            .and_then(|(_, fd)| fd)
+            .and_then(|fd| resolve(n.pid, fd));
         // The file came from /proc/<pid>: only trust it if <pid> is still our caller.
-        if !notify::id_valid(listener.fd.as_fd(), n.id) {
-            self.pending.remove(&key);
+        if !notify::id_valid(fd.as_fd(), n.id) {
             self.shared
                 .counters
                 .vanished
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
+        drop(guard);
+        let now = Instant::now();
+        let held = Arc::new(Held {
+            id: n.id,
+            pid: n.pid,
+            since: now,
+            deadline: now + self.release_after,
+            listener: slot,
+            answered: AtomicBool::new(false),
+        });
+        let Some((syscall, fd)) = classified else {
+            tracing::warn!(
+                nr = n.nr,
+                pid = n.pid,
+                "unexpected system call held; releasing it"
+            );
+            held.answer(&self.shared, Answer::Released);
+            return;
+        };
+        self.pending.push_back(Arc::clone(&held));
         let call = Durability {
             pid: n.pid,
             syscall,
@@ -248,63 +337,35 @@ impl Worker {
         let request = BarrierRequest {
             call,
             reply: Releaser {
-                key,
+                held,
                 shared: Arc::clone(&self.shared),
             },
         };
-        // A closed channel hands the request back; dropping it queues its release.
+        // A closed channel hands the request back; dropping it releases the call.
         let _ = self.requests.send(request);
     }
 
-    /// Lets the call behind `key` run, if it is still pending.
-    fn release(&mut self, key: Key, timed_out: bool) {
-        let Some(p) = self.pending.remove(&key) else {
-            return;
-        };
-        let counters = &self.shared.counters;
-        counters.record_wait(p.since.elapsed());
-        if timed_out {
-            counters.released_on_timeout.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(pid = p.pid, waited = ?p.since.elapsed(), "durability call released on timeout");
-        } else {
-            counters.released.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(listener) = self.listeners.iter().find(|l| l.serial == key.listener) else {
-            return;
-        };
-        match self.buffers.send_continue(listener.fd.as_fd(), key.id) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                counters.vanished.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!(error = %e, pid = p.pid, "cannot release a durability call"),
-        }
-    }
-
+    /// Forgets answered calls at the front and answers those whose time is up.
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<Key> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in expired {
-            self.release(key, true);
+        while let Some(front) = self.pending.front() {
+            if !front.is_answered() && front.deadline > now {
+                break;
+            }
+            if let Some(held) = self.pending.pop_front() {
+                held.answer(&self.shared, Answer::TimedOut);
+            }
         }
     }
 
-    fn release_all(&mut self) {
-        let keys: Vec<Key> = self.pending.keys().copied().collect();
-        for key in keys {
-            self.release(key, false);
-        }
-    }
-
-    /// Forgets a listener whose processes all exited.
+    /// Forgets a listener whose processes all exited, closing its fd.
     fn drop_listener(&mut self, index: usize) {
         let l = self.listeners.remove(index);
+        l.slot
+            .fd
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         tracing::info!(pid = l.pid, "process tree left the durability barrier");
-        self.pending.retain(|k, _| k.listener != l.serial);
         self.shared
             .counters
             .listeners
