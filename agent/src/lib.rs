@@ -5,6 +5,8 @@
 //! - [`apply`]: the secondary's side of replication: applies the primary's records
 //!   to its copy of a replicated directory, confined beneath it, and lists that copy
 //!   for a resync.
+//! - [`barrier`]: the synchronous durability barrier: an application's fsyncs
+//!   wait, through seccomp user notification, until the peer holds their data.
 //! - [`capture`]: knows every byte range and name that changes under the watched
 //!   trees (eBPF for data ranges, fanotify for names), coalesced into one ordered
 //!   change stream.
@@ -18,6 +20,9 @@
 //!   peer's one certificate, carrying an ordered stream of length-prefixed frames.
 
 pub mod apply;
+// The barrier's seccomp filter uses x86_64 system call numbers and ABI checks.
+#[cfg(target_arch = "x86_64")]
+pub mod barrier;
 pub mod capture;
 pub mod cli;
 pub mod config;

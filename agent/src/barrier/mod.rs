@@ -1,0 +1,131 @@
+//! The synchronous durability barrier: an application's fsync-like system calls wait
+//! until the peer holds everything they cover (RPO = 0), then run.
+//!
+//! # How it works
+//! A process started under the barrier installs a seccomp filter ([`filter`]) that
+//! turns each durability call (fsync, fdatasync, sync_file_range with `WAIT_AFTER`,
+//! msync with `MS_SYNC`, syncfs, sync, pwritev2 with `RWF_SYNC`/`RWF_DSYNC`) into a
+//! seccomp user notification. The filter is inherited across fork and exec, so the
+//! whole process tree of the application is covered. The notification listener fd
+//! is handed to the agent over its unix control socket ([`attach`]); the agent's
+//! [`Listener`] thread receives each notification, names the file it concerns
+//! ([`Durability`]), and passes it as a [`BarrierRequest`] to the replication actor.
+//! When that actor releases the request, the kernel lets the original system call
+//! run (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), so the application sees the real
+//! result of its fsync, after the peer has the data.
+//!
+//! ```text
+//!  application (filtered)        kernel               agent
+//!  fsync(fd) ----blocks----> USER_NOTIF ---poll---> Listener thread
+//!                                                     | BarrierRequest (mpsc)
+//!                                                     v
+//!                                                 replication actor: waits for peer ack
+//!                                                     | Releaser::release (or drop)
+//!  fsync runs, returns  <--- NOTIF_SEND CONTINUE <----+
+//! ```
+//!
+//! # Starting a process under the barrier
+//! A filter can only be installed by the process itself, and only before it runs
+//! the application, so the agent can't attach to processes that already run.
+//! [`exec_under_barrier`] (for `tandem exec --barrier-socket PATH -- CMD`) connects
+//! to the agent's control socket, installs the filter, sends the listener fd, waits
+//! for the agent's acknowledgement and then execs the command.
+//!
+//! The agent starts its own application command the same way, as
+//! `/proc/self/exe exec --barrier-socket PATH -- sh -c CMD` ([`barrier_command`]),
+//! instead of installing the filter in a `pre_exec` hook: between fork and exec only
+//! async-signal-safe code may run, while the hand-off needs a socket conversation,
+//! JSON and allocation.
+//!
+//! # Failure behaviour (measured, see the tests)
+//! - No release within `release_after` (the heartbeat timeout): the call is released
+//!   anyway and `released_on_timeout` counts it; the pair is then degraded and the
+//!   failover logic must know.
+//! - The consumer drops a request (or its channel) without releasing: dropping
+//!   releases, so an application is never stuck because a consumer crashed.
+//! - The agent's listener closes (agent exit or crash, [`Listener::shutdown`]):
+//!   pending calls are released first on a clean shutdown; after the listener fd is
+//!   closed the kernel fails every further trapped call with `ENOSYS`, which most
+//!   databases treat as a fatal fsync error. A supervisor must therefore keep the
+//!   agent alive for as long as the application runs.
+//!
+//! # Not covered
+//! Writes to files opened with `O_SYNC`/`O_DSYNC`, `pwritev` (without 2) on such
+//! files, and io_uring fsync opcodes (io_uring is refused, see [`filter`]) are not
+//! held. Processes running another ABI than x86_64 (i386) are killed by the filter.
+
+pub mod attach;
+pub mod call;
+pub mod filter;
+pub mod launcher;
+pub mod listener;
+mod notify;
+
+use std::{ffi::OsString, io, path::PathBuf};
+
+pub use attach::{handle_connection, read_request_line, serve_attach};
+pub use call::{Durability, FileId, Scope, SyncCall};
+pub use launcher::{barrier_command, exec_under_barrier, install_and_send};
+pub use listener::{BarrierRequest, BarrierStats, Listener, ListenerConfig, Registrar, Releaser};
+
+/// Everything that can go wrong while installing, attaching or serving the barrier.
+#[derive(Debug, thiserror::Error)]
+pub enum BarrierError {
+    /// The seccomp program could not be assembled (a bug in [`filter`]).
+    #[error("cannot assemble the seccomp filter: {reason}")]
+    Assemble { reason: &'static str },
+    /// A socket operation on the control connection failed.
+    #[error("control socket i/o failed while {step}")]
+    ControlIo {
+        step: &'static str,
+        #[source]
+        error: io::Error,
+    },
+    /// The agent's control socket could not be reached.
+    #[error("cannot connect to the agent's control socket {path}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+    /// No command was given to run under the barrier.
+    #[error("no command to run under the barrier")]
+    EmptyCommand,
+    /// `execvp` of the application failed.
+    #[error("cannot execute {program:?}")]
+    Exec {
+        program: OsString,
+        #[source]
+        error: io::Error,
+    },
+    /// The seccomp filter could not be installed.
+    #[error("cannot install the seccomp filter")]
+    Install(#[source] io::Error),
+    /// The kernel's notification structures are smaller than the ones we read.
+    #[error("kernel seccomp notification size {kernel} is smaller than ours ({ours})")]
+    KernelNotifSize { kernel: usize, ours: usize },
+    /// A hello message came without a listener fd.
+    #[error("the barrier hello message carried no listener fd")]
+    MissingFd,
+    /// `PR_SET_NO_NEW_PRIVS` failed; seccomp refuses unprivileged filters without it.
+    #[error("cannot set no_new_privs")]
+    NoNewPrivs(#[source] io::Error),
+    /// The kernel refused to report its notification sizes.
+    #[error("cannot query the seccomp notification sizes")]
+    NotifSizes(#[source] io::Error),
+    /// A control-socket message did not follow the protocol.
+    #[error("malformed barrier message: {what}")]
+    Protocol { what: &'static str },
+    /// The agent answered the attach request with a refusal.
+    #[error("the agent refused to attach the barrier: {reason}")]
+    Refused { reason: String },
+    /// The listener thread could not be started.
+    #[error("cannot start the barrier listener thread")]
+    Spawn(#[source] io::Error),
+    /// The listener has shut down and accepts no more processes.
+    #[error("the barrier listener has stopped")]
+    Stopped,
+}
+
+#[cfg(test)]
+mod tests;
