@@ -85,6 +85,7 @@ pub struct Record {
     /// Index into the sender's [`Hello::dirs`].
     pub dir: u16,
     /// Relative to the directory, `/`-separated, never absolute, never `..`.
+    #[serde(with = "serde_bytes")]
     pub path: Vec<u8>,
     pub op: WireOp,
 }
@@ -120,7 +121,13 @@ pub struct Attrs {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireOp {
     /// Bytes at an offset of a regular file.
-    Write { offset: u64, data: Vec<u8> },
+    Write {
+        offset: u64,
+        // Byte strings travel as one length and a copy: postcard would otherwise
+        // encode each byte as an element, ten times slower.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// A range that reads as zeros and holds no blocks (a hole).
     Punch { offset: u64, len: u64 },
     /// The file's size.
@@ -130,6 +137,7 @@ pub enum WireOp {
         kind: EntryKind,
         attrs: Attrs,
         /// The target of a symlink.
+        #[serde(with = "serde_bytes")]
         target: Option<Vec<u8>>,
         /// The device number of a character or block device.
         rdev: u64,
@@ -137,11 +145,20 @@ pub enum WireOp {
     /// The entry and, for a directory, everything beneath it.
     Remove,
     /// Moves the entry, replacing what `new_path` named.
-    Rename { new_path: Vec<u8> },
+    Rename {
+        #[serde(with = "serde_bytes")]
+        new_path: Vec<u8>,
+    },
     /// Swaps two entries.
-    Exchange { new_path: Vec<u8> },
+    Exchange {
+        #[serde(with = "serde_bytes")]
+        new_path: Vec<u8>,
+    },
     /// Makes `new_path` another name of the file.
-    Link { new_path: Vec<u8> },
+    Link {
+        #[serde(with = "serde_bytes")]
+        new_path: Vec<u8>,
+    },
     /// Sets the entry's attributes.
     SetAttrs(Attrs),
     /// A durability point: everything before it is made durable before anything after
@@ -163,6 +180,7 @@ pub struct Ack {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub dir: u16,
+    #[serde(with = "serde_bytes")]
     pub path: Vec<u8>,
     pub kind: EntryKind,
     pub size: u64,

@@ -31,6 +31,56 @@ enum Command {
     Capture(CaptureArgs),
     /// Builds, shows or removes a two-node test lab in network namespaces.
     Lab(crate::lab::cmd::LabArgs),
+    /// Runs the agent in the foreground (systemd runs this).
+    Run(ConfigArg),
+    /// Shows the agent's state (STOP when no agent answers).
+    Status(StatusArgs),
+    /// Runs a command under the durability barrier: its fsyncs wait for the peer.
+    Exec(ExecArgs),
+    /// Writes a node key and self-signed certificate, and prints its fingerprint.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// The configuration file of the local agent.
+    #[arg(short = 'c', long = "config", value_name = "FILE", required_unless_present = "barrier_socket")]
+    config: Option<PathBuf>,
+    /// The agent's control socket, instead of a configuration file.
+    #[arg(long = "barrier-socket", value_name = "PATH", conflicts_with = "config")]
+    barrier_socket: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+struct KeygenArgs {
+    /// Where to write NODE.crt and NODE.key.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The node's name (the certificate's subject).
+    #[arg(long, value_name = "NAME")]
+    node: String,
+    /// Replace an existing key.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +115,11 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Capture(args) => capture(&args),
-        Command::Lab(args) => crate::lab::cmd::run_cli(&args, &RcgenKeygen),
+        Command::Lab(args) => crate::lab::cmd::run_cli(&args, &TransportKeygen),
+        Command::Run(args) => crate::runtime::run(&args.config),
+        Command::Status(args) => status(&args),
+        Command::Exec(args) => exec(&args),
+        Command::Keygen(args) => keygen(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +150,51 @@ fn exit_of(e: &anyhow::Error) -> Exit {
         }
     }
     Exit::Failure
+}
+
+fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let cfg = crate::config::Config::load(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let status = crate::runtime::control::query_status(&cfg.control_socket).unwrap_or_else(|_| {
+        crate::status::Status {
+            node: cfg.node.clone(),
+            reason: "no agent answers on the control socket".into(),
+            peer: crate::status::Peer {
+                name: cfg.peer.name.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", crate::status::render(&status));
+    }
+    Ok(())
+}
+
+fn exec(args: &ExecArgs) -> anyhow::Result<()> {
+    let socket = match (&args.barrier_socket, &args.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => {
+            crate::config::Config::load(c)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .control_socket
+        }
+        (None, None) => anyhow::bail!("exec needs -c FILE or --barrier-socket PATH"),
+    };
+    match crate::barrier::exec_under_barrier(&socket, &args.command) {
+        Ok(never) => match never {},
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let k = crate::transport::keygen(&args.dir, &args.node, args.force)?;
+    println!("certificate: {}", k.cert.display());
+    println!("key:         {}", k.key.display());
+    println!("fingerprint: {}", k.fingerprint);
+    Ok(())
 }
 
 fn capture(args: &CaptureArgs) -> anyhow::Result<()> {
@@ -138,28 +237,13 @@ fn capture(args: &CaptureArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Self-signed node certificates for the lab.
-// TODO(lead): replace with transport::keygen once it is merged; this is a stand-in.
-struct RcgenKeygen;
+/// The lab's node keys come from `tandem keygen`'s code.
+struct TransportKeygen;
 
-impl crate::lab::Keygen for RcgenKeygen {
+impl crate::lab::Keygen for TransportKeygen {
     fn make(&self, dir: &std::path::Path, node: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let made = rcgen::generate_simple_self_signed(vec![node.to_owned()])
-            .context("cannot generate a certificate")?;
-        let crt = dir.join(format!("{node}.crt"));
-        let key = dir.join(format!("{node}.key"));
-        std::fs::write(&crt, made.cert.pem())
-            .with_context(|| format!("cannot write {}", crt.display()))?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key)
-            .and_then(|mut f| f.write_all(made.signing_key.serialize_pem().as_bytes()))
-            .with_context(|| format!("cannot write {}", key.display()))?;
-        Ok((crt, key))
+        let k = crate::transport::keygen(dir, node, true)?;
+        Ok((k.cert, k.key))
     }
 }
 

@@ -16,6 +16,9 @@
 //! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
 //! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
 //!   data generations, the shipper and the resync compare.
+//! - [`runtime`]: `tandem run`, the agent: the actors (capture, barrier, replication,
+//!   control socket) and their wiring.
+//! - [`status`]: the status snapshot shared by the runtime and its readers.
 //! - [`transport`]: the connection to the peer: QUIC with mutual TLS pinned to the
 //!   peer's one certificate, carrying an ordered stream of length-prefixed frames.
 
@@ -28,4 +31,6 @@ pub mod cli;
 pub mod config;
 pub mod lab;
 pub mod replication;
+pub mod runtime;
+pub mod status;
 pub mod transport;

@@ -5,3 +5,4 @@ pub mod compare;
 pub mod shadow;
 pub mod sys;
 pub mod workload;
+pub mod lab;

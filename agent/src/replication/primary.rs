@@ -138,7 +138,7 @@ impl Primary {
                 for r in records {
                     match self.link {
                         Link::Live => {
-                            self.send(r, out);
+                            self.send(r, now, out);
                         }
                         Link::Resyncing => {
                             self.held_bytes += data_len(&r);
@@ -151,10 +151,7 @@ impl Primary {
             }
             Input::Barrier(id) => {
                 if self.link == Link::Live && self.resync_done.is_some() {
-                    let seq = self.send(barrier(), out);
-                    if self.waiters.is_empty() {
-                        self.last_progress = now;
-                    }
+                    let seq = self.send(barrier(), now, out);
                     self.waiters.entry(seq).or_default().push(id);
                 } else {
                     if self.link == Link::Resyncing {
@@ -176,7 +173,7 @@ impl Primary {
             Input::Resync(records) => {
                 if self.link == Link::Resyncing {
                     for r in records {
-                        self.send(r, out);
+                        self.send(r, now, out);
                     }
                 }
             }
@@ -188,7 +185,7 @@ impl Primary {
                     let held = std::mem::take(&mut self.held);
                     self.held_bytes = 0;
                     for r in held {
-                        self.send(r, out);
+                        self.send(r, now, out);
                     }
                 }
             }
@@ -207,7 +204,11 @@ impl Primary {
         }
     }
 
-    fn send(&mut self, mut r: Record, out: &mut Vec<Command>) -> u64 {
+    fn send(&mut self, mut r: Record, now: Instant, out: &mut Vec<Command>) -> u64 {
+        if self.inflight.is_empty() && self.waiters.is_empty() {
+            // The peer owed us nothing until now: its silence counts from here.
+            self.last_progress = now;
+        }
         self.last_seq += 1;
         r.seq = self.last_seq;
         let bytes = data_len(&r);

@@ -157,6 +157,9 @@ fn simulate(seed: u64) {
     let mut last_sent = 0u64;
     let mut out = Vec::new();
     let mut silent = false;
+    // When the peer last answered with an ack (the core may give up only after a
+    // timeout of silence).
+    let mut peer_answered = start;
     let mut barrier_seq_of: HashMap<WaiterId, u64> = HashMap::new();
     for step in 0..5000 {
         now += Duration::from_millis(rng.below(50));
@@ -170,6 +173,7 @@ fn simulate(seed: u64) {
             6 if peer.is_none() => {
                 peer = Some(Peer::default());
                 silent = rng.below(4) == 0;
+                peer_answered = now;
                 last_sent = 0;
                 Input::Linked
             }
@@ -191,6 +195,7 @@ fn simulate(seed: u64) {
                                 }
                             }
                         }
+                        peer_answered = now;
                         Input::Ack(Ack { applied: pe.applied, durable: pe.durable })
                     }
                     _ => Input::Tick,
@@ -237,7 +242,14 @@ fn simulate(seed: u64) {
                     }
                     held.remove(id);
                 }
-                Command::Drop(_) => peer = None,
+                Command::Drop(_) => {
+                    assert!(
+                        silent || now.duration_since(peer_answered) > timeout,
+                        "seed {seed} step {step}: a peer that answered {:?} ago was given up",
+                        now.duration_since(peer_answered)
+                    );
+                    peer = None;
+                }
             }
         }
         for (id, since) in &held {

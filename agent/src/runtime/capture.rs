@@ -1,0 +1,168 @@
+//! The capture actor: one OS thread that owns the capture engine and turns its
+//! change stream into wire records for the replication task.
+//!
+//! Durability points arrive as flush requests; the thread answers each by describing
+//! everything captured so far (a forced flush) and then passing the request on, after
+//! those records, on the same channel: the replication task therefore sees a barrier
+//! exactly behind the changes it must cover.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::sync::mpsc;
+
+use crate::{
+    capture::engine::{Engine, Settings},
+    replication::{
+        primary::WaiterId,
+        ship::{Batch, Shipper},
+    },
+};
+
+/// What the capture thread hands to the replication task, in stream order.
+#[derive(Debug)]
+pub enum Captured {
+    Batch(Batch),
+    /// Everything captured before this durability call is in earlier batches.
+    Barrier(WaiterId),
+    /// Capture could not start or stopped: the node cannot protect data.
+    Failed(String),
+}
+
+/// The handle the rest of the agent keeps.
+pub struct CaptureHandle {
+    flush_tx: std_mpsc::Sender<WaiterId>,
+    wake: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CaptureHandle {
+    /// Asks for everything captured so far to be described, then `id` to be passed on.
+    pub fn flush_for(&self, id: WaiterId) {
+        if self.flush_tx.send(id).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// Stops the thread and waits for it (detaching the probes takes a few seconds).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.write(1);
+        let t = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How many rounds a durability point may take to catch files that moved on while
+/// their data was read.
+const SETTLE_ROUNDS: usize = 4;
+
+/// Starts capture of `roots`; records go to `tx`.
+pub fn spawn(
+    roots: Vec<PathBuf>,
+    tick: Duration,
+    tx: mpsc::Sender<Captured>,
+) -> std::io::Result<CaptureHandle> {
+    let (flush_tx, flush_rx) = std_mpsc::channel::<WaiterId>();
+    let wake = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let wake = wake.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || run(roots, tick, &tx, &flush_rx, &wake, &stop))?
+    };
+    Ok(CaptureHandle {
+        flush_tx,
+        wake,
+        stop,
+        thread: std::sync::Mutex::new(Some(thread)),
+    })
+}
+
+fn run(
+    roots: Vec<PathBuf>,
+    tick: Duration,
+    tx: &mpsc::Sender<Captured>,
+    flush_rx: &std_mpsc::Receiver<WaiterId>,
+    wake: &EventFd,
+    stop: &AtomicBool,
+) {
+    let mut settings = Settings::new(roots);
+    settings.tick = tick;
+    let mut engine = match Engine::start(settings) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = tx.blocking_send(Captured::Failed(format!("{e}")));
+            return;
+        }
+    };
+    let canonical: Vec<PathBuf> = engine.index().roots().iter().map(|r| r.canonical.clone()).collect();
+    let mut shipper = Shipper::new(canonical);
+    tracing::info!("capture armed");
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if let Err(e) = engine.wait_events_with(Some(wake.as_fd()), tick) {
+            let _ = tx.blocking_send(Captured::Failed(format!("{e}")));
+            return;
+        }
+        // Drain the wake-up counter; its value does not matter.
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into an 8-byte buffer from a non-blocking eventfd.
+        let _ = unsafe { libc::read(wake.as_fd().as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        let barriers: Vec<WaiterId> = flush_rx.try_iter().collect();
+        let force = !barriers.is_empty() || stopping;
+        let mut rounds = if force { SETTLE_ROUNDS } else { 1 };
+        while rounds > 0 {
+            rounds -= 1;
+            let now = Instant::now();
+            let step = if force {
+                engine.flush_now(&mut shipper, now)
+            } else {
+                engine.step(&mut shipper, now)
+            };
+            if let Err(e) = step {
+                let _ = tx.blocking_send(Captured::Failed(format!("{e}")));
+                return;
+            }
+            let moved_on = shipper.take_moved_on();
+            let again = !moved_on.is_empty();
+            for (root, ino) in moved_on {
+                engine.verify_later(root, ino);
+            }
+            let batch = shipper.take();
+            if !batch.records.is_empty() && tx.blocking_send(Captured::Batch(batch)).is_err() {
+                return;
+            }
+            if !again {
+                break;
+            }
+        }
+        for id in barriers {
+            if tx.blocking_send(Captured::Barrier(id)).is_err() {
+                return;
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The control socket: a unix socket only root can use (mode 0600 in a 0700 state
+//! directory), one JSON request line per connection.
+//!
+//! - `{"op":"status"}` answers the status as one JSON line (`tandem status`).
+//! - `{"op":"barrier-attach"}` hands a process's seccomp listener to the barrier
+//!   (`tandem exec`, see `barrier::attach`).
+
+use std::{
+    io::Write,
+    os::unix::{fs::PermissionsExt, net::{UnixListener, UnixStream}},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+
+use crate::{
+    barrier::{
+        Registrar,
+        attach::{ATTACH_OP, read_request_line, serve_attach},
+    },
+    status::{Shared, Status},
+};
+
+/// The running control server.
+pub struct Control {
+    stop: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl Control {
+    /// Stops accepting and removes the socket.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the socket (replacing a stale one) and serves it on a thread.
+pub fn serve(path: &Path, status: Shared, registrar: Registrar) -> anyhow::Result<Control> {
+    if UnixStream::connect(path).is_ok() {
+        anyhow::bail!("another agent already answers on {}", path.display());
+    }
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let status = status.clone();
+                let registrar = registrar.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || handle(&conn, &status, &registrar));
+            }
+        })
+        .context("cannot start the control thread")?;
+    Ok(Control {
+        stop,
+        path: path.to_path_buf(),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Request {
+    op: String,
+}
+
+fn handle(conn: &UnixStream, status: &Shared, registrar: &Registrar) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(line) = read_request_line(conn) else {
+        return;
+    };
+    let op = serde_json::from_str::<Request>(&line).map(|r| r.op);
+    let mut w = conn;
+    match op.as_deref() {
+        Ok("status") => {
+            let mut text = serde_json::to_string(&status.get()).unwrap_or_default();
+            text.push('\n');
+            let _ = w.write_all(text.as_bytes());
+        }
+        Ok(op) if op == ATTACH_OP => match serve_attach(conn, registrar) {
+            Ok(pid) => tracing::info!(pid, "process attached to the durability barrier"),
+            Err(e) => tracing::warn!(error = %e, "barrier attach failed"),
+        },
+        _ => {
+            let _ = w.write_all(b"{\"error\":\"unknown request\"}\n");
+        }
+    }
+}
+
+/// Asks the agent at `path` for its status.
+pub fn query_status(path: &Path) -> anyhow::Result<Status> {
+    use std::io::{BufRead, BufReader};
+    let mut s = UnixStream::connect(path).with_context(|| format!("no agent answers on {}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"{\"op\":\"status\"}\n")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).context("the agent's status is not valid JSON")
+}

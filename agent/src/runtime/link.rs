@@ -1,0 +1,161 @@
+//! One authenticated connection to the peer, after the Hello exchange: a writer task
+//! fed by a channel (so the actors never block on the network), a reader task that
+//! forwards frames, and the peer's Hello.
+
+use std::time::Duration;
+
+use agent_common::wire::{Frame, Hello, PROTOCOL_VERSION};
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use super::Ctx;
+use crate::transport::{FrameReceiver, FrameSender, PeerConn, PeerLink};
+
+/// How long the Hello exchange may take.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected, greeted peer.
+pub struct Link {
+    pub hello: Hello,
+    tx: mpsc::UnboundedSender<Frame>,
+    peer: PeerLink,
+    receiver: Option<FrameReceiver>,
+}
+
+impl Link {
+    /// Queues a frame for the writer task; false once the connection is gone.
+    pub fn send(&self, f: Frame) -> bool {
+        self.tx.send(f).is_ok()
+    }
+
+    /// Starts forwarding received frames to `tx`; an error or the end of the stream
+    /// is forwarded too, then the task ends.
+    pub fn spawn_reader(&mut self, tx: mpsc::Sender<Result<Frame, String>>) {
+        let Some(mut rx) = self.receiver.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(Some(f)) => {
+                        if tx.send(Ok(f)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string())).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Closes the connection with a reason the peer logs.
+    pub fn close(self, reason: &str) {
+        self.peer.close(reason);
+    }
+
+    /// The measured round-trip time.
+    #[must_use]
+    pub fn rtt(&self) -> Duration {
+        self.peer.rtt()
+    }
+}
+
+fn start(conn: PeerConn, hello: Hello) -> Link {
+    let (peer, sender, receiver) = conn.into_parts();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(writer(sender, rx));
+    Link {
+        hello,
+        tx,
+        peer,
+        receiver: Some(receiver),
+    }
+}
+
+async fn writer(mut sender: FrameSender, mut rx: mpsc::UnboundedReceiver<Frame>) {
+    while let Some(f) = rx.recv().await {
+        if let Err(e) = sender.send(&f).await {
+            tracing::debug!(error = %e, "replication stream closed while writing");
+            return;
+        }
+    }
+    let _ = sender.finish();
+}
+
+/// Connects to the peer and exchanges Hellos (the dialling side speaks first).
+pub async fn dial(ctx: &Ctx) -> anyhow::Result<Link> {
+    let mut conn = tokio::time::timeout(HELLO_TIMEOUT, ctx.endpoint.connect(ctx.cfg.peer.address))
+        .await
+        .context("connecting to the peer timed out")??;
+    conn.sender().send(&Frame::Hello(ctx.hello())).await?;
+    let hello = recv_hello(conn.receiver()).await?;
+    check(ctx, &hello)?;
+    Ok(start(conn, hello))
+}
+
+/// Greets a connection the peer opened (it spoke first).
+pub async fn greet(ctx: &Ctx, mut conn: PeerConn) -> anyhow::Result<Link> {
+    let hello = recv_hello(conn.receiver()).await?;
+    if let Err(e) = check(ctx, &hello) {
+        let _ = conn
+            .sender()
+            .send(&Frame::Error {
+                message: format!("{e:#}"),
+            })
+            .await;
+        conn.close("refused");
+        return Err(e);
+    }
+    conn.sender().send(&Frame::Hello(ctx.hello())).await?;
+    Ok(start(conn, hello))
+}
+
+async fn recv_hello(rx: &mut FrameReceiver) -> anyhow::Result<Hello> {
+    match tokio::time::timeout(HELLO_TIMEOUT, rx.recv())
+        .await
+        .context("the peer sent no hello in time")??
+    {
+        Some(Frame::Hello(h)) => Ok(h),
+        Some(Frame::Error { message }) => anyhow::bail!("the peer refused: {message}"),
+        Some(_) => anyhow::bail!("the peer's first frame is not a hello"),
+        None => anyhow::bail!("the peer closed the stream before its hello"),
+    }
+}
+
+/// Checks the peer's Hello against our configuration.
+fn check(ctx: &Ctx, h: &Hello) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        h.version == PROTOCOL_VERSION,
+        "protocol version {} is not ours ({PROTOCOL_VERSION})",
+        h.version
+    );
+    anyhow::ensure!(
+        h.node == ctx.cfg.peer.name,
+        "the peer calls itself {:?}, the configuration names {:?}",
+        h.node,
+        ctx.cfg.peer.name
+    );
+    anyhow::ensure!(
+        h.primary != ctx.primary,
+        "both nodes are {}: refusing to replicate",
+        if ctx.primary { "primary (split brain)" } else { "secondary" }
+    );
+    for r in &ctx.cfg.replicated {
+        anyhow::ensure!(
+            h.dirs.iter().any(|d| *d == r.name),
+            "the peer does not replicate directory {:?}",
+            r.name
+        );
+    }
+    for d in &h.dirs {
+        anyhow::ensure!(
+            ctx.cfg.replicated.iter().any(|r| r.name == *d),
+            "the peer replicates directory {d:?}, which this node does not"
+        );
+    }
+    Ok(())
+}

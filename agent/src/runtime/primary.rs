@@ -1,0 +1,303 @@
+//! The primary's replication task: feeds the protocol core with captured records,
+//! durability points, the peer's frames and time, and performs what it commands.
+//!
+//! The peer is dialled whenever the link is down; once it answers, the core holds
+//! live records while the resync compare (against the peer's manifest) runs in a
+//! blocking task, then sends the held records behind it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use agent_common::wire::{Frame, Record};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    Ctx,
+    capture::Captured,
+    link::{self, Link},
+};
+use crate::{
+    barrier::Releaser,
+    replication::{
+        generation::Relation,
+        primary::{Command, Input, Link as LinkState, Primary, WaiterId},
+        resync::{self, TargetView},
+    },
+    status::State,
+};
+
+/// Bytes of data captured but not yet applied by the peer before capture is
+/// throttled (memory stays bounded; the kernel ring then absorbs the rest, and a
+/// ring overflow is verified by content).
+const MAX_LAG_BYTES: u64 = 256 << 20;
+
+/// Held durability calls, by id.
+pub type Waiters = Arc<Mutex<HashMap<WaiterId, Releaser>>>;
+
+enum Event {
+    Captured(Option<Captured>),
+    Frame(Option<Result<Frame, String>>),
+    Resync(Option<ResyncMsg>),
+    Connected(Result<Link, String>),
+    Tick,
+    Stop,
+}
+
+enum ResyncMsg {
+    Records(Vec<Record>),
+    Done(resync::Totals),
+    Failed(String),
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    mut captured: mpsc::Receiver<Captured>,
+    waiters: Waiters,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let timeout = ctx.cfg.heartbeat.timeout;
+    let mut core = Primary::new(timeout, Instant::now());
+    let mut link: Option<Link> = None;
+    let mut frames: Option<mpsc::Receiver<Result<Frame, String>>> = None;
+    let mut resync_rx: Option<mpsc::Receiver<ResyncMsg>> = None;
+    let (conn_tx, mut conn_rx) = mpsc::channel::<Result<Link, String>>(1);
+    let mut dialing = false;
+    let mut next_dial = Instant::now();
+    let mut manifest: TargetView = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut out = Vec::new();
+    let mut alone_generation = false;
+    go_alone(&ctx, &mut alone_generation, "started without the peer")?;
+    loop {
+        let wants = core.wants_more(MAX_LAG_BYTES);
+        let ev = tokio::select! {
+            m = captured.recv(), if wants => Event::Captured(m),
+            f = recv_opt(&mut frames) => Event::Frame(f),
+            r = recv_opt(&mut resync_rx) => Event::Resync(r),
+            c = conn_rx.recv() => match c { Some(c) => Event::Connected(c), None => Event::Tick },
+            _ = tick.tick() => Event::Tick,
+            _ = stop.changed() => Event::Stop,
+        };
+        let now = Instant::now();
+        match ev {
+            Event::Stop => break,
+            Event::Captured(None) => anyhow::bail!("capture stopped"),
+            Event::Captured(Some(Captured::Failed(e))) => anyhow::bail!("capture failed: {e}"),
+            Event::Captured(Some(Captured::Batch(b))) => {
+                ctx.status.update(|s| s.replication.bytes_total += b.bytes);
+                core.handle(Input::Captured(b.records), now, &mut out);
+            }
+            Event::Captured(Some(Captured::Barrier(id))) => core.handle(Input::Barrier(id), now, &mut out),
+            Event::Connected(Err(e)) => {
+                dialing = false;
+                tracing::debug!(error = %e, "peer not reachable");
+            }
+            Event::Connected(Ok(mut l)) => {
+                dialing = false;
+                let (tx, rx) = mpsc::channel(1024);
+                l.spawn_reader(tx);
+                frames = Some(rx);
+                manifest.clear();
+                let peer_gen = l.hello.generations.clone();
+                let rel = ctx.relate(&peer_gen);
+                tracing::info!(peer = %ctx.cfg.peer.name, relation = ?rel, "peer connected; resynchronising it");
+                if rel == Relation::Older || rel == Relation::Diverged {
+                    tracing::warn!(
+                        relation = ?rel,
+                        "the peer has changes this node lacks; it keeps them in its conflict directory"
+                    );
+                }
+                link = Some(l);
+                core.handle(Input::Linked, now, &mut out);
+                ctx.status.update(|s| {
+                    s.peer.connected = true;
+                    s.peer.state = Some(State::Second);
+                });
+            }
+            Event::Frame(Some(Ok(f))) => match f {
+                Frame::Ack(a) => core.handle(Input::Ack(a), now, &mut out),
+                Frame::Manifest(m) => {
+                    if manifest.len() < 50_000_000 {
+                        manifest.insert((m.dir, m.path.clone()), m);
+                    }
+                }
+                Frame::ManifestDone => {
+                    resync_rx = Some(start_compare(&ctx, std::mem::take(&mut manifest)));
+                }
+                Frame::Error { message } => {
+                    tracing::error!(%message, "peer refused");
+                    drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+                }
+                other => {
+                    tracing::error!(frame = crate::replication::secondary::frame_name(&other), "unexpected frame from the peer");
+                    drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+                }
+            },
+            Event::Frame(Some(Err(e))) | Event::Resync(Some(ResyncMsg::Failed(e))) => {
+                tracing::warn!(error = %e, "replication link lost");
+                drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+            }
+            Event::Frame(None) => {
+                tracing::warn!("peer closed the replication stream");
+                drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+            }
+            Event::Resync(Some(ResyncMsg::Records(r))) => core.handle(Input::Resync(r), now, &mut out),
+            Event::Resync(Some(ResyncMsg::Done(t))) => {
+                tracing::info!(entries = t.entries, source_bytes = t.source_bytes, sent_bytes = t.data_bytes, "resync compare done");
+                resync_rx = None;
+                core.handle(Input::ResyncComplete, now, &mut out);
+            }
+            Event::Resync(None) => resync_rx = None,
+            Event::Tick => {
+                core.handle(Input::Tick, now, &mut out);
+                if link.is_none() && !dialing && now >= next_dial {
+                    dialing = true;
+                    next_dial = now + Duration::from_millis(500);
+                    let ctx2 = ctx.clone();
+                    let tx = conn_tx.clone();
+                    tokio::spawn(async move {
+                        let r = link::dial(&ctx2).await.map_err(|e| format!("{e:#}"));
+                        let _ = tx.send(r).await;
+                    });
+                }
+            }
+        }
+        for c in out.drain(..) {
+            match c {
+                Command::Send(f) => {
+                    if let Some(l) = &link
+                        && !l.send(f)
+                    {
+                        tracing::warn!("replication link lost while sending");
+                        core.handle(Input::Unlinked, now, &mut Vec::new());
+                    }
+                }
+                Command::Release(id) => {
+                    let r = waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                    if let Some(r) = r {
+                        r.release();
+                    }
+                }
+                Command::Drop(reason) => {
+                    tracing::warn!(reason, "giving the peer up");
+                    if let Some(l) = link.take() {
+                        l.close(reason);
+                    }
+                    frames = None;
+                    resync_rx = None;
+                }
+            }
+        }
+        if core.link() == LinkState::Down && link.is_some() {
+            if let Some(l) = link.take() {
+                l.close("link down");
+            }
+            frames = None;
+            resync_rx = None;
+        }
+        let in_sync = core.in_sync();
+        if core.link() == LinkState::Down {
+            go_alone(&ctx, &mut alone_generation, "the peer is not connected")?;
+        } else if in_sync {
+            alone_generation = false;
+            ctx.status.transition(State::Prim, "the peer is connected and in sync");
+        }
+        let lag = core.lag_bytes();
+        let acked = core.acked();
+        let unprotected = core.released_unprotected;
+        ctx.status.update(|s| {
+            s.peer.connected = link.is_some();
+            s.replication.in_sync = in_sync;
+            s.replication.lag_bytes = lag;
+            s.replication.seq = acked.durable;
+            s.replication.released_unprotected = unprotected;
+            if link.is_none() {
+                s.peer.state = None;
+            }
+        });
+    }
+    if let Some(l) = link.take() {
+        l.close("agent stopping");
+    }
+    Ok(())
+}
+
+/// Becomes ALONE: a new data generation starts before any change made without the
+/// peer is acknowledged, so that the peer is recognised as older when it returns.
+fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<()> {
+    if !*started {
+        ctx.generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .start_new()
+            .map_err(|e| anyhow::anyhow!("cannot record a new data generation: {e}"))?;
+        *started = true;
+    }
+    ctx.status.transition(State::Alone, reason);
+    Ok(())
+}
+
+fn drop_link(
+    link: &mut Option<Link>,
+    frames: &mut Option<mpsc::Receiver<Result<Frame, String>>>,
+    resync: &mut Option<mpsc::Receiver<ResyncMsg>>,
+    core: &mut Primary,
+    now: Instant,
+    out: &mut Vec<Command>,
+) {
+    if let Some(l) = link.take() {
+        l.close("link dropped");
+    }
+    *frames = None;
+    *resync = None;
+    core.handle(Input::Unlinked, now, out);
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the resync compare of every replicated directory in a blocking task.
+fn start_compare(ctx: &Arc<Ctx>, view: TargetView) -> mpsc::Receiver<ResyncMsg> {
+    let (tx, rx) = mpsc::channel(8);
+    let dirs: Vec<_> = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
+    let status = ctx.status.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut totals = resync::Totals::default();
+        for (i, root) in dirs.iter().enumerate() {
+            let Ok(dir) = u16::try_from(i) else { break };
+            let r = resync::compare(dir, root, &view, &mut |records| {
+                let bytes: u64 = records.iter().map(record_bytes).sum();
+                status.update(|s| s.replication.resync_total_bytes += bytes);
+                tx.blocking_send(ResyncMsg::Records(records)).is_ok()
+            });
+            match r {
+                Ok(t) => {
+                    totals.entries += t.entries;
+                    totals.source_bytes += t.source_bytes;
+                    totals.data_bytes += t.data_bytes;
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(ResyncMsg::Failed(format!("resync compare of {}: {e}", root.display())));
+                    return;
+                }
+            }
+        }
+        let _ = tx.blocking_send(ResyncMsg::Done(totals));
+    });
+    rx
+}
+
+fn record_bytes(r: &Record) -> u64 {
+    match &r.op {
+        agent_common::wire::WireOp::Write { data, .. } => data.len() as u64,
+        _ => 0,
+    }
+}

@@ -1,0 +1,223 @@
+//! The secondary's replication task: accepts the primary's connection, lists what it
+//! holds (the manifest the primary compares against), then applies the records in
+//! order, syncing at barriers and acknowledging.
+//!
+//! When this node's data has changes the primary lacks (it ran alone, or both did),
+//! every file the resync is about to change or remove is first copied to a conflict
+//! directory under the state directory and reported: divergence never silently
+//! discards data.
+
+use std::{
+    sync::{Arc, PoisonError},
+    time::{Duration, Instant},
+};
+
+use agent_common::wire::{Frame, Record};
+use tokio::sync::{mpsc, watch};
+
+use super::{Ctx, conflict::Conflicts, link};
+use crate::{
+    apply::{ApplyError, Applier},
+    replication::{
+        generation::Relation,
+        secondary::{Command, Secondary},
+    },
+    status::State,
+};
+
+/// Block size of the manifest's hashes: 4 KiB makes a resync send little more than
+/// the bytes that differ, for 32 bytes of hash per block.
+const MANIFEST_BLOCK: u32 = 4096;
+
+/// Runs until `stop` turns true.
+pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    ctx.status.transition(State::Second, "waiting for the primary");
+    loop {
+        let conn = tokio::select! {
+            c = ctx.endpoint.accept() => c,
+            _ = stop.changed() => return Ok(()),
+        };
+        let conn = match conn {
+            None => anyhow::bail!("the replication endpoint closed"),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "refused a connection");
+                continue;
+            }
+            Some(Ok(c)) => c,
+        };
+        let link = match link::greet(&ctx, conn).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "refused the peer");
+                continue;
+            }
+        };
+        let result = serve(&ctx, link, &mut stop).await;
+        ctx.status.update(|s| {
+            s.peer.connected = false;
+            s.peer.state = None;
+            s.replication.in_sync = false;
+        });
+        match result {
+            Ok(true) => return Ok(()),
+            Ok(false) => ctx.status.transition(State::Second, "the primary left; waiting for it"),
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "replication session ended");
+                ctx.status.transition(State::Second, "the replication session failed; waiting for the primary");
+            }
+        }
+    }
+}
+
+/// Serves one connection; Ok(true) when the agent is stopping.
+async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<bool>) -> anyhow::Result<bool> {
+    let peer_gen = link.hello.generations.clone();
+    let rel = ctx.relate(&peer_gen);
+    // Our indexes of the primary's directories, by its numbering.
+    let mut map = Vec::new();
+    for name in &link.hello.dirs {
+        let i = ctx.cfg.replicated.iter().position(|r| r.name == *name);
+        map.push(i.ok_or_else(|| anyhow::anyhow!("unknown directory {name:?}"))?);
+    }
+    let mut appliers = Vec::new();
+    for r in &ctx.cfg.replicated {
+        appliers.push(Applier::open(&r.path).map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?);
+    }
+    let mut conflicts = match rel {
+        Relation::Newer | Relation::Diverged => {
+            let c = Conflicts::new(&ctx.cfg.state_dir, &ctx.cfg.replicated)?;
+            tracing::error!(
+                relation = ?rel,
+                keep = %c.dir().display(),
+                "this node changed data the primary does not have; its changed files are kept in the conflict directory"
+            );
+            Some(c)
+        }
+        _ => None,
+    };
+    ctx.status.update(|s| {
+        s.peer.connected = true;
+        s.peer.state = Some(State::Prim);
+        s.replication.in_sync = false;
+    });
+    ctx.status.transition(State::Second, "resynchronising from the primary");
+    // The manifest, listed in a blocking task and sent as it comes.
+    let (mtx, mut mrx) = mpsc::channel::<Frame>(256);
+    let roots: Vec<_> = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
+    let back: Vec<u16> = (0..ctx.cfg.replicated.len())
+        .map(|local| map.iter().position(|&m| m == local).and_then(|p| u16::try_from(p).ok()).unwrap_or(u16::MAX))
+        .collect();
+    let lister = tokio::task::spawn_blocking(move || -> Result<(), ApplyError> {
+        for (local, root) in roots.iter().enumerate() {
+            let a = Applier::open(root)?;
+            let dir = back.get(local).copied().unwrap_or(u16::MAX);
+            a.manifest(dir, MANIFEST_BLOCK, &mut |m| {
+                mtx.blocking_send(Frame::Manifest(m)).map_err(|_| ApplyError::Io {
+                    op: "send the manifest of",
+                    path: Vec::new(),
+                    source: std::io::Error::other("the connection closed"),
+                })
+            })?;
+        }
+        let _ = mtx.blocking_send(Frame::ManifestDone);
+        Ok(())
+    });
+    while let Some(f) = mrx.recv().await {
+        if !link.send(f) {
+            anyhow::bail!("the primary left during the manifest");
+        }
+    }
+    match lister.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!("cannot list the replicated directories: {e}"),
+        Err(e) => anyhow::bail!("manifest task failed: {e}"),
+    }
+    let (ftx, mut frx) = mpsc::channel(1024);
+    link.spawn_reader(ftx);
+    let mut core = Secondary::new(map, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut out = Vec::new();
+    loop {
+        let now = Instant::now();
+        tokio::select! {
+            f = frx.recv() => match f {
+                Some(Ok(f)) => core.on_frame(f, &mut out),
+                Some(Err(e)) => {
+                    link.close("read error");
+                    anyhow::bail!("replication stream: {e}");
+                }
+                None => {
+                    link.close("stream ended");
+                    return Ok(false);
+                }
+            },
+            _ = tick.tick() => core.on_tick(now, &mut out),
+            _ = stop.changed() => {
+                link.close("agent stopping");
+                return Ok(true);
+            }
+        }
+        for c in out.drain(..) {
+            match c {
+                Command::Apply { local, record } => {
+                    let Some(a) = appliers.get_mut(local) else { continue };
+                    if let Some(k) = conflicts.as_mut().filter(|_| !core.in_sync()) {
+                        k.keep_before(local, a, &record);
+                    }
+                    let bytes = record_bytes(&record);
+                    match tokio::task::block_in_place(|| a.apply(&record.path, &record.op)) {
+                        Ok(()) => ctx.status.update(|s| s.replication.bytes_total += bytes),
+                        Err(e) if e.is_hostile() => {
+                            tracing::error!(error = %e, seq = record.seq, "the primary sent a path outside the replicated directory; closing");
+                            link.send(Frame::Error { message: format!("record {} refused: {e}", record.seq) });
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            link.close("hostile record");
+                            anyhow::bail!("hostile record {}: {e}", record.seq);
+                        }
+                        Err(e) => tracing::warn!(error = %e, seq = record.seq, "cannot apply a record"),
+                    }
+                }
+                Command::Sync => {
+                    for a in &mut appliers {
+                        if let Err(e) = tokio::task::block_in_place(|| a.sync()) {
+                            tracing::error!(error = %e, "cannot make replicated data durable");
+                        }
+                    }
+                }
+                Command::Send(f) => {
+                    if !link.send(f) {
+                        return Ok(false);
+                    }
+                }
+                Command::InSync => {
+                    ctx.generations
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .adopt(&peer_gen)
+                        .map_err(|e| anyhow::anyhow!("cannot record the primary's data generation: {e}"))?;
+                    if let Some(k) = conflicts.take() {
+                        k.report();
+                    }
+                    ctx.status.update(|s| s.replication.in_sync = true);
+                    ctx.status.transition(State::Second, "in sync with the primary");
+                }
+                Command::Close(reason) => {
+                    tracing::error!(%reason, "closing the replication link");
+                    link.send(Frame::Error { message: reason.clone() });
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    link.close("protocol error");
+                    anyhow::bail!("{reason}");
+                }
+            }
+        }
+        let applied = core.applied();
+        ctx.status.update(|s| s.replication.seq = applied);
+    }
+}
+
+fn record_bytes(r: &Record) -> u64 {
+    match &r.op {
+        agent_common::wire::WireOp::Write { data, .. } => data.len() as u64,
+        _ => 0,
+    }
+}

@@ -1,0 +1,144 @@
+//! The agent's status: one shared snapshot that the runtime updates and the control
+//! socket (`tandem status`), later the console and metrics, read.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+/// SafeKit's states: what the node does with the application and the data.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    /// Not running.
+    #[default]
+    Stop,
+    /// Running but not allowed to run the application.
+    Wait,
+    /// Runs the application; the peer is absent; changes are recorded.
+    Alone,
+    /// Runs the application; the peer is SECOND.
+    Prim,
+    /// Receives replication (in sync or resyncing).
+    Second,
+}
+
+impl State {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "STOP",
+            Self::Wait => "WAIT",
+            Self::Alone => "ALONE",
+            Self::Prim => "PRIM",
+            Self::Second => "SECOND",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    /// The peer's state as it last told us (`null` when never heard from).
+    pub state: Option<State>,
+    pub connected: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Replication {
+    pub in_sync: bool,
+    /// Data captured here and not yet applied by the peer (primary), or 0.
+    pub lag_bytes: u64,
+    pub resync_remaining_bytes: u64,
+    pub resync_total_bytes: u64,
+    /// Records the peer reported durable (primary) or applied here (secondary).
+    pub seq: u64,
+    /// Bytes of data sent (primary) or applied (secondary) since start.
+    pub bytes_total: u64,
+    /// Durability calls released without the peer having the data.
+    pub released_unprotected: u64,
+    /// Durability calls that waited for the peer.
+    pub barriers: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Vip {
+    pub held: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Application {
+    pub running: bool,
+}
+
+/// The whole status, as `tandem status --json` prints it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub state: State,
+    /// Why the node is in its state, logged once when it changed.
+    pub reason: String,
+    pub peer: Peer,
+    pub replication: Replication,
+    pub vip: Vip,
+    pub application: Application,
+}
+
+/// The shared, updatable status.
+#[derive(Clone, Debug, Default)]
+pub struct Shared(Arc<Mutex<Status>>);
+
+impl Shared {
+    #[must_use]
+    pub fn new(status: Status) -> Self {
+        Self(Arc::new(Mutex::new(status)))
+    }
+
+    /// A copy of the current status.
+    #[must_use]
+    pub fn get(&self) -> Status {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Changes the status.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Moves to `state` for `reason`, logging the transition once.
+    pub fn transition(&self, state: State, reason: &str) {
+        self.update(|s| {
+            if s.state != state || s.reason != reason {
+                tracing::info!(from = s.state.as_str(), to = state.as_str(), reason, "state change");
+                s.state = state;
+                s.reason = reason.to_string();
+            }
+        });
+    }
+}
+
+/// The human form of `tandem status`.
+#[must_use]
+pub fn render(s: &Status) -> String {
+    let peer_state = s.peer.state.map_or("?", State::as_str);
+    let sync = if s.replication.in_sync {
+        "in sync".to_string()
+    } else if s.state == State::Second || s.state == State::Prim {
+        format!(
+            "resyncing ({} of {} bytes left)",
+            s.replication.resync_remaining_bytes, s.replication.resync_total_bytes
+        )
+    } else {
+        "not in sync".to_string()
+    };
+    format!(
+        "{:<8} {:<6} {}\n{:<8} {:<6} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\n",
+        s.node,
+        s.state.as_str(),
+        s.reason,
+        s.peer.name,
+        peer_state,
+        if s.peer.connected { "connected" } else { "not connected" },
+        s.replication.lag_bytes,
+        s.replication.bytes_total,
+    )
+}

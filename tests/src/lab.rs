@@ -1,0 +1,183 @@
+//! A two-node lab for integration tests, driven through the `tandem lab` command
+//! exactly as an operator would: `up --json` gives the layout, `down` removes it, also
+//! when the test fails (the guard's Drop).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The `tandem` binary under test.
+#[must_use]
+pub fn tandem_bin() -> PathBuf {
+    match std::env::var_os("TANDEM_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tandem"),
+    }
+}
+
+/// One node of the lab, from the layout.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub namespace: String,
+    pub address: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A lab brought up for one test; brought down when dropped.
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub layout: Value,
+    pub nodes: Vec<Node>,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn s(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+impl Lab {
+    /// Brings a lab up with a prefix unique to this process and test.
+    pub fn up(tag: &str) -> Result<Lab, String> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("tt{}{tag}{n}", std::process::id() % 10000);
+        let dir = std::env::temp_dir().join(format!("tandem-lab-{prefix}"));
+        let mut lab = Lab {
+            prefix,
+            dir,
+            layout: Value::Null,
+            nodes: Vec::new(),
+        };
+        let out = lab.cmd(&["lab", "up", "--json"])?;
+        lab.layout = serde_json::from_str(&out).map_err(|e| format!("lab up --json: {e}: {out}"))?;
+        lab.nodes = lab
+            .layout
+            .get("nodes")
+            .and_then(Value::as_array)
+            .ok_or("layout has no nodes")?
+            .iter()
+            .map(|v| Node {
+                name: s(v, "name"),
+                namespace: s(v, "namespace"),
+                address: s(v, "address"),
+                config: PathBuf::from(s(v, "config")),
+                data_dir: PathBuf::from(s(v, "data_dir")),
+                state_dir: PathBuf::from(s(v, "state_dir")),
+                log: PathBuf::from(s(v, "log")),
+            })
+            .collect();
+        Ok(lab)
+    }
+
+    /// Runs `tandem ARGS` with this lab's prefix and directory; stdout on success.
+    pub fn cmd(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(tandem_bin())
+            .args(args)
+            .env("TANDEM_LAB_PREFIX", &self.prefix)
+            .env("TANDEM_LAB_DIR", &self.dir)
+            .output()
+            .map_err(|e| format!("tandem {args:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tandem {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `tandem status --json` of node `i` (0 or 1).
+    pub fn status(&self, i: usize) -> Result<Value, String> {
+        let c = self.nodes[i].config.display().to_string();
+        let out = self.cmd(&["status", "-c", &c, "--json"])?;
+        serde_json::from_str(&out).map_err(|e| format!("status: {e}: {out}"))
+    }
+
+    /// Waits until node `i` reports `state` and, if asked, in sync.
+    pub fn wait_state(&self, i: usize, state: &str, in_sync: bool, timeout: Duration) -> Result<Value, String> {
+        let end = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < end {
+            if let Ok(v) = self.status(i) {
+                let ok_state = v.get("state").and_then(Value::as_str) == Some(state);
+                let ok_sync = !in_sync
+                    || v.pointer("/replication/in_sync").and_then(Value::as_bool) == Some(true);
+                if ok_state && ok_sync {
+                    return Ok(v);
+                }
+                last = v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "node {} not {state}{} after {timeout:?}: {last}\n--- log ---\n{}",
+            self.nodes[i].name,
+            if in_sync { " in sync" } else { "" },
+            self.log_tail(i, 40)
+        ))
+    }
+
+    /// The last lines of node `i`'s agent log.
+    #[must_use]
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let v: Vec<&str> = text.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The pid of node `i`'s agent, from `lab status --json`.
+    pub fn agent_pid(&self, i: usize) -> Option<i32> {
+        let out = self.cmd(&["lab", "status", "--json"]).ok()?;
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let pid = v.get("nodes")?.get(i)?.get("agent_pid")?.as_i64()?;
+        i32::try_from(pid).ok()
+    }
+
+    /// Sends `sig` to node `i`'s agent (a process this lab started).
+    pub fn signal_agent(&self, i: usize, sig: nix::sys::signal::Signal) -> Result<(), String> {
+        let pid = self.agent_pid(i).ok_or("no agent pid")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| e.to_string())
+    }
+
+    /// Waits until node `i`'s agent process is gone.
+    pub fn wait_agent_gone(&self, i: usize, timeout: Duration) -> bool {
+        let Some(pid) = self.agent_pid(i) else { return true };
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Starts whatever agents are not running (`lab up` is idempotent).
+    pub fn restart_missing(&self) -> Result<(), String> {
+        self.cmd(&["lab", "up", "--json"]).map(|_| ())
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.cmd(&["lab", "down"]) {
+            eprintln!("lab down failed: {e}");
+        }
+    }
+}
