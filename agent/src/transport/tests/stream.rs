@@ -241,7 +241,12 @@ async fn bulk_records_stream_in_order() {
     let elapsed = started.elapsed();
     let _sender = send.await.expect("sender task");
     eprintln!(
-        "{RECORDS} MiB of write records in {elapsed:?} ({:.0} MiB/s, debug build, encode and compare included)",
-        RECORDS as f64 / elapsed.as_secs_f64()
+        "{RECORDS} MiB of write records in {elapsed:?} ({:.0} MiB/s, {} build, encode and compare included)",
+        RECORDS as f64 / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
