@@ -11,13 +11,6 @@ use agent_common::wire::WireError;
 /// Why the transport could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The QUIC socket could not be bound.
-    #[error("cannot bind the peer endpoint to {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        error: io::Error,
-    },
     /// A certificate file holds no usable certificate.
     #[error("{path}: no PEM certificate found ({reason})")]
     BadCertificate { path: PathBuf, reason: String },
@@ -27,16 +20,16 @@ pub enum TransportError {
     /// A key file holds no usable private key.
     #[error("{path}: no PEM private key found ({reason})")]
     BadKey { path: PathBuf, reason: String },
-    /// The connection was set up but the stream that carries frames failed.
-    #[error("peer {peer}: no frame stream")]
-    NoStream {
-        peer: SocketAddr,
+    /// A node name that cannot name files and a certificate.
+    #[error("bad node name {node:?}: use letters, digits, '-' and '.' as in a host name")]
+    BadNodeName { node: String },
+    /// The QUIC socket could not be bound.
+    #[error("cannot bind the peer endpoint to {addr}")]
+    Bind {
+        addr: SocketAddr,
         #[source]
-        error: quinn::ConnectionError,
+        error: io::Error,
     },
-    /// The peer opened no frame stream within the idle timeout after the handshake.
-    #[error("peer {peer} opened no frame stream in time")]
-    StreamTimeout { peer: SocketAddr },
     /// Outgoing connections cannot even be started (for example a bad address).
     #[error("cannot connect to {peer}")]
     Connect {
@@ -51,38 +44,48 @@ pub enum TransportError {
         #[source]
         error: quinn::ConnectionError,
     },
-    /// A key file exists and overwriting it was not asked for.
-    #[error("{path} already exists; refusing to overwrite a private key")]
-    KeyExists { path: PathBuf },
-    /// Key or certificate generation failed.
-    #[error("cannot generate a key and certificate")]
-    Generate(#[source] rcgen::Error),
     /// A key or certificate file could not be read or written.
-    #[error("{path}")]
+    #[error("file {path}")]
     File {
         path: PathBuf,
         #[source]
         error: io::Error,
     },
-    /// The handshake finished without the peer protocol: never accept such a peer.
-    #[error("peer {peer} does not speak the Tandem protocol (ALPN)")]
-    WrongProtocol { peer: SocketAddr },
+    /// Key or certificate generation failed.
+    #[error("cannot generate a key and certificate")]
+    Generate(#[source] rcgen::Error),
+    /// A key file exists and overwriting it was not asked for.
+    #[error("{path} already exists; refusing to overwrite a private key")]
+    KeyExists { path: PathBuf },
+    /// The connection was set up but the stream that carries frames failed.
+    #[error("peer {peer}: no frame stream")]
+    NoStream {
+        peer: SocketAddr,
+        #[source]
+        error: quinn::ConnectionError,
+    },
     /// Reading a frame failed below the framing (the connection was lost or reset).
     #[error("cannot read from the peer")]
     Read(#[source] quinn::ReadError),
-    /// The stream ended in the middle of a frame.
-    #[error("the peer's stream ended inside a frame ({got} of {wanted} bytes)")]
-    Truncated { got: usize, wanted: usize },
+    /// The peer opened no frame stream within the idle timeout after the handshake.
+    #[error("peer {peer} opened no frame stream in time")]
+    StreamTimeout { peer: SocketAddr },
     /// The timings cannot be used (for example a keep-alive not below the idle timeout).
     #[error("bad peer timing: {0}")]
     Timing(&'static str),
     /// The TLS configuration could not be built from the identity.
     #[error("cannot set up TLS")]
     Tls(#[source] rustls::Error),
+    /// The stream ended in the middle of a frame.
+    #[error("the peer's stream ended inside a frame ({got} of {wanted} bytes)")]
+    Truncated { got: usize, wanted: usize },
     /// A frame could not be encoded, or bytes from the peer are not a frame.
     #[error("bad frame")]
     Wire(#[source] WireError),
     /// Writing a frame failed (the connection was lost or the peer stopped reading).
     #[error("cannot write to the peer")]
     Write(#[source] quinn::WriteError),
+    /// The handshake finished without the peer protocol: never accept such a peer.
+    #[error("peer {peer} does not speak the Tandem protocol (ALPN)")]
+    WrongProtocol { peer: SocketAddr },
 }

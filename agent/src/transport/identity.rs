@@ -32,6 +32,7 @@ pub struct KeyPaths {
 /// Writes `<dir>/<node>.crt` (a self-signed certificate naming `node`) and
 /// `<dir>/<node>.key` (its private key). An existing key is replaced only with `force`.
 pub fn keygen(dir: &Path, node: &str, force: bool) -> Result<KeyPaths, TransportError> {
+    check_node_name(node)?;
     let cert_path = dir.join(format!("{node}.crt"));
     let key_path = dir.join(format!("{node}.key"));
     // Refuse before generating anything, so that nothing is written at all; the
@@ -169,6 +170,27 @@ impl PeerPin {
 
 const FINGERPRINT_PREFIX: &str = "sha256:";
 
+/// The node name becomes two file names and the certificate's DNS name, so it must be
+/// a DNS label: letters, digits and inner hyphens (dots are allowed between labels).
+fn check_node_name(node: &str) -> Result<(), TransportError> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if node.len() <= 253 && node.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(TransportError::BadNodeName {
+            node: node.to_owned(),
+        })
+    }
+}
+
 /// The value of an ASCII hexadecimal digit (already checked to be one).
 fn hex_value(digit: u8) -> u8 {
     match digit {
@@ -299,6 +321,22 @@ mod tests {
         assert_eq!(mode(&second.key), 0o600);
         assert!(!tmp.exists());
         Identity::load(&second.cert, &second.key).expect("the new pair loads");
+    }
+
+    #[test]
+    fn keygen_refuses_names_that_are_not_dns_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in [
+            "", "../evil", "a/b", "node a", "-a", "a-", "a..b", ".a", "é",
+        ] {
+            let err = keygen(dir.path(), bad, false).expect_err(bad);
+            assert!(
+                matches!(err, TransportError::BadNodeName { .. }),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+        keygen(dir.path(), "db-1.example", false).expect("a valid name");
     }
 
     #[test]

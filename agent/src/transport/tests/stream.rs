@@ -188,6 +188,38 @@ async fn keep_alives_hold_an_idle_connection_and_a_vanished_peer_times_out() {
 }
 
 #[tokio::test]
+async fn a_peer_that_opens_no_stream_is_dropped_after_the_idle_timeout() {
+    let (a, b) = (node("a"), node("b"));
+    let (ea, eb) = (bind_timed(&a, &b.pin, FAST), bind_timed(&b, &a.pin, FAST));
+    // A correctly authenticated connection that never sends a frame.
+    let silent = async {
+        let conn = ea
+            .quinn()
+            .connect(addr(&eb), "tandem-peer")
+            .expect("start")
+            .await
+            .expect("handshake");
+        conn.closed().await
+    };
+    let started = Instant::now();
+    let (closed, accepted) = within(async { tokio::join!(silent, eb.accept()) }).await;
+    let err = accepted.expect("endpoint open").expect_err("no stream");
+    assert!(
+        matches!(err, TransportError::StreamTimeout { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() >= FAST.idle_timeout,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
 async fn timings_that_cannot_work_are_refused() {
     let (a, b) = (node("a"), node("b"));
     for timing in [
@@ -241,7 +273,12 @@ async fn bulk_records_stream_in_order() {
     let elapsed = started.elapsed();
     let _sender = send.await.expect("sender task");
     eprintln!(
-        "{RECORDS} MiB of write records in {elapsed:?} ({:.0} MiB/s, debug build, encode and compare included)",
-        RECORDS as f64 / elapsed.as_secs_f64()
+        "{RECORDS} MiB of write records in {elapsed:?} ({:.0} MiB/s, {} build, encode and compare included)",
+        RECORDS as f64 / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
