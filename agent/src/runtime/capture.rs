@@ -32,6 +32,9 @@ use crate::{
 /// What the capture thread hands to the replication task, in stream order.
 #[derive(Debug)]
 pub enum Captured {
+    /// Capture is armed: every change from now on is reported. A resync compare
+    /// must not start before this, or changes made in between would be missed.
+    Armed,
     Batch(Batch),
     /// Everything captured before this durability call is in earlier batches.
     Barrier(WaiterId),
@@ -118,6 +121,9 @@ fn run(
     let canonical: Vec<PathBuf> = engine.index().roots().iter().map(|r| r.canonical.clone()).collect();
     let mut shipper = Shipper::new(canonical);
     tracing::info!("capture armed");
+    if tx.blocking_send(Captured::Armed).is_err() {
+        return;
+    }
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if let Err(e) = engine.wait_events_with(Some(wake.as_fd()), tick) {

@@ -71,6 +71,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut out = Vec::new();
     let mut alone_generation = false;
+    let mut armed = false;
     go_alone(&ctx, &mut alone_generation, "started without the peer")?;
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
@@ -87,6 +88,7 @@ pub async fn run(
             Event::Stop => break,
             Event::Captured(None) => anyhow::bail!("capture stopped"),
             Event::Captured(Some(Captured::Failed(e))) => anyhow::bail!("capture failed: {e}"),
+            Event::Captured(Some(Captured::Armed)) => armed = true,
             Event::Captured(Some(Captured::Batch(b))) => {
                 ctx.status.update(|s| s.replication.bytes_total += b.bytes);
                 core.handle(Input::Captured(b.records), now, &mut out);
@@ -154,7 +156,7 @@ pub async fn run(
             Event::Resync(None) => resync_rx = None,
             Event::Tick => {
                 core.handle(Input::Tick, now, &mut out);
-                if link.is_none() && !dialing && now >= next_dial {
+                if armed && link.is_none() && !dialing && now >= next_dial {
                     dialing = true;
                     next_dial = now + Duration::from_millis(500);
                     let ctx2 = ctx.clone();

@@ -154,5 +154,10 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
     lab.wait_state(0, "PRIM", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(lab.nodes[0].data_dir.join("after.txt"), b"still replicating\n").expect("write");
     let d = wait_identical(&lab.nodes[0].data_dir, &lab.nodes[1].data_dir, Duration::from_secs(30));
-    assert!(d.is_empty(), "{d:?}");
+    assert!(
+        d.is_empty(),
+        "{d:?}\n--- node1 ---\n{}\n--- node2 ---\n{}",
+        lab.log_tail(0, 30),
+        lab.log_tail(1, 30)
+    );
 }
