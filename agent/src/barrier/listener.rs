@@ -5,7 +5,7 @@
 //! Waiting happens in the consumer, not here: the thread only keeps a queue of
 //! pending calls in deadline order, so any number of processes can be held at once
 //! without one thread each. A [`Releaser`] answers the kernel itself, from the
-//! consumer's thread, which saves a thread hop per call (about 15 µs release build).
+//! consumer's thread, which saves a wake-up of this thread per call.
 //! A per-call flag makes sure each call is answered once, by whichever comes first:
 //! the consumer, the timeout or shutdown.
 

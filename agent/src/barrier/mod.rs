@@ -37,6 +37,13 @@
 //! async-signal-safe code may run, while the hand-off needs a socket conversation,
 //! JSON and allocation.
 //!
+//! # Cost
+//! Measured by `tests::fsync_latency_through_the_barrier` (release build, this 2-core
+//! VM with other builds running): an immediately released fsync on tmpfs takes a
+//! median of 11–33 µs (p99 20–55 µs) instead of 0.2 µs. The raw kernel round trip
+//! (kexp/t7's C loop, run alternately with it) took 12.5–13.8 µs at the same time;
+//! the rest is the hand-off to the consumer thread and the `/proc` lookup.
+//!
 //! # Failure behaviour (measured, see the tests)
 //! - No release within `release_after` (the heartbeat timeout): the call is released
 //!   anyway and `released_on_timeout` counts it; the pair is then degraded and the
