@@ -44,8 +44,15 @@ impl Control {
 
 /// Binds the socket (replacing a stale one) and serves it on a thread.
 pub fn serve(path: &Path, status: Shared, registrar: Registrar) -> anyhow::Result<Control> {
-    if UnixStream::connect(path).is_ok() {
-        anyhow::bail!("another agent already answers on {}", path.display());
+    // A predecessor that is still exiting may answer for a moment; a live one
+    // answers throughout.
+    let mut tries = 0;
+    while UnixStream::connect(path).is_ok() {
+        tries += 1;
+        if tries > 40 {
+            anyhow::bail!("another agent already answers on {}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {

@@ -38,7 +38,7 @@ use crate::{
     config::{Config, PeerPinSpec, Role},
     replication::generation::{GenerationStore, Relation, relate},
     status::{Shared, State, Status},
-    transport::{Endpoint, Identity, PeerPin, Timing},
+    transport::{Endpoint, Identity, PeerPin, Timing, TransportError},
 };
 
 /// How long the agent waits for its tasks after being asked to stop.
@@ -134,8 +134,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         keep_alive: cfg.heartbeat.interval,
         idle_timeout: cfg.heartbeat.timeout,
     };
-    let endpoint = Endpoint::bind(cfg.listen, &identity, &pin, timing)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let endpoint = bind_when_free(&cfg, &identity, &pin, timing).await?;
     let generations = GenerationStore::open(&cfg.state_dir)
         .with_context(|| format!("cannot read the data generations in {}", cfg.state_dir.display()))?;
     let primary = decide_role(&cfg);
@@ -232,6 +231,33 @@ async fn run_primary(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     result
+}
+
+/// How long a starting agent waits for its address to be released by a predecessor
+/// that is still exiting (a killed agent's sockets close only once the kernel has
+/// detached its probes, which takes seconds).
+const BIND_PATIENCE: Duration = Duration::from_secs(30);
+
+async fn bind_when_free(
+    cfg: &Config,
+    identity: &Identity,
+    pin: &PeerPin,
+    timing: Timing,
+) -> anyhow::Result<Endpoint> {
+    let deadline = std::time::Instant::now() + BIND_PATIENCE;
+    loop {
+        match Endpoint::bind(cfg.listen, identity, pin, timing) {
+            Ok(e) => return Ok(e),
+            Err(TransportError::Bind { error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::info!(listen = %cfg.listen, "address in use (a previous agent still exiting?); retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot listen on {}", cfg.listen))),
+        }
+    }
 }
 
 async fn wait_for_signal() {
