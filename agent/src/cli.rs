@@ -60,10 +60,19 @@ struct StatusArgs {
 #[derive(Debug, clap::Args)]
 struct ExecArgs {
     /// The configuration file of the local agent.
-    #[arg(short = 'c', long = "config", value_name = "FILE", required_unless_present = "barrier_socket")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        required_unless_present = "barrier_socket"
+    )]
     config: Option<PathBuf>,
     /// The agent's control socket, instead of a configuration file.
-    #[arg(long = "barrier-socket", value_name = "PATH", conflicts_with = "config")]
+    #[arg(
+        long = "barrier-socket",
+        value_name = "PATH",
+        conflicts_with = "config"
+    )]
     barrier_socket: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -153,7 +162,8 @@ fn exit_of(e: &anyhow::Error) -> Exit {
 }
 
 fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let cfg = crate::config::Config::load(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg =
+        crate::config::Config::load(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let status = crate::runtime::control::query_status(&cfg.control_socket).unwrap_or_else(|_| {
         crate::status::Status {
             node: cfg.node.clone(),

@@ -96,7 +96,10 @@ impl Shared {
     /// A copy of the current status.
     #[must_use]
     pub fn get(&self) -> Status {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes the status.
@@ -108,7 +111,12 @@ impl Shared {
     pub fn transition(&self, state: State, reason: &str) {
         self.update(|s| {
             if s.state != state || s.reason != reason {
-                tracing::info!(from = s.state.as_str(), to = state.as_str(), reason, "state change");
+                tracing::info!(
+                    from = s.state.as_str(),
+                    to = state.as_str(),
+                    reason,
+                    "state change"
+                );
                 s.state = state;
                 s.reason = reason.to_string();
             }
@@ -137,7 +145,11 @@ pub fn render(s: &Status) -> String {
         s.reason,
         s.peer.name,
         peer_state,
-        if s.peer.connected { "connected" } else { "not connected" },
+        if s.peer.connected {
+            "connected"
+        } else {
+            "not connected"
+        },
         s.replication.lag_bytes,
         s.replication.bytes_total,
     )

@@ -43,7 +43,10 @@ pub struct Lab {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl Lab {
@@ -59,7 +62,8 @@ impl Lab {
             nodes: Vec::new(),
         };
         let out = lab.cmd(&["lab", "up", "--json"])?;
-        lab.layout = serde_json::from_str(&out).map_err(|e| format!("lab up --json: {e}: {out}"))?;
+        lab.layout =
+            serde_json::from_str(&out).map_err(|e| format!("lab up --json: {e}: {out}"))?;
         lab.nodes = lab
             .layout
             .get("nodes")
@@ -105,7 +109,13 @@ impl Lab {
     }
 
     /// Waits until node `i` reports `state` and, if asked, in sync.
-    pub fn wait_state(&self, i: usize, state: &str, in_sync: bool, timeout: Duration) -> Result<Value, String> {
+    pub fn wait_state(
+        &self,
+        i: usize,
+        state: &str,
+        in_sync: bool,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         let end = Instant::now() + timeout;
         let mut last = Value::Null;
         while Instant::now() < end {
@@ -152,7 +162,9 @@ impl Lab {
 
     /// Waits until node `i`'s agent process is gone.
     pub fn wait_agent_gone(&self, i: usize, timeout: Duration) -> bool {
-        let Some(pid) = self.agent_pid(i) else { return true };
+        let Some(pid) = self.agent_pid(i) else {
+            return true;
+        };
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
@@ -170,8 +182,11 @@ impl Lab {
 }
 
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
 }
 
 impl Drop for Lab {

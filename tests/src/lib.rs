@@ -2,7 +2,7 @@
 //! its stream consumer (the shadow replayer) and the tree comparator.
 
 pub mod compare;
+pub mod lab;
 pub mod shadow;
 pub mod sys;
 pub mod workload;
-pub mod lab;

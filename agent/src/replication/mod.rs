@@ -14,4 +14,3 @@ pub mod primary;
 pub mod resync;
 pub mod secondary;
 pub mod ship;
-

@@ -88,7 +88,12 @@ pub fn compare(
             // Later names of a hard-linked file become links to the first one.
             match links.entry((meta.dev(), meta.ino())) {
                 std::collections::hash_map::Entry::Occupied(first) => {
-                    batch.push(rec(first.get(), WireOp::Link { new_path: path.clone() }));
+                    batch.push(rec(
+                        first.get(),
+                        WireOp::Link {
+                            new_path: path.clone(),
+                        },
+                    ));
                     continue;
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -99,7 +104,9 @@ pub fn compare(
         let same_kind = theirs.is_some_and(|t| t.kind == kind);
         if kind != EntryKind::File {
             let target_link = if kind == EntryKind::Symlink {
-                fs::read_link(&full).ok().map(|t| t.as_os_str().as_bytes().to_vec())
+                fs::read_link(&full)
+                    .ok()
+                    .map(|t| t.as_os_str().as_bytes().to_vec())
             } else {
                 None
             };
@@ -213,7 +220,12 @@ fn read_full(file: &fs::File, buf: &mut [u8], off: u64) -> std::io::Result<usize
     Ok(done)
 }
 
-fn create(kind: EntryKind, attrs: agent_common::wire::Attrs, target: Option<Vec<u8>>, rdev: u64) -> WireOp {
+fn create(
+    kind: EntryKind,
+    attrs: agent_common::wire::Attrs,
+    target: Option<Vec<u8>>,
+    rdev: u64,
+) -> WireOp {
     WireOp::Create {
         kind,
         attrs,

@@ -37,6 +37,16 @@ pub struct Shipper {
     moved_on: Vec<(RootId, u64)>,
 }
 
+/// The file a record is about: where to read it and what it must be.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    root: RootId,
+    rel: &'a [u8],
+    full: &'a Path,
+    /// The inode the record named; another file at the name has moved on.
+    ino: Option<u64>,
+}
+
 /// What one round of capture produced.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -95,13 +105,25 @@ impl Shipper {
         };
         match c.op {
             Op::Write { offset, len } => {
-                if self.ship_range(c.root, &c.path, &full, c.ino, offset, len, false) {
+                let at = At {
+                    root: c.root,
+                    rel: &c.path,
+                    full: &full,
+                    ino: c.ino,
+                };
+                if self.ship_range(&at, offset, len, false) {
                     return;
                 }
                 self.moved_on_if(c.root, c.ino);
             }
             Op::Verify => {
-                if self.ship_range(c.root, &c.path, &full, c.ino, 0, u64::MAX, true) {
+                let at = At {
+                    root: c.root,
+                    rel: &c.path,
+                    full: &full,
+                    ino: c.ino,
+                };
+                if self.ship_range(&at, 0, u64::MAX, true) {
                     if let Ok(a) = attrs_of(&full) {
                         self.push(c.root, &c.path, WireOp::SetAttrs(a));
                     }
@@ -146,16 +168,13 @@ impl Shipper {
     /// Ships `[offset, offset+len)` of the file (clipped to its size), holes as
     /// punches; with `whole`, first sets the size. Returns false when the file at
     /// `full` is not the inode the record was about.
-    fn ship_range(
-        &mut self,
-        root: RootId,
-        rel: &[u8],
-        full: &Path,
-        ino: Option<u64>,
-        offset: u64,
-        len: u64,
-        whole: bool,
-    ) -> bool {
+    fn ship_range(&mut self, at: &At<'_>, offset: u64, len: u64, whole: bool) -> bool {
+        let At {
+            root,
+            rel,
+            full,
+            ino,
+        } = *at;
         let Ok(file) = open_nofollow(full) else {
             return false;
         };
@@ -212,13 +231,17 @@ pub fn read_segments(
     use std::os::fd::AsRawFd;
     let mut pos = start;
     while pos < end {
-        let data_at = seek(file.as_raw_fd(), pos, libc::SEEK_DATA)?.unwrap_or(end).min(end);
+        let data_at = seek(file.as_raw_fd(), pos, libc::SEEK_DATA)?
+            .unwrap_or(end)
+            .min(end);
         if data_at > pos {
             out(pos, Segment::Hole(data_at - pos));
             pos = data_at;
             continue;
         }
-        let hole_at = seek(file.as_raw_fd(), pos, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        let hole_at = seek(file.as_raw_fd(), pos, libc::SEEK_HOLE)?
+            .unwrap_or(end)
+            .min(end);
         let hole_at = hole_at.max(pos + 1).min(end);
         while pos < hole_at {
             let n = (hole_at - pos).min(MAX_CHUNK_BYTES as u64);
@@ -294,7 +317,12 @@ mod tests {
         let f = File::open(&p).expect("open");
         let mut segs = Vec::new();
         read_segments(&f, 0, (1 << 20) + 4096, &mut |o, s| segs.push((o, s))).expect("read");
-        assert_eq!(segs.len(), 3, "{:?}", segs.iter().map(|s| s.0).collect::<Vec<_>>());
+        assert_eq!(
+            segs.len(),
+            3,
+            "{:?}",
+            segs.iter().map(|s| s.0).collect::<Vec<_>>()
+        );
         assert_eq!(segs[0], (0, Segment::Data(vec![1u8; 4096])));
         assert_eq!(segs[1], (4096, Segment::Hole((1 << 20) - 4096)));
         assert_eq!(segs[2], (1 << 20, Segment::Data(vec![2u8; 4096])));

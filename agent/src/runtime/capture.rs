@@ -84,7 +84,10 @@ pub fn spawn(
     tx: mpsc::Sender<Captured>,
 ) -> std::io::Result<CaptureHandle> {
     let (flush_tx, flush_rx) = std_mpsc::channel::<WaiterId>();
-    let wake = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+    let wake = Arc::new(EventFd::from_value_and_flags(
+        0,
+        EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+    )?);
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let wake = wake.clone();
@@ -118,7 +121,12 @@ fn run(
             return;
         }
     };
-    let canonical: Vec<PathBuf> = engine.index().roots().iter().map(|r| r.canonical.clone()).collect();
+    let canonical: Vec<PathBuf> = engine
+        .index()
+        .roots()
+        .iter()
+        .map(|r| r.canonical.clone())
+        .collect();
     let mut shipper = Shipper::new(canonical);
     tracing::info!("capture armed");
     if tx.blocking_send(Captured::Armed).is_err() {

@@ -38,7 +38,10 @@ impl Conflicts {
         fs::create_dir_all(&dir)?;
         Ok(Self {
             dir,
-            roots: replicated.iter().map(|r| (r.name.clone(), r.path.clone())).collect(),
+            roots: replicated
+                .iter()
+                .map(|r| (r.name.clone(), r.path.clone()))
+                .collect(),
             kept: HashSet::new(),
             report: Vec::new(),
         })
@@ -54,7 +57,9 @@ impl Conflicts {
     pub fn keep_before(&mut self, local: usize, _applier: &Applier, record: &Record) {
         let mut paths = vec![record.path.as_slice()];
         match &record.op {
-            WireOp::Rename { new_path } | WireOp::Exchange { new_path } | WireOp::Link { new_path } => {
+            WireOp::Rename { new_path }
+            | WireOp::Exchange { new_path }
+            | WireOp::Link { new_path } => {
                 paths.push(new_path);
             }
             WireOp::SetAttrs(_) | WireOp::Barrier => return,
@@ -86,7 +91,8 @@ impl Conflicts {
             fs::create_dir_all(parent)?;
         }
         copy_tree(&src, &dst, &meta)?;
-        self.report.push(format!("{name}/{}", String::from_utf8_lossy(rel)));
+        self.report
+            .push(format!("{name}/{}", String::from_utf8_lossy(rel)));
         Ok(())
     }
 

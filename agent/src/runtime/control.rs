@@ -7,7 +7,10 @@
 
 use std::{
     io::Write,
-    os::unix::{fs::PermissionsExt, net::{UnixListener, UnixStream}},
+    os::unix::{
+        fs::PermissionsExt,
+        net::{UnixListener, UnixStream},
+    },
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -58,7 +61,8 @@ pub fn serve(path: &Path, status: Shared, registrar: Registrar) -> anyhow::Resul
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +120,8 @@ fn handle(conn: &UnixStream, status: &Shared, registrar: &Registrar) {
 /// Asks the agent at `path` for its status.
 pub fn query_status(path: &Path) -> anyhow::Result<Status> {
     use std::io::{BufRead, BufReader};
-    let mut s = UnixStream::connect(path).with_context(|| format!("no agent answers on {}", path.display()))?;
+    let mut s = UnixStream::connect(path)
+        .with_context(|| format!("no agent answers on {}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"{\"op\":\"status\"}\n")?;
     let mut line = String::new();

@@ -142,11 +142,15 @@ fn check(ctx: &Ctx, h: &Hello) -> anyhow::Result<()> {
     anyhow::ensure!(
         h.primary != ctx.primary,
         "both nodes are {}: refusing to replicate",
-        if ctx.primary { "primary (split brain)" } else { "secondary" }
+        if ctx.primary {
+            "primary (split brain)"
+        } else {
+            "secondary"
+        }
     );
     for r in &ctx.cfg.replicated {
         anyhow::ensure!(
-            h.dirs.iter().any(|d| *d == r.name),
+            h.dirs.contains(&r.name),
             "the peer does not replicate directory {:?}",
             r.name
         );

@@ -69,7 +69,11 @@ impl Ctx {
 
     #[must_use]
     pub fn generations(&self) -> Generations {
-        self.generations.lock().unwrap_or_else(PoisonError::into_inner).get().clone()
+        self.generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get()
+            .clone()
     }
 
     /// How our data relates to the peer's.
@@ -87,7 +91,8 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     }
     create_private_dir(&cfg.state_dir)?;
     for r in &cfg.replicated {
-        std::fs::create_dir_all(&r.path).with_context(|| format!("cannot create {}", r.path.display()))?;
+        std::fs::create_dir_all(&r.path)
+            .with_context(|| format!("cannot create {}", r.path.display()))?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -135,10 +140,17 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         idle_timeout: cfg.heartbeat.timeout,
     };
     let endpoint = bind_when_free(&cfg, &identity, &pin, timing).await?;
-    let generations = GenerationStore::open(&cfg.state_dir)
-        .with_context(|| format!("cannot read the data generations in {}", cfg.state_dir.display()))?;
+    let generations = GenerationStore::open(&cfg.state_dir).with_context(|| {
+        format!(
+            "cannot read the data generations in {}",
+            cfg.state_dir.display()
+        )
+    })?;
     let primary = decide_role(&cfg);
-    let _ = std::fs::write(cfg.state_dir.join("role"), if primary { "primary\n" } else { "secondary\n" });
+    let _ = std::fs::write(
+        cfg.state_dir.join("role"),
+        if primary { "primary\n" } else { "secondary\n" },
+    );
     let status = Shared::new(Status {
         node: cfg.node.clone(),
         state: State::Wait,
@@ -172,7 +184,11 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         },
         breq_tx,
     )?;
-    let control = control::serve(&ctx.cfg.control_socket, ctx.status.clone(), listener.registrar())?;
+    let control = control::serve(
+        &ctx.cfg.control_socket,
+        ctx.status.clone(),
+        listener.registrar(),
+    )?;
 
     let result = if primary {
         run_primary(&ctx, breq_rx, stop_rx).await
@@ -198,7 +214,8 @@ async fn run_primary(
 ) -> anyhow::Result<()> {
     let (cap_tx, cap_rx) = mpsc::channel(64);
     let roots = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
-    let capture = capture::spawn(roots, Duration::from_millis(5), cap_tx).context("cannot start capture")?;
+    let capture =
+        capture::spawn(roots, Duration::from_millis(5), cap_tx).context("cannot start capture")?;
     let capture = Arc::new(capture);
     let waiters: primary::Waiters = Arc::default();
     {
@@ -212,7 +229,10 @@ async fn run_primary(
                 for r in breq_rx {
                     next += 1;
                     let (_call, releaser) = r.into_parts();
-                    waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(next, releaser);
+                    waiters
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(next, releaser);
                     status.update(|s| s.replication.barriers += 1);
                     capture.flush_for(next);
                 }
@@ -222,7 +242,11 @@ async fn run_primary(
     let task = primary::run(ctx.clone(), cap_rx, waiters.clone(), stop);
     let result = task.await;
     // Nothing waits on a stopped agent: release what is held.
-    for (_, r) in waiters.lock().unwrap_or_else(PoisonError::into_inner).drain() {
+    for (_, r) in waiters
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+    {
         r.release();
     }
     let t = std::thread::spawn(move || capture.stop());
@@ -255,14 +279,21 @@ async fn bind_when_free(
                 tracing::info!(listen = %cfg.listen, "address in use (a previous agent still exiting?); retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot listen on {}", cfg.listen))),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot listen on {}", cfg.listen))
+                );
+            }
         }
     }
 }
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -93,7 +93,9 @@ pub async fn run(
                 ctx.status.update(|s| s.replication.bytes_total += b.bytes);
                 core.handle(Input::Captured(b.records), now, &mut out);
             }
-            Event::Captured(Some(Captured::Barrier(id))) => core.handle(Input::Barrier(id), now, &mut out),
+            Event::Captured(Some(Captured::Barrier(id))) => {
+                core.handle(Input::Barrier(id), now, &mut out)
+            }
             Event::Connected(Err(e)) => {
                 dialing = false;
                 tracing::debug!(error = %e, "peer not reachable");
@@ -132,24 +134,62 @@ pub async fn run(
                 }
                 Frame::Error { message } => {
                     tracing::error!(%message, "peer refused");
-                    drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+                    drop_link(
+                        &mut link,
+                        &mut frames,
+                        &mut resync_rx,
+                        &mut core,
+                        now,
+                        &mut out,
+                    );
                 }
                 other => {
-                    tracing::error!(frame = crate::replication::secondary::frame_name(&other), "unexpected frame from the peer");
-                    drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+                    tracing::error!(
+                        frame = crate::replication::secondary::frame_name(&other),
+                        "unexpected frame from the peer"
+                    );
+                    drop_link(
+                        &mut link,
+                        &mut frames,
+                        &mut resync_rx,
+                        &mut core,
+                        now,
+                        &mut out,
+                    );
                 }
             },
             Event::Frame(Some(Err(e))) | Event::Resync(Some(ResyncMsg::Failed(e))) => {
                 tracing::warn!(error = %e, "replication link lost");
-                drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+                drop_link(
+                    &mut link,
+                    &mut frames,
+                    &mut resync_rx,
+                    &mut core,
+                    now,
+                    &mut out,
+                );
             }
             Event::Frame(None) => {
                 tracing::warn!("peer closed the replication stream");
-                drop_link(&mut link, &mut frames, &mut resync_rx, &mut core, now, &mut out);
+                drop_link(
+                    &mut link,
+                    &mut frames,
+                    &mut resync_rx,
+                    &mut core,
+                    now,
+                    &mut out,
+                );
             }
-            Event::Resync(Some(ResyncMsg::Records(r))) => core.handle(Input::Resync(r), now, &mut out),
+            Event::Resync(Some(ResyncMsg::Records(r))) => {
+                core.handle(Input::Resync(r), now, &mut out)
+            }
             Event::Resync(Some(ResyncMsg::Done(t))) => {
-                tracing::info!(entries = t.entries, source_bytes = t.source_bytes, sent_bytes = t.data_bytes, "resync compare done");
+                tracing::info!(
+                    entries = t.entries,
+                    source_bytes = t.source_bytes,
+                    sent_bytes = t.data_bytes,
+                    "resync compare done"
+                );
                 resync_rx = None;
                 core.handle(Input::ResyncComplete, now, &mut out);
             }
@@ -179,7 +219,10 @@ pub async fn run(
                     }
                 }
                 Command::Release(id) => {
-                    let r = waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                    let r = waiters
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
                     if let Some(r) = r {
                         r.release();
                     }
@@ -206,7 +249,8 @@ pub async fn run(
             go_alone(&ctx, &mut alone_generation, "the peer is not connected")?;
         } else if in_sync {
             alone_generation = false;
-            ctx.status.transition(State::Prim, "the peer is connected and in sync");
+            ctx.status
+                .transition(State::Prim, "the peer is connected and in sync");
         }
         let lag = core.lag_bytes();
         let acked = core.acked();
@@ -287,7 +331,10 @@ fn start_compare(ctx: &Arc<Ctx>, view: TargetView) -> mpsc::Receiver<ResyncMsg> 
                     totals.data_bytes += t.data_bytes;
                 }
                 Err(e) => {
-                    let _ = tx.blocking_send(ResyncMsg::Failed(format!("resync compare of {}: {e}", root.display())));
+                    let _ = tx.blocking_send(ResyncMsg::Failed(format!(
+                        "resync compare of {}: {e}",
+                        root.display()
+                    )));
                     return;
                 }
             }

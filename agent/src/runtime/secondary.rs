@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Ctx, conflict::Conflicts, link};
 use crate::{
-    apply::{ApplyError, Applier},
+    apply::{Applier, ApplyError},
     replication::{
         generation::Relation,
         secondary::{Command, Secondary},
@@ -31,7 +31,8 @@ const MANIFEST_BLOCK: u32 = 4096;
 
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    ctx.status.transition(State::Second, "waiting for the primary");
+    ctx.status
+        .transition(State::Second, "waiting for the primary");
     loop {
         let conn = tokio::select! {
             c = ctx.endpoint.accept() => c,
@@ -60,17 +61,26 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         });
         match result {
             Ok(true) => return Ok(()),
-            Ok(false) => ctx.status.transition(State::Second, "the primary left; waiting for it"),
+            Ok(false) => ctx
+                .status
+                .transition(State::Second, "the primary left; waiting for it"),
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "replication session ended");
-                ctx.status.transition(State::Second, "the replication session failed; waiting for the primary");
+                ctx.status.transition(
+                    State::Second,
+                    "the replication session failed; waiting for the primary",
+                );
             }
         }
     }
 }
 
 /// Serves one connection; Ok(true) when the agent is stopping.
-async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<bool>) -> anyhow::Result<bool> {
+async fn serve(
+    ctx: &Arc<Ctx>,
+    mut link: link::Link,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
     let peer_gen = link.hello.generations.clone();
     let rel = ctx.relate(&peer_gen);
     // Our indexes of the primary's directories, by its numbering.
@@ -81,7 +91,9 @@ async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<
     }
     let mut appliers = Vec::new();
     for r in &ctx.cfg.replicated {
-        appliers.push(Applier::open(&r.path).map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?);
+        appliers.push(
+            Applier::open(&r.path).map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?,
+        );
     }
     let mut conflicts = match rel {
         Relation::Newer | Relation::Diverged => {
@@ -100,23 +112,30 @@ async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<
         s.peer.state = Some(State::Prim);
         s.replication.in_sync = false;
     });
-    ctx.status.transition(State::Second, "resynchronising from the primary");
+    ctx.status
+        .transition(State::Second, "resynchronising from the primary");
     // The manifest, listed in a blocking task and sent as it comes.
     let (mtx, mut mrx) = mpsc::channel::<Frame>(256);
     let roots: Vec<_> = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
     let back: Vec<u16> = (0..ctx.cfg.replicated.len())
-        .map(|local| map.iter().position(|&m| m == local).and_then(|p| u16::try_from(p).ok()).unwrap_or(u16::MAX))
+        .map(|local| {
+            map.iter()
+                .position(|&m| m == local)
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(u16::MAX)
+        })
         .collect();
     let lister = tokio::task::spawn_blocking(move || -> Result<(), ApplyError> {
         for (local, root) in roots.iter().enumerate() {
             let a = Applier::open(root)?;
             let dir = back.get(local).copied().unwrap_or(u16::MAX);
             a.manifest(dir, MANIFEST_BLOCK, &mut |m| {
-                mtx.blocking_send(Frame::Manifest(m)).map_err(|_| ApplyError::Io {
-                    op: "send the manifest of",
-                    path: Vec::new(),
-                    source: std::io::Error::other("the connection closed"),
-                })
+                mtx.blocking_send(Frame::Manifest(m))
+                    .map_err(|_| ApplyError::Io {
+                        op: "send the manifest of",
+                        path: Vec::new(),
+                        source: std::io::Error::other("the connection closed"),
+                    })
             })?;
         }
         let _ = mtx.blocking_send(Frame::ManifestDone);
@@ -160,7 +179,9 @@ async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<
         for c in out.drain(..) {
             match c {
                 Command::Apply { local, record } => {
-                    let Some(a) = appliers.get_mut(local) else { continue };
+                    let Some(a) = appliers.get_mut(local) else {
+                        continue;
+                    };
                     if let Some(k) = conflicts.as_mut().filter(|_| !core.in_sync()) {
                         k.keep_before(local, a, &record);
                     }
@@ -169,12 +190,16 @@ async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<
                         Ok(()) => ctx.status.update(|s| s.replication.bytes_total += bytes),
                         Err(e) if e.is_hostile() => {
                             tracing::error!(error = %e, seq = record.seq, "the primary sent a path outside the replicated directory; closing");
-                            link.send(Frame::Error { message: format!("record {} refused: {e}", record.seq) });
+                            link.send(Frame::Error {
+                                message: format!("record {} refused: {e}", record.seq),
+                            });
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             link.close("hostile record");
                             anyhow::bail!("hostile record {}: {e}", record.seq);
                         }
-                        Err(e) => tracing::warn!(error = %e, seq = record.seq, "cannot apply a record"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, seq = record.seq, "cannot apply a record")
+                        }
                     }
                 }
                 Command::Sync => {
@@ -194,16 +219,21 @@ async fn serve(ctx: &Arc<Ctx>, mut link: link::Link, stop: &mut watch::Receiver<
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .adopt(&peer_gen)
-                        .map_err(|e| anyhow::anyhow!("cannot record the primary's data generation: {e}"))?;
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot record the primary's data generation: {e}")
+                        })?;
                     if let Some(k) = conflicts.take() {
                         k.report();
                     }
                     ctx.status.update(|s| s.replication.in_sync = true);
-                    ctx.status.transition(State::Second, "in sync with the primary");
+                    ctx.status
+                        .transition(State::Second, "in sync with the primary");
                 }
                 Command::Close(reason) => {
                     tracing::error!(%reason, "closing the replication link");
-                    link.send(Frame::Error { message: reason.clone() });
+                    link.send(Frame::Error {
+                        message: reason.clone(),
+                    });
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     link.close("protocol error");
                     anyhow::bail!("{reason}");

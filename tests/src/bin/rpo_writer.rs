@@ -4,18 +4,19 @@
 //!
 //! Usage: `rpo-writer FILE` (runs until killed or until a durability call fails).
 
-use std::{
-    fs::OpenOptions,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-};
+use std::{fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt};
 
 fn main() {
     let Some(path) = std::env::args_os().nth(1) else {
         eprintln!("usage: rpo-writer FILE");
         std::process::exit(2);
     };
-    let mut f = match OpenOptions::new().create(true).append(true).mode(0o644).open(&path) {
+    let mut f = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(&path)
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("rpo-writer: {}: {e}", std::path::Path::new(&path).display());

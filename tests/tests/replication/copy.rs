@@ -17,8 +17,14 @@ fn workload_copy_is_identical_on_the_peer() {
     let b = data.join("b");
     std::fs::create_dir_all(&a).expect("mkdir");
     std::fs::create_dir_all(&b).expect("mkdir");
-    let seed: u64 = std::env::var("TANDEM_REPL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_0003);
-    let ops: usize = std::env::var("TANDEM_REPL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let seed: u64 = std::env::var("TANDEM_REPL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_0003);
+    let ops: usize = std::env::var("TANDEM_REPL_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
     let counts = workload::run(&Config {
         seed,
         ops,

@@ -4,7 +4,9 @@
 
 use std::{path::Path, time::Duration};
 
-use agent_common::wire::{Attrs, EntryKind, Frame, Generations, Hello, PROTOCOL_VERSION, Record, WireOp};
+use agent_common::wire::{
+    Attrs, EntryKind, Frame, Generations, Hello, PROTOCOL_VERSION, Record, WireOp,
+};
 use nix::sys::signal::Signal;
 use tandem::{
     config::{Config, PeerPinSpec},
@@ -51,13 +53,24 @@ fn hello() -> Frame {
 fn session(cfg: &Config, identity: &Identity, records: Vec<Record>) -> Outcome {
     let pin = match &cfg.peer.pin {
         PeerPinSpec::Certificate(p) => PeerPin::from_cert_file(p).expect("pin"),
-        PeerPinSpec::Fingerprint(h) => PeerPin::parse_fingerprint(&format!("sha256:{h}")).expect("pin"),
+        PeerPinSpec::Fingerprint(h) => {
+            PeerPin::parse_fingerprint(&format!("sha256:{h}")).expect("pin")
+        }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
-        let timing = Timing { keep_alive: Duration::from_millis(300), idle_timeout: Duration::from_secs(3) };
-        let ep = Endpoint::bind("0.0.0.0:0".parse().expect("addr"), identity, &pin, timing).expect("bind");
-        let Ok(mut conn) = ep.connect(cfg.peer.address).await else { return Outcome::Refused };
+        let timing = Timing {
+            keep_alive: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(3),
+        };
+        let ep = Endpoint::bind("0.0.0.0:0".parse().expect("addr"), identity, &pin, timing)
+            .expect("bind");
+        let Ok(mut conn) = ep.connect(cfg.peer.address).await else {
+            return Outcome::Refused;
+        };
         if conn.sender().send(&hello()).await.is_err() {
             return Outcome::Refused;
         }
@@ -90,16 +103,34 @@ fn session(cfg: &Config, identity: &Identity, records: Vec<Record>) -> Outcome {
 }
 
 fn rec(seq: u64, dir: u16, path: &[u8], op: WireOp) -> Record {
-    Record { seq, dir, path: path.to_vec(), op }
+    Record {
+        seq,
+        dir,
+        path: path.to_vec(),
+        op,
+    }
 }
 
 fn file() -> WireOp {
-    WireOp::Create { kind: EntryKind::File, attrs: Attrs { mode: 0o644, ..Attrs::default() }, target: None, rdev: 0 }
+    WireOp::Create {
+        kind: EntryKind::File,
+        attrs: Attrs {
+            mode: 0o644,
+            ..Attrs::default()
+        },
+        target: None,
+        rdev: 0,
+    }
 }
 
 fn untouched(dir: &Path) {
     let n = std::fs::read_dir(dir).expect("read outside").count();
-    assert_eq!(n, 1, "something was written outside the root in {}", dir.display());
+    assert_eq!(
+        n,
+        1,
+        "something was written outside the root in {}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -118,42 +149,101 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
     let keys = tempfile::tempdir().expect("tempdir");
     let k = keygen(keys.path(), "node1", false).expect("keygen");
     let stranger = Identity::load(&k.cert, &k.key).expect("identity");
-    assert_eq!(in_netns(&ns, || session(&cfg, &stranger, vec![])), Outcome::Refused);
+    assert_eq!(
+        in_netns(&ns, || session(&cfg, &stranger, vec![])),
+        Outcome::Refused
+    );
 
     let me = Identity::load(&cfg.identity.certificate, &cfg.identity.key).expect("identity");
-    let escape = format!("../{}", outside.file_name().expect("name").to_string_lossy());
+    let escape = format!(
+        "../{}",
+        outside.file_name().expect("name").to_string_lossy()
+    );
     let scripts: Vec<(&str, Vec<Record>)> = vec![
-        ("dot-dot", vec![rec(1, 0, format!("{escape}/x").as_bytes(), file())]),
-        ("absolute", vec![rec(1, 0, outside.join("x").to_string_lossy().as_bytes(), file())]),
+        (
+            "dot-dot",
+            vec![rec(1, 0, format!("{escape}/x").as_bytes(), file())],
+        ),
+        (
+            "absolute",
+            vec![rec(
+                1,
+                0,
+                outside.join("x").to_string_lossy().as_bytes(),
+                file(),
+            )],
+        ),
         (
             "through a symlink",
             vec![
-                rec(1, 0, b"evil", WireOp::Create {
-                    kind: EntryKind::Symlink,
-                    attrs: Attrs::default(),
-                    target: Some(outside.to_string_lossy().as_bytes().to_vec()),
-                    rdev: 0,
-                }),
+                rec(
+                    1,
+                    0,
+                    b"evil",
+                    WireOp::Create {
+                        kind: EntryKind::Symlink,
+                        attrs: Attrs::default(),
+                        target: Some(outside.to_string_lossy().as_bytes().to_vec()),
+                        rdev: 0,
+                    },
+                ),
                 rec(2, 0, b"evil/x", file()),
-                rec(3, 0, b"evil/sentinel", WireOp::Write { offset: 0, data: b"gone".to_vec() }),
+                rec(
+                    3,
+                    0,
+                    b"evil/sentinel",
+                    WireOp::Write {
+                        offset: 0,
+                        data: b"gone".to_vec(),
+                    },
+                ),
             ],
         ),
-        ("rename out", vec![rec(1, 0, b"f", file()), rec(2, 0, b"f", WireOp::Rename { new_path: format!("{escape}/f").into_bytes() })]),
+        (
+            "rename out",
+            vec![
+                rec(1, 0, b"f", file()),
+                rec(
+                    2,
+                    0,
+                    b"f",
+                    WireOp::Rename {
+                        new_path: format!("{escape}/f").into_bytes(),
+                    },
+                ),
+            ],
+        ),
         ("sequence gap", vec![rec(5, 0, b"g", file())]),
         ("unknown directory", vec![rec(1, 9, b"g", file())]),
     ];
     for (name, records) in scripts {
         let out = in_netns(&ns, || session(&cfg, &me, records));
-        assert!(matches!(out, Outcome::Closed(_)), "{name}: node2 did not close the session: {out:?}");
+        assert!(
+            matches!(out, Outcome::Closed(_)),
+            "{name}: node2 did not close the session: {out:?}"
+        );
         eprintln!("{name}: {out:?}");
         untouched(&outside);
-        assert_eq!(std::fs::read(outside.join("sentinel")).expect("sentinel"), b"keep", "{name}");
+        assert_eq!(
+            std::fs::read(outside.join("sentinel")).expect("sentinel"),
+            b"keep",
+            "{name}"
+        );
     }
     // node2 still serves: the real node1 comes back and replicates.
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(0, "PRIM", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(lab.nodes[0].data_dir.join("after.txt"), b"still replicating\n").expect("write");
-    let d = wait_identical(&lab.nodes[0].data_dir, &lab.nodes[1].data_dir, Duration::from_secs(30));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        lab.nodes[0].data_dir.join("after.txt"),
+        b"still replicating\n",
+    )
+    .expect("write");
+    let d = wait_identical(
+        &lab.nodes[0].data_dir,
+        &lab.nodes[1].data_dir,
+        Duration::from_secs(30),
+    );
     assert!(
         d.is_empty(),
         "{d:?}\n--- node1 ---\n{}\n--- node2 ---\n{}",

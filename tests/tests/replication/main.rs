@@ -28,16 +28,23 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Takes the one-lab-at-a-time lock and checks for root.
 fn serial() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    assert!(nix::unistd::geteuid().is_root(), "the replication tests need root (eBPF, namespaces)");
+    let g = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the replication tests need root (eBPF, namespaces)"
+    );
     g
 }
 
 /// A lab with both agents up and the pair in sync.
 fn pair(tag: &str) -> Lab {
     let lab = Lab::up(tag).unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(0, "PRIM", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(1, "SECOND", true, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
     lab
 }
 

@@ -22,7 +22,10 @@ const MIB: u64 = 1 << 20;
 
 /// Overwrites `blocks` random 4 KiB blocks of `file`; returns the bytes changed.
 fn scribble(file: &Path, blocks: u64, rng: &mut Rng) -> u64 {
-    let mut f = std::fs::OpenOptions::new().write(true).open(file).expect("open");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open");
     let size = f.metadata().expect("stat").len();
     let mut touched = std::collections::HashSet::new();
     for _ in 0..blocks {
@@ -37,18 +40,27 @@ fn scribble(file: &Path, blocks: u64, rng: &mut Rng) -> u64 {
 
 fn stop_agent(lab: &Lab, i: usize, sig: Signal) {
     lab.signal_agent(i, sig).expect("signal agent");
-    assert!(lab.wait_agent_gone(i, Duration::from_secs(30)), "agent {i} did not stop");
+    assert!(
+        lab.wait_agent_gone(i, Duration::from_secs(30)),
+        "agent {i} did not stop"
+    );
 }
 
 fn resync_bytes(lab: &Lab) -> u64 {
     let st: Value = lab.status(0).expect("status");
-    st.pointer("/replication/resync_total_bytes").and_then(Value::as_u64).expect("resync_total_bytes")
+    st.pointer("/replication/resync_total_bytes")
+        .and_then(Value::as_u64)
+        .expect("resync_total_bytes")
 }
 
 fn base_file(lab: &Lab, rng: &mut Rng) -> std::path::PathBuf {
     let base = lab.nodes[0].data_dir.join("base.bin");
     std::fs::write(&base, rng.bytes(usize::try_from(32 * MIB).expect("fits"))).expect("write base");
-    let d = wait_identical(&lab.nodes[0].data_dir, &lab.nodes[1].data_dir, Duration::from_secs(60));
+    let d = wait_identical(
+        &lab.nodes[0].data_dir,
+        &lab.nodes[1].data_dir,
+        Duration::from_secs(60),
+    );
     assert!(d.is_empty(), "initial copy differs: {d:?}");
     base
 }
@@ -58,7 +70,10 @@ fn check_ratio(what: &str, sent: u64, changed: u64) {
     // attributes and names, a few KiB here.
     let limit = changed + changed / 5 + 256 * 1024;
     eprintln!("{what}: changed {changed} bytes, resync sent {sent} bytes of data");
-    assert!(sent <= limit, "{what}: resync sent {sent} bytes for {changed} changed (limit {limit})");
+    assert!(
+        sent <= limit,
+        "{what}: resync sent {sent} bytes for {changed} changed (limit {limit})"
+    );
 }
 
 #[test]
@@ -68,14 +83,20 @@ fn returning_secondary_gets_only_what_changed() {
     let lab = pair("rs");
     let base = base_file(&lab, &mut rng);
     stop_agent(&lab, 1, Signal::SIGTERM);
-    lab.wait_state(0, "ALONE", false, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(0, "ALONE", false, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut changed = scribble(&base, 1024, &mut rng);
     let fresh = lab.nodes[0].data_dir.join("fresh.bin");
     std::fs::write(&fresh, rng.bytes(usize::try_from(2 * MIB).expect("fits"))).expect("write");
     changed += 2 * MIB;
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(1, "SECOND", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-    let d = wait_identical(&lab.nodes[0].data_dir, &lab.nodes[1].data_dir, Duration::from_secs(30));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = wait_identical(
+        &lab.nodes[0].data_dir,
+        &lab.nodes[1].data_dir,
+        Duration::from_secs(30),
+    );
     assert!(d.is_empty(), "copies differ after resync: {d:?}");
     check_ratio("secondary returned", resync_bytes(&lab), changed);
 }
@@ -87,12 +108,18 @@ fn resync_after_kill_9_of_the_primary_while_alone() {
     let lab = pair("rk");
     let base = base_file(&lab, &mut rng);
     stop_agent(&lab, 1, Signal::SIGTERM);
-    lab.wait_state(0, "ALONE", false, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(0, "ALONE", false, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
     let changed = scribble(&base, 512, &mut rng);
     stop_agent(&lab, 0, Signal::SIGKILL);
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(0, "PRIM", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-    let d = wait_identical(&lab.nodes[0].data_dir, &lab.nodes[1].data_dir, Duration::from_secs(30));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = wait_identical(
+        &lab.nodes[0].data_dir,
+        &lab.nodes[1].data_dir,
+        Duration::from_secs(30),
+    );
     assert!(d.is_empty(), "copies differ after resync: {d:?}");
     check_ratio("primary killed while alone", resync_bytes(&lab), changed);
 }
@@ -113,7 +140,11 @@ fn run_agent(lab: &Lab, i: usize, config: &Path) -> Child {
 }
 
 fn status_of(config: &Path) -> Option<Value> {
-    let out = Command::new(tandem_bin()).args(["status", "--json", "-c"]).arg(config).output().ok()?;
+    let out = Command::new(tandem_bin())
+        .args(["status", "--json", "-c"])
+        .arg(config)
+        .output()
+        .ok()?;
     serde_json::from_slice(&out.stdout).ok()
 }
 
@@ -133,7 +164,10 @@ fn divergence_keeps_the_losing_sides_files() {
     stop_agent(&lab, 0, Signal::SIGTERM);
     // node2 runs the application alone too (an operator forced it).
     let text = std::fs::read_to_string(&lab.nodes[1].config).expect("config");
-    assert!(text.contains("role: auto"), "lab config has no role line:\n{text}");
+    assert!(
+        text.contains("role: auto"),
+        "lab config has no role line:\n{text}"
+    );
     let forced = lab.dir.join("node2-forced.yaml");
     std::fs::write(&forced, text.replace("role: auto", "role: primary")).expect("write");
     let mut agent = run_agent(&lab, 1, &forced);
@@ -153,10 +187,14 @@ fn divergence_keeps_the_losing_sides_files() {
     // The operator picks node1's data; node2 returns as secondary.
     std::fs::write(lab.nodes[1].state_dir.join("role"), "secondary\n").expect("role");
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(1, "SECOND", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
     let diffs = wait_identical(&d1, &d2, Duration::from_secs(30));
     assert!(diffs.is_empty(), "copies differ: {diffs:?}");
-    assert_eq!(std::fs::read(d2.join("shared.txt")).expect("read"), b"node1's version\n");
+    assert_eq!(
+        std::fs::read(d2.join("shared.txt")).expect("read"),
+        b"node1's version\n"
+    );
     // node2's own changes are kept, not lost.
     let conflicts = lab.nodes[1].state_dir.join("conflicts");
     let kept: Vec<_> = std::fs::read_dir(&conflicts)
@@ -166,7 +204,13 @@ fn divergence_keeps_the_losing_sides_files() {
         .collect();
     assert_eq!(kept.len(), 1, "one conflict set expected: {kept:?}");
     let set = &kept[0];
-    assert_eq!(std::fs::read(set.join("data/theirs.txt")).expect("kept theirs"), b"node2 alone\n");
-    assert_eq!(std::fs::read(set.join("data/shared.txt")).expect("kept shared"), b"node2's version\n");
+    assert_eq!(
+        std::fs::read(set.join("data/theirs.txt")).expect("kept theirs"),
+        b"node2 alone\n"
+    );
+    assert_eq!(
+        std::fs::read(set.join("data/shared.txt")).expect("kept shared"),
+        b"node2's version\n"
+    );
     assert!(set.join("REPORT").exists());
 }

@@ -41,14 +41,21 @@ fn check_records(file: &Path, acked: &[u64]) -> Result<(), String> {
 #[test]
 fn acknowledged_writes_survive_kill_9_of_agent_and_writer() {
     let _g = serial();
-    let rounds: u64 = std::env::var("TANDEM_RPO_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let seed: u64 = std::env::var("TANDEM_RPO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x0A11_CE55);
+    let rounds: u64 = std::env::var("TANDEM_RPO_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("TANDEM_RPO_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0A11_CE55);
     let mut rng = Rng::new(seed);
     let lab = pair("rpo");
     let node1 = lab.nodes[0].clone();
     let total_acked = Arc::new(Mutex::new(Vec::<u64>::new()));
     for round in 0..rounds {
-        lab.wait_state(0, "PRIM", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         let file = node1.data_dir.join(format!("rpo-{round}.log"));
         // The writer runs in node1's namespace under the barrier, as the application
         // would.
@@ -88,16 +95,29 @@ fn acknowledged_writes_survive_kill_9_of_agent_and_writer() {
         }
         let _ = child.wait();
         let _ = reader.join();
-        assert!(lab.wait_agent_gone(0, Duration::from_secs(30)), "round {round}: agent did not die");
+        assert!(
+            lab.wait_agent_gone(0, Duration::from_secs(30)),
+            "round {round}: agent did not die"
+        );
         let acked = acked.lock().expect("lock").clone();
         let on_node2 = lab.nodes[1].data_dir.join(format!("rpo-{round}.log"));
         if let Err(e) = check_records(&on_node2, &acked) {
-            panic!("seed {seed:#x} round {round}: {e}\n--- node1 log ---\n{}", lab.log_tail(0, 30));
+            panic!(
+                "seed {seed:#x} round {round}: {e}\n--- node1 log ---\n{}",
+                lab.log_tail(0, 30)
+            );
         }
-        eprintln!("round {round}: {} acknowledged records all on node2", acked.len());
+        eprintln!(
+            "round {round}: {} acknowledged records all on node2",
+            acked.len()
+        );
         total_acked.lock().expect("lock").extend(acked);
-        lab.restart_missing().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        lab.restart_missing()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
     }
     let n = total_acked.lock().expect("lock").len();
-    assert!(n > 0, "the writer never got an fsync acknowledged: the barrier never released");
+    assert!(
+        n > 0,
+        "the writer never got an fsync acknowledged: the barrier never released"
+    );
 }

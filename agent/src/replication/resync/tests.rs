@@ -16,7 +16,11 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>, u32)> {
             let content = if m.is_file() {
                 fs::read(&full).expect("read")
             } else if m.file_type().is_symlink() {
-                fs::read_link(&full).expect("readlink").as_os_str().as_bytes().to_vec()
+                fs::read_link(&full)
+                    .expect("readlink")
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
             } else {
                 Vec::new()
             };
@@ -43,7 +47,9 @@ fn resync(source: &Path, target: &Path) -> Totals {
     .expect("compare");
     let mut applier = applier;
     for r in &records {
-        applier.apply(&r.path, &r.op).unwrap_or_else(|e| panic!("{:?}: {e}", r.op));
+        applier
+            .apply(&r.path, &r.op)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", r.op));
     }
     totals
 }
