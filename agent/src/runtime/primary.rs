@@ -118,6 +118,7 @@ pub async fn run(
                 link = Some(l);
                 core.handle(Input::Linked, now, &mut out);
                 ctx.status.update(|s| {
+                    s.replication.resync_total_bytes = 0;
                     s.peer.connected = true;
                     s.peer.state = Some(State::Second);
                 });
@@ -259,6 +260,9 @@ pub async fn run(
             s.peer.connected = link.is_some();
             s.replication.in_sync = in_sync;
             s.replication.lag_bytes = lag;
+            // While the peer is not in sync, what it still lacks of the resync is the
+            // data sent or held that it has not applied.
+            s.replication.resync_remaining_bytes = if in_sync { 0 } else { lag };
             s.replication.seq = acked.durable;
             s.replication.released_unprotected = unprotected;
             if link.is_none() {
