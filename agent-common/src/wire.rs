@@ -39,6 +39,9 @@ pub enum Frame {
     Record(Record),
     /// What the secondary has done (secondary to primary).
     Ack(Ack),
+    /// Which entries the secondary must list for the resync (primary to secondary,
+    /// after the Hellos): all of them, or only the paths that may differ.
+    ManifestRequest(ManifestScope),
     /// The secondary's view of one file, for a resync (secondary to primary).
     Manifest(Manifest),
     /// The secondary has listed everything it holds (secondary to primary).
@@ -67,6 +70,10 @@ pub struct Hello {
     pub generations: Generations,
     /// Whether the sender currently runs the application (PRIM or ALONE).
     pub primary: bool,
+    /// The sender's copy may hold changes its generations do not account for (it
+    /// applied records from a primary of another lineage and never reached in sync
+    /// since): a resync must compare everything.
+    pub unsure: bool,
 }
 
 /// Data generation identifiers, after DRBD's: `current` changes whenever a node starts
@@ -173,6 +180,24 @@ pub struct Ack {
     pub applied: u64,
     /// Every record up to this one is on the secondary's disk.
     pub durable: u64,
+}
+
+/// What a resync compares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManifestScope {
+    /// Every entry: unknown history.
+    All,
+    /// Only these paths (directory index, path): the primary's change log says
+    /// nothing else can differ.
+    Paths(Vec<ScopedPath>),
+}
+
+/// A path in a replicated directory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ScopedPath {
+    pub dir: u16,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
 }
 
 /// One entry the secondary holds, with block hashes of regular files, so that the

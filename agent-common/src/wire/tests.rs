@@ -15,6 +15,7 @@ fn sample() -> Vec<Frame> {
                 history: vec![5, 3],
             },
             primary: true,
+            unsure: false,
         }),
         Frame::Record(Record {
             seq: 1,
@@ -59,6 +60,11 @@ fn sample() -> Vec<Frame> {
             block_size: 65536,
         }),
         Frame::ManifestDone,
+        Frame::ManifestRequest(ManifestScope::Paths(vec![ScopedPath {
+            dir: 1,
+            path: b"a/b".to_vec(),
+        }])),
+        Frame::ManifestRequest(ManifestScope::All),
         Frame::ResyncDone { seq: 3 },
         Frame::Error {
             message: "no".into(),
@@ -128,7 +134,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_frames_never_panic(i in 0usize..9, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_frames_never_panic(i in 0usize..11, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let mut bytes = encode(&sample()[i]).expect("encodes");
         let at = pos.index(bytes.len());
         bytes[at] = byte;

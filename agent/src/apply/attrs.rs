@@ -59,6 +59,31 @@ pub fn attrs_of(path: &Path) -> io::Result<Attrs> {
     })
 }
 
+/// The attributes of the entry an `O_PATH` descriptor holds (a symlink itself when
+/// it was opened with `O_NOFOLLOW`): like [`attrs_of`], but with no name to resolve,
+/// so paths longer than `PATH_MAX` and entries renamed meanwhile are no obstacle.
+pub fn attrs_of_fd(entry: BorrowedFd<'_>) -> io::Result<Attrs> {
+    let st = fstat(entry)?;
+    let proc = proc_path(entry);
+    let mut xattrs = Vec::new();
+    // The magic link resolves to the inode held, so following it is reading that
+    // inode's attributes, never another's.
+    for name in list_xattrs(&proc, true)? {
+        if let Some(value) = get_xattr(&proc, &name, true)? {
+            xattrs.push((name.into_bytes(), value));
+        }
+    }
+    xattrs.sort();
+    Ok(Attrs {
+        mode: st.st_mode & PERMISSION_BITS,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime_ns: nanos(st.st_mtime, st.st_mtime_nsec),
+        atime_ns: nanos(st.st_atime, st.st_atime_nsec),
+        xattrs,
+    })
+}
+
 /// Checks the parts of `attrs` the kernel would misread: xattr names must be
 /// non-empty C strings. Called before anything is changed.
 pub(super) fn validate(attrs: &Attrs) -> Result<(), &'static str> {

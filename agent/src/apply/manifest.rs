@@ -81,44 +81,68 @@ impl Applier {
                     continue;
                 }
                 let fail = |e| ApplyError::io("describe", &path, e);
-                let Some(st) = confined::lstat_at(dir_fd.as_fd(), &entry.name).map_err(fail)?
+                let Some(m) = describe(
+                    dir_fd.as_fd(),
+                    &entry.name,
+                    path.clone(),
+                    dir,
+                    block_size,
+                    true,
+                )
+                .map_err(fail)?
                 else {
                     continue;
                 };
-                let Some(kind) = kind_of(st.st_mode) else {
-                    continue;
-                };
-                let file_block = block_size_for(u64::try_from(st.st_size).unwrap_or(0), block_size);
-                let (size, blocks) = match kind {
-                    EntryKind::File => {
-                        match hash_file(dir_fd.as_fd(), &entry.name, &st, file_block) {
-                            Ok(Some(hashed)) => hashed,
-                            Ok(None) => continue,
-                            Err(e) => return Err(fail(e)),
-                        }
-                    }
-                    EntryKind::Symlink => (u64::try_from(st.st_size).unwrap_or(0), Vec::new()),
-                    _ => (0, Vec::new()),
-                };
                 // A directory whose children could not be named on the wire is
                 // reported but not entered.
-                if kind == EntryKind::Dir && path.len() + 2 <= MAX_PATH_BYTES {
-                    subdirs.push(path.clone());
+                if m.kind == EntryKind::Dir && path.len() + 2 <= MAX_PATH_BYTES {
+                    subdirs.push(path);
                 }
-                out(Manifest {
-                    dir,
-                    path,
-                    kind,
-                    size,
-                    blocks,
-                    block_size: file_block,
-                })?;
+                out(m)?;
             }
             // Reversed, so that the stack pops them in name order.
             pending.extend(subdirs.into_iter().rev());
         }
         Ok(())
     }
+}
+
+/// One entry of `dir_fd`, named `path` on the wire; `None` when it vanished or is
+/// of no kind the wire knows. Regular files are hashed only with `hash` (otherwise
+/// they get their size and no blocks).
+pub(super) fn describe(
+    dir_fd: BorrowedFd<'_>,
+    name: &CStr,
+    path: Vec<u8>,
+    dir: u16,
+    block_size: u32,
+    hash: bool,
+) -> io::Result<Option<Manifest>> {
+    let Some(st) = confined::lstat_at(dir_fd, name)? else {
+        return Ok(None);
+    };
+    let Some(kind) = kind_of(st.st_mode) else {
+        return Ok(None);
+    };
+    let file_block = block_size_for(u64::try_from(st.st_size).unwrap_or(0), block_size);
+    let (size, blocks) = match kind {
+        EntryKind::File if hash => match hash_file(dir_fd, name, &st, file_block)? {
+            Some(hashed) => hashed,
+            None => return Ok(None),
+        },
+        EntryKind::File | EntryKind::Symlink => {
+            (u64::try_from(st.st_size).unwrap_or(0), Vec::new())
+        }
+        _ => (0, Vec::new()),
+    };
+    Ok(Some(Manifest {
+        dir,
+        path,
+        kind,
+        size,
+        blocks,
+        block_size: file_block,
+    }))
 }
 
 /// Most block hashes one entry carries: 65,536 of 32 bytes keep a manifest frame

@@ -21,6 +21,7 @@ mod cache;
 mod confined;
 mod manifest;
 mod ops;
+mod scoped;
 mod tree;
 
 use std::{
@@ -36,7 +37,23 @@ use std::{
 
 use agent_common::wire::WireOp;
 
-pub use self::attrs::attrs_of;
+pub use self::attrs::{attrs_of, attrs_of_fd};
+
+/// Opens `rel` beneath `root` with the confinement flags (no symlink followed on the
+/// way, none at the end with `O_NOFOLLOW`): the primary reads its own trees this way
+/// too, which also lifts the `PATH_MAX` limit on the full path.
+pub fn open_beneath(
+    root: std::os::fd::BorrowedFd<'_>,
+    rel: &[u8],
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let c = if rel.is_empty() {
+        c".".to_owned()
+    } else {
+        CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?
+    };
+    confined::openat2(root, &c, flags | libc::O_CLOEXEC, 0)
+}
 
 /// The mode of a replicated root the applier creates.
 const ROOT_MODE: u32 = 0o755;

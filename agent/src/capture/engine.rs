@@ -258,6 +258,15 @@ impl Engine {
         }
     }
 
+    /// Where the file or directory with inode `ino` of tree `root`'s filesystem is
+    /// now, as the stream has described it: its tree and path.
+    #[must_use]
+    pub fn path_of_ino(&self, root: RootId, ino: u64) -> Option<(RootId, Vec<u8>)> {
+        let dev = self.index.roots().get(usize::from(root))?.key.dev;
+        let node = *self.index.names(&Key { dev, ino }).first()?;
+        Some((self.index.root_of(node)?, self.index.rel_path(node)?))
+    }
+
     fn step_inner(
         &mut self,
         sink: &mut dyn Sink,

@@ -4,11 +4,14 @@
 //!
 //! - [`generation`]: data generations, which decide the resync direction and detect
 //!   divergence.
+//! - [`changelog`]: the paths that may differ from the peer, kept on disk, so that a
+//!   resync compares only those.
 //! - [`ship`]: the capture stream turned into wire records, with their data.
 //! - [`primary`]: the primary's protocol core (sans-IO).
 //! - [`secondary`]: the secondary's protocol core (sans-IO).
 //! - [`resync`]: the resync source's comparison with the target's manifest.
 
+pub mod changelog;
 pub mod generation;
 pub mod primary;
 pub mod resync;

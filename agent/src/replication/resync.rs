@@ -42,10 +42,95 @@ pub fn compare(
     target: &TargetView,
     out: &mut dyn FnMut(Vec<Record>) -> bool,
 ) -> std::io::Result<Totals> {
-    let mut totals = Totals::default();
     let mut ours = Vec::new();
     walk(root, Vec::new(), &mut ours)?;
     let present: HashSet<&[u8]> = ours.iter().map(|(p, _)| p.as_slice()).collect();
+    // What the target has and we do not.
+    let gone: Vec<Vec<u8>> = target
+        .keys()
+        .filter(|(d, p)| *d == dir && !p.is_empty() && !present.contains(p.as_slice()))
+        .map(|(_, p)| p.clone())
+        .collect();
+    emit(dir, root, &ours, gone, target, true, out)
+}
+
+/// Like [`compare`], limited to `scope` (sorted; the paths the change log says may
+/// differ): each scoped path is compared; a scoped directory's children are compared
+/// by name only (the target listed them without hashes), those the target lacks
+/// being sent whole and those we lack removed.
+pub fn compare_paths(
+    dir: u16,
+    root: &Path,
+    scope: &[Vec<u8>],
+    target: &TargetView,
+    out: &mut dyn FnMut(Vec<Record>) -> bool,
+) -> std::io::Result<Totals> {
+    let in_scope: HashSet<&[u8]> = scope.iter().map(Vec::as_slice).collect();
+    let mut ours = Vec::new();
+    let mut gone = Vec::new();
+    let mut listed = HashSet::new();
+    for p in scope {
+        if !listed.insert(p.clone()) {
+            continue;
+        }
+        let full = join(root, p);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if target.contains_key(&(dir, p.clone())) {
+                    gone.push(p.clone());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let is_dir = meta.is_dir();
+        ours.push((p.clone(), meta));
+        if !is_dir {
+            continue;
+        }
+        let mut children = Vec::new();
+        walk_one(&full, p, &mut children)?;
+        let names: HashSet<&[u8]> = children.iter().map(|(c, _)| c.as_slice()).collect();
+        gone.extend(
+            target
+                .keys()
+                .filter(|(d, c)| *d == dir && parent_of(c) == Some(p.as_slice()))
+                .filter(|(_, c)| !names.contains(c.as_slice()))
+                .map(|(_, c)| c.clone()),
+        );
+        for (c, m) in children {
+            if in_scope.contains(c.as_slice()) || target.contains_key(&(dir, c.clone())) {
+                continue;
+            }
+            // New to the target and not logged on its own: sent whole.
+            let sub_dir = m.is_dir();
+            listed.insert(c.clone());
+            ours.push((c.clone(), m));
+            if sub_dir {
+                let before = ours.len();
+                walk(&join(root, &c), c, &mut ours)?;
+                for (q, _) in &ours[before..] {
+                    listed.insert(q.clone());
+                }
+            }
+        }
+    }
+    emit(dir, root, &ours, gone, target, false, out)
+}
+
+/// Produces the records for `ours` (parents first) against the target's view,
+/// after removing `gone`; with `root_attrs`, also sets the root's attributes.
+fn emit(
+    dir: u16,
+    root: &Path,
+    ours: &[(Vec<u8>, fs::Metadata)],
+    mut gone: Vec<Vec<u8>>,
+    target: &TargetView,
+    root_attrs: bool,
+    out: &mut dyn FnMut(Vec<Record>) -> bool,
+) -> std::io::Result<Totals> {
+    let mut totals = Totals::default();
     let mut batch = Vec::new();
     let rec = |path: &[u8], op: WireOp| Record {
         seq: 0,
@@ -53,16 +138,12 @@ pub fn compare(
         path: path.to_vec(),
         op,
     };
-    // 1. What the target has and we do not, deepest first; a directory's removal
-    // takes its children, so those under a removed directory are skipped.
-    let mut gone: Vec<&Vec<u8>> = target
-        .keys()
-        .filter(|(d, p)| *d == dir && !p.is_empty() && !present.contains(p.as_slice()))
-        .map(|(_, p)| p)
-        .collect();
+    // 1. Removals, deepest first; a directory's removal takes its children, so
+    // those under a removed directory are skipped.
     gone.sort_by_key(|p| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
-    let removed: HashSet<&[u8]> = gone.iter().map(|p| p.as_slice()).collect();
-    for p in gone {
+    gone.dedup();
+    let removed: HashSet<&[u8]> = gone.iter().map(Vec::as_slice).collect();
+    for p in &gone {
         let under_removed = ancestors(p).any(|a| removed.contains(a));
         if !under_removed {
             batch.push(rec(p, WireOp::Remove));
@@ -71,7 +152,7 @@ pub fn compare(
     // 2. Our entries, parents first (the walk lists them so).
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut dirs = Vec::new();
-    for (path, meta) in &ours {
+    for (path, meta) in ours {
         totals.entries += 1;
         let full = join(root, path);
         let theirs = target.get(&(dir, path.clone()));
@@ -148,7 +229,7 @@ pub fn compare(
     for (p, a) in dirs {
         batch.push(rec(&p, WireOp::SetAttrs(a)));
     }
-    if let Ok(a) = attrs_of(root) {
+    if root_attrs && let Ok(a) = attrs_of(root) {
         batch.push(rec(b"", WireOp::SetAttrs(a)));
     }
     out(batch);
@@ -268,6 +349,37 @@ fn walk_in(
         }
     }
     Ok(())
+}
+
+/// The entries directly in `dir` (named `rel`), not descending.
+fn walk_one(dir: &Path, rel: &[u8], out: &mut Vec<(Vec<u8>, fs::Metadata)>) -> std::io::Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in rd.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        let mut p = rel.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(e.file_name().as_bytes());
+        out.push((p, meta));
+    }
+    Ok(())
+}
+
+/// The parent of a relative path (`""` for a top-level entry).
+fn parent_of(p: &[u8]) -> Option<&[u8]> {
+    if p.is_empty() {
+        return None;
+    }
+    Some(
+        p.iter()
+            .rposition(|&b| b == b'/')
+            .map_or(&p[..0], |i| &p[..i]),
+    )
 }
 
 fn kind_of(m: &fs::Metadata) -> EntryKind {

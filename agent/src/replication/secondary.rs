@@ -162,6 +162,7 @@ pub fn frame_name(f: &Frame) -> &'static str {
         Frame::Ack(_) => "ack",
         Frame::Manifest(_) => "manifest",
         Frame::ManifestDone => "manifest-done",
+        Frame::ManifestRequest(_) => "manifest-request",
         Frame::ResyncDone { .. } => "resync-done",
         Frame::Error { .. } => "error",
     }

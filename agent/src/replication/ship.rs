@@ -10,14 +10,17 @@
 
 use std::{
     fs::File,
-    os::unix::{ffi::OsStrExt, fs::FileExt, fs::MetadataExt},
-    path::{Path, PathBuf},
+    os::{
+        fd::{AsFd, BorrowedFd, OwnedFd},
+        unix::fs::{FileExt, MetadataExt},
+    },
+    path::PathBuf,
 };
 
-use agent_common::wire::{EntryKind, MAX_CHUNK_BYTES, Record, WireOp};
+use agent_common::wire::{Attrs, EntryKind, MAX_CHUNK_BYTES, Record, WireOp};
 
 use crate::{
-    apply::attrs_of,
+    apply::{attrs_of_fd, open_beneath},
     capture::{
         change::{Change, Op, Sink},
         index::{Kind, RootId},
@@ -27,14 +30,18 @@ use crate::{
 /// A [`Sink`] that builds wire records (without sequence numbers yet).
 #[derive(Debug)]
 pub struct Shipper {
-    /// The canonical path of each watched root, by root id.
-    roots: Vec<PathBuf>,
+    /// Each watched root by root id, opened `O_PATH`: entries are opened beneath it
+    /// (no symlink followed, no `PATH_MAX` limit on the full path). `None` when the
+    /// root could not be opened.
+    roots: Vec<Option<OwnedFd>>,
     /// Records built since the last [`Shipper::take`].
     out: Vec<Record>,
     /// Bytes of data in `out`.
     bytes: u64,
     /// Files to verify by content: (root, inode).
     moved_on: Vec<(RootId, u64)>,
+    /// Entries whose attributes could not be read under the recorded name.
+    attrs_later: Vec<(RootId, u64)>,
 }
 
 /// The file a record is about: where to read it and what it must be.
@@ -42,7 +49,6 @@ pub struct Shipper {
 struct At<'a> {
     root: RootId,
     rel: &'a [u8],
-    full: &'a Path,
     /// The inode the record named; another file at the name has moved on.
     ino: Option<u64>,
 }
@@ -57,12 +63,49 @@ pub struct Batch {
 impl Shipper {
     #[must_use]
     pub fn new(roots: Vec<PathBuf>) -> Self {
+        let roots = roots
+            .iter()
+            .map(|r| {
+                let fd = File::open(r).ok().map(OwnedFd::from);
+                fd.and_then(|fd| {
+                    open_beneath(fd.as_fd(), b"", libc::O_PATH | libc::O_DIRECTORY).ok()
+                })
+            })
+            .collect();
         Self {
             roots,
             out: Vec::new(),
             bytes: 0,
             moved_on: Vec::new(),
+            attrs_later: Vec::new(),
         }
+    }
+
+    /// Takes the entries whose attributes must be described again under their
+    /// current name.
+    pub fn take_attrs_later(&mut self) -> Vec<(RootId, u64)> {
+        std::mem::take(&mut self.attrs_later)
+    }
+
+    /// Describes the attributes of `rel` as they are now (an entry found again
+    /// under its current name); false if it cannot be read.
+    pub fn push_attrs(&mut self, root: RootId, rel: &[u8]) -> bool {
+        match self.attrs(root, rel) {
+            Some(a) => {
+                self.push(root, rel, WireOp::SetAttrs(a));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn root_fd(&self, root: RootId) -> Option<BorrowedFd<'_>> {
+        self.roots.get(usize::from(root))?.as_ref().map(AsFd::as_fd)
+    }
+
+    fn attrs(&self, root: RootId, rel: &[u8]) -> Option<Attrs> {
+        let fd = open_beneath(self.root_fd(root)?, rel, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
+        attrs_of_fd(fd.as_fd()).ok()
     }
 
     /// Takes the records built so far.
@@ -90,50 +133,44 @@ impl Shipper {
         });
     }
 
-    fn full_path(&self, root: RootId, rel: &[u8]) -> Option<PathBuf> {
-        let base = self.roots.get(usize::from(root))?;
-        Some(if rel.is_empty() {
-            base.clone()
-        } else {
-            base.join(Path::new(std::ffi::OsStr::from_bytes(rel)))
-        })
-    }
-
     fn describe(&mut self, c: Change) {
-        let Some(full) = self.full_path(c.root, &c.path) else {
+        if self.root_fd(c.root).is_none() {
             return;
+        }
+        let at = At {
+            root: c.root,
+            rel: &c.path,
+            ino: c.ino,
         };
         match c.op {
             Op::Write { offset, len } => {
-                let at = At {
-                    root: c.root,
-                    rel: &c.path,
-                    full: &full,
-                    ino: c.ino,
-                };
-                if self.ship_range(&at, offset, len, false) {
-                    return;
+                if !self.ship_range(&at, offset, len, false) {
+                    self.moved_on_if(c.root, c.ino);
                 }
-                self.moved_on_if(c.root, c.ino);
             }
             Op::Verify => {
-                let at = At {
-                    root: c.root,
-                    rel: &c.path,
-                    full: &full,
-                    ino: c.ino,
-                };
                 if self.ship_range(&at, 0, u64::MAX, true) {
-                    if let Ok(a) = attrs_of(&full) {
-                        self.push(c.root, &c.path, WireOp::SetAttrs(a));
-                    }
-                    return;
+                    self.attrs_or_later(c.root, &c.path, c.ino);
+                } else {
+                    self.moved_on_if(c.root, c.ino);
                 }
-                self.moved_on_if(c.root, c.ino);
             }
             Op::Truncate { size } => self.push(c.root, &c.path, WireOp::Truncate { size }),
             Op::Create { kind, target, rdev } => {
-                let attrs = attrs_of(&full).unwrap_or_default();
+                let attrs = match self.attrs(c.root, &c.path) {
+                    Some(a) => a,
+                    None => {
+                        // Gone from this name already: created private, and given its
+                        // attributes once found under its next name.
+                        if let Some(ino) = c.ino {
+                            self.attrs_later.push((c.root, ino));
+                        }
+                        Attrs {
+                            mode: if kind == Kind::Dir { 0o700 } else { 0o600 },
+                            ..Attrs::default()
+                        }
+                    }
+                };
                 let op = WireOp::Create {
                     kind: entry_kind(kind),
                     attrs,
@@ -148,14 +185,19 @@ impl Shipper {
                 self.push(c.root, &c.path, WireOp::Exchange { new_path });
             }
             Op::Link { new_path } => self.push(c.root, &c.path, WireOp::Link { new_path }),
-            Op::Attr => match attrs_of(&full) {
-                Ok(a) => self.push(c.root, &c.path, WireOp::SetAttrs(a)),
-                Err(_) => self.moved_on_if(c.root, c.ino),
-            },
+            Op::Attr => self.attrs_or_later(c.root, &c.path, c.ino),
             Op::Sync { .. } => self.push(c.root, &c.path, WireOp::Barrier),
             // A rescan is announced by this record; the records that follow it
             // describe every difference it found.
             Op::Rescan => {}
+        }
+    }
+
+    fn attrs_or_later(&mut self, root: RootId, rel: &[u8], ino: Option<u64>) {
+        if !self.push_attrs(root, rel)
+            && let Some(ino) = ino
+        {
+            self.attrs_later.push((root, ino));
         }
     }
 
@@ -169,13 +211,12 @@ impl Shipper {
     /// punches; with `whole`, first sets the size. Returns false when the file at
     /// `full` is not the inode the record was about.
     fn ship_range(&mut self, at: &At<'_>, offset: u64, len: u64, whole: bool) -> bool {
-        let At {
-            root,
-            rel,
-            full,
-            ino,
-        } = *at;
-        let Ok(file) = open_nofollow(full) else {
+        let At { root, rel, ino } = *at;
+        let Some(root_fd) = self.root_fd(root) else {
+            return false;
+        };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let Ok(file) = open_beneath(root_fd, rel, flags).map(File::from) else {
             return false;
         };
         let Ok(meta) = file.metadata() else {
@@ -195,7 +236,7 @@ impl Shipper {
         }) {
             Ok(()) => true,
             Err(e) => {
-                tracing::debug!(path = %full.display(), error = %e, "cannot read changed range");
+                tracing::debug!(path = %String::from_utf8_lossy(rel), error = %e, "cannot read changed range");
                 false
             }
         }
@@ -275,14 +316,6 @@ fn seek(fd: i32, pos: u64, whence: i32) -> std::io::Result<Option<u64>> {
         };
     }
     Ok(Some(r.unsigned_abs()))
-}
-
-fn open_nofollow(p: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(p)
 }
 
 /// The wire kind of an index kind.

@@ -22,7 +22,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::mpsc;
 
 use crate::{
-    capture::engine::{Engine, Settings},
+    capture::{
+        engine::{Engine, Settings},
+        index::RootId,
+    },
     replication::{
         primary::WaiterId,
         ship::{Batch, Shipper},
@@ -72,6 +75,9 @@ impl CaptureHandle {
         }
     }
 }
+
+/// How many capture rounds an entry's attributes are looked for under its next name.
+const ATTR_ROUNDS: u32 = 200;
 
 /// How many rounds a durability point may take to catch files that moved on while
 /// their data was read.
@@ -128,6 +134,7 @@ fn run(
         .map(|r| r.canonical.clone())
         .collect();
     let mut shipper = Shipper::new(canonical);
+    let mut attrs_later: Vec<(RootId, u64, u32)> = Vec::new();
     tracing::info!("capture armed");
     if tx.blocking_send(Captured::Armed).is_err() {
         return;
@@ -157,6 +164,23 @@ fn run(
                 let _ = tx.blocking_send(Captured::Failed(format!("{e}")));
                 return;
             }
+            // Entries whose attributes could not be read under their recorded name:
+            // described under the name the stream gives them now.
+            // The stream may give them their next name only in a later round, so
+            // they are retried for a while.
+            attrs_later.extend(
+                shipper
+                    .take_attrs_later()
+                    .into_iter()
+                    .map(|(r, i)| (r, i, 0)),
+            );
+            attrs_later.retain_mut(|(root, ino, tries)| {
+                let done = engine
+                    .path_of_ino(*root, *ino)
+                    .is_none_or(|(r, rel)| shipper.push_attrs(r, &rel));
+                *tries += 1;
+                !done && *tries < ATTR_ROUNDS
+            });
             let moved_on = shipper.take_moved_on();
             let again = !moved_on.is_empty();
             for (root, ino) in moved_on {

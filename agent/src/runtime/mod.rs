@@ -64,7 +64,15 @@ impl Ctx {
             dirs: self.cfg.replicated.iter().map(|r| r.name.clone()).collect(),
             generations: self.generations().clone(),
             primary: self.primary,
+            unsure: self.unsure_marker().exists(),
         }
+    }
+
+    /// Present while this node's copy may hold changes its generations do not
+    /// account for (see `Hello::unsure`).
+    #[must_use]
+    pub fn unsure_marker(&self) -> std::path::PathBuf {
+        self.cfg.state_dir.join("copy-unsure")
     }
 
     #[must_use]

@@ -6,12 +6,12 @@
 //! blocking task, then sends the held records behind it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use agent_common::wire::{Frame, Record};
+use agent_common::wire::{Frame, ManifestScope, Record, ScopedPath, WireOp};
 use tokio::sync::{mpsc, watch};
 
 use super::{
@@ -22,6 +22,7 @@ use super::{
 use crate::{
     barrier::Releaser,
     replication::{
+        changelog::ChangeLog,
         generation::Relation,
         primary::{Command, Input, Link as LinkState, Primary, WaiterId},
         resync::{self, TargetView},
@@ -72,6 +73,15 @@ pub async fn run(
     let mut out = Vec::new();
     let mut alone_generation = false;
     let mut armed = false;
+    let roots: Vec<std::path::PathBuf> =
+        ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
+    let mut log = ChangeLog::open(&ctx.cfg.state_dir, &roots)
+        .map_err(|e| anyhow::anyhow!("cannot open the change log: {e}"))?;
+    // Records sent and not yet durable at the peer: (seq, path, moves a name).
+    let mut unacked: VecDeque<(u64, ScopedPath, bool)> = VecDeque::new();
+    let mut scope: Option<Vec<ScopedPath>> = None;
+    let mut was_in_sync = false;
+    let mut last_checkpoint = Instant::now();
     go_alone(&ctx, &mut alone_generation, "started without the peer")?;
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
@@ -91,6 +101,11 @@ pub async fn run(
             Event::Captured(Some(Captured::Armed)) => armed = true,
             Event::Captured(Some(Captured::Batch(b))) => {
                 ctx.status.update(|s| s.replication.bytes_total += b.bytes);
+                if !core.in_sync() {
+                    for r in &b.records {
+                        log.record(r);
+                    }
+                }
                 core.handle(Input::Captured(b.records), now, &mut out);
             }
             Event::Captured(Some(Captured::Barrier(id))) => {
@@ -115,6 +130,22 @@ pub async fn run(
                         "the peer has changes this node lacks; it keeps them in its conflict directory"
                     );
                 }
+                // Only the paths the change log names can differ when the peer
+                // still holds the generation the log started from.
+                scope = match rel {
+                    Relation::Same | Relation::Newer if !l.hello.unsure => {
+                        log.scope_for(peer_gen.current)
+                    }
+                    _ => None,
+                };
+                let request = match &scope {
+                    Some(paths) => {
+                        tracing::info!(paths = paths.len(), "the change log limits the resync");
+                        ManifestScope::Paths(paths.clone())
+                    }
+                    None => ManifestScope::All,
+                };
+                l.send(Frame::ManifestRequest(request));
                 link = Some(l);
                 core.handle(Input::Linked, now, &mut out);
                 ctx.status.update(|s| {
@@ -131,7 +162,11 @@ pub async fn run(
                     }
                 }
                 Frame::ManifestDone => {
-                    resync_rx = Some(start_compare(&ctx, std::mem::take(&mut manifest)));
+                    resync_rx = Some(start_compare(
+                        &ctx,
+                        std::mem::take(&mut manifest),
+                        scope.take(),
+                    ));
                 }
                 Frame::Error { message } => {
                     tracing::error!(%message, "peer refused");
@@ -212,6 +247,19 @@ pub async fn run(
         for c in out.drain(..) {
             match c {
                 Command::Send(f) => {
+                    if let Frame::Record(r) = &f
+                        && r.op != WireOp::Barrier
+                    {
+                        let moved = matches!(
+                            r.op,
+                            WireOp::Rename { .. } | WireOp::Exchange { .. } | WireOp::Link { .. }
+                        );
+                        let p = ScopedPath {
+                            dir: r.dir,
+                            path: r.path.clone(),
+                        };
+                        unacked.push_back((r.seq, p, moved));
+                    }
                     if let Some(l) = &link
                         && !l.send(f)
                     {
@@ -220,6 +268,12 @@ pub async fn run(
                     }
                 }
                 Command::Release(id) => {
+                    // Released without the peer: what it covers must be in the
+                    // change log on disk first.
+                    if log.is_dirty() {
+                        log.flush()
+                            .map_err(|e| anyhow::anyhow!("cannot write the change log: {e}"))?;
+                    }
                     let r = waiters
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -246,6 +300,34 @@ pub async fn run(
             resync_rx = None;
         }
         let in_sync = core.in_sync();
+        let durable = core.acked().durable;
+        while unacked
+            .front()
+            .is_some_and(|(seq, _, _)| *seq <= durable && core.link() != LinkState::Down)
+        {
+            unacked.pop_front();
+        }
+        if core.link() == LinkState::Down || (was_in_sync && !in_sync) {
+            // What the peer may lack goes to the change log.
+            for (_, p, moved) in unacked.drain(..) {
+                if moved {
+                    log.note_moved();
+                }
+                log.note(p);
+            }
+        }
+        if in_sync && !was_in_sync {
+            log.reset(ctx.generations().current)
+                .map_err(|e| anyhow::anyhow!("cannot reset the change log: {e}"))?;
+        }
+        was_in_sync = in_sync;
+        let checkpoint =
+            in_sync && unacked.is_empty() && last_checkpoint.elapsed() >= Duration::from_secs(1);
+        if log.flush_due() || checkpoint {
+            log.flush()
+                .map_err(|e| anyhow::anyhow!("cannot write the change log: {e}"))?;
+            last_checkpoint = Instant::now();
+        }
         if core.link() == LinkState::Down {
             go_alone(&ctx, &mut alone_generation, "the peer is not connected")?;
         } else if in_sync {
@@ -273,6 +355,14 @@ pub async fn run(
     if let Some(l) = link.take() {
         l.close("agent stopping");
     }
+    for (_, p, moved) in unacked.drain(..) {
+        if moved {
+            log.note_moved();
+        }
+        log.note(p);
+    }
+    log.close_clean()
+        .map_err(|e| anyhow::anyhow!("cannot close the change log: {e}"))?;
     Ok(())
 }
 
@@ -315,7 +405,11 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 }
 
 /// Runs the resync compare of every replicated directory in a blocking task.
-fn start_compare(ctx: &Arc<Ctx>, view: TargetView) -> mpsc::Receiver<ResyncMsg> {
+fn start_compare(
+    ctx: &Arc<Ctx>,
+    view: TargetView,
+    scope: Option<Vec<ScopedPath>>,
+) -> mpsc::Receiver<ResyncMsg> {
     let (tx, rx) = mpsc::channel(8);
     let dirs: Vec<_> = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
     let status = ctx.status.clone();
@@ -323,11 +417,23 @@ fn start_compare(ctx: &Arc<Ctx>, view: TargetView) -> mpsc::Receiver<ResyncMsg> 
         let mut totals = resync::Totals::default();
         for (i, root) in dirs.iter().enumerate() {
             let Ok(dir) = u16::try_from(i) else { break };
-            let r = resync::compare(dir, root, &view, &mut |records| {
+            let mut send = |records: Vec<Record>| {
                 let bytes: u64 = records.iter().map(record_bytes).sum();
                 status.update(|s| s.replication.resync_total_bytes += bytes);
                 tx.blocking_send(ResyncMsg::Records(records)).is_ok()
-            });
+            };
+            let r = match &scope {
+                Some(paths) => {
+                    let mut mine: Vec<Vec<u8>> = paths
+                        .iter()
+                        .filter(|p| p.dir == dir)
+                        .map(|p| p.path.clone())
+                        .collect();
+                    mine.sort();
+                    resync::compare_paths(dir, root, &mine, &view, &mut send)
+                }
+                None => resync::compare(dir, root, &view, &mut send),
+            };
             match r {
                 Ok(t) => {
                     totals.entries += t.entries;
@@ -350,7 +456,7 @@ fn start_compare(ctx: &Arc<Ctx>, view: TargetView) -> mpsc::Receiver<ResyncMsg> 
 
 fn record_bytes(r: &Record) -> u64 {
     match &r.op {
-        agent_common::wire::WireOp::Write { data, .. } => data.len() as u64,
+        WireOp::Write { data, .. } => data.len() as u64,
         _ => 0,
     }
 }

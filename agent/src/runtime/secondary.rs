@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::wire::{Frame, Record};
+use agent_common::wire::{Frame, ManifestScope, Record};
 use tokio::sync::{mpsc, watch};
 
 use super::{Ctx, conflict::Conflicts, link};
@@ -20,7 +20,7 @@ use crate::{
     apply::{Applier, ApplyError},
     replication::{
         generation::Relation,
-        secondary::{Command, Secondary},
+        secondary::{Command, Secondary, frame_name},
     },
     status::State,
 };
@@ -95,6 +95,15 @@ async fn serve(
             Applier::open(&r.path).map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?,
         );
     }
+    if matches!(
+        rel,
+        Relation::PeerEmpty | Relation::Newer | Relation::Diverged
+    ) {
+        // Records from a primary of another lineage: until this copy is in sync
+        // with it, no primary may limit a resync to its own change log.
+        std::fs::write(ctx.unsure_marker(), b"")
+            .map_err(|e| anyhow::anyhow!("cannot mark the copy unsure: {e}"))?;
+    }
     let mut conflicts = match rel {
         Relation::Newer | Relation::Diverged => {
             let c = Conflicts::new(&ctx.cfg.state_dir, &ctx.cfg.replicated)?;
@@ -114,6 +123,23 @@ async fn serve(
     });
     ctx.status
         .transition(State::Second, "resynchronising from the primary");
+    let (ftx, mut frx) = mpsc::channel(1024);
+    link.spawn_reader(ftx);
+    // The primary says what to list: everything, or the paths its change log names.
+    let scope = match tokio::time::timeout(Duration::from_secs(10), frx.recv()).await {
+        Ok(Some(Ok(Frame::ManifestRequest(scope)))) => scope,
+        Ok(Some(Ok(Frame::Error { message }))) => anyhow::bail!("the primary refused: {message}"),
+        Ok(Some(Ok(other))) => {
+            link.close("protocol error");
+            anyhow::bail!("expected a manifest request, got {}", frame_name(&other));
+        }
+        Ok(Some(Err(e))) => anyhow::bail!("replication stream: {e}"),
+        Ok(None) => return Ok(false),
+        Err(_) => {
+            link.close("no manifest request");
+            anyhow::bail!("the primary sent no manifest request in time");
+        }
+    };
     // The manifest, listed in a blocking task and sent as it comes.
     let (mtx, mut mrx) = mpsc::channel::<Frame>(256);
     let roots: Vec<_> = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
@@ -125,22 +151,7 @@ async fn serve(
                 .unwrap_or(u16::MAX)
         })
         .collect();
-    let lister = tokio::task::spawn_blocking(move || -> Result<(), ApplyError> {
-        for (local, root) in roots.iter().enumerate() {
-            let a = Applier::open(root)?;
-            let dir = back.get(local).copied().unwrap_or(u16::MAX);
-            a.manifest(dir, MANIFEST_BLOCK, &mut |m| {
-                mtx.blocking_send(Frame::Manifest(m))
-                    .map_err(|_| ApplyError::Io {
-                        op: "send the manifest of",
-                        path: Vec::new(),
-                        source: std::io::Error::other("the connection closed"),
-                    })
-            })?;
-        }
-        let _ = mtx.blocking_send(Frame::ManifestDone);
-        Ok(())
-    });
+    let lister = tokio::task::spawn_blocking(move || list(&roots, &back, &scope, &mtx));
     while let Some(f) = mrx.recv().await {
         if !link.send(f) {
             anyhow::bail!("the primary left during the manifest");
@@ -148,11 +159,17 @@ async fn serve(
     }
     match lister.await {
         Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_hostile() => {
+            link.send(Frame::Error {
+                message: format!("manifest request refused: {e}"),
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            link.close("hostile manifest request");
+            anyhow::bail!("hostile manifest request: {e}");
+        }
         Ok(Err(e)) => anyhow::bail!("cannot list the replicated directories: {e}"),
         Err(e) => anyhow::bail!("manifest task failed: {e}"),
     }
-    let (ftx, mut frx) = mpsc::channel(1024);
-    link.spawn_reader(ftx);
     let mut core = Secondary::new(map, Instant::now());
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut out = Vec::new();
@@ -222,6 +239,7 @@ async fn serve(
                         .map_err(|e| {
                             anyhow::anyhow!("cannot record the primary's data generation: {e}")
                         })?;
+                    let _ = std::fs::remove_file(ctx.unsure_marker());
                     if let Some(k) = conflicts.take() {
                         k.report();
                     }
@@ -243,6 +261,42 @@ async fn serve(
         let applied = core.applied();
         ctx.status.update(|s| s.replication.seq = applied);
     }
+}
+
+/// Lists every replicated directory (or the requested paths of each) as manifest
+/// frames, then `ManifestDone`. `back[local]` is the primary's index of our directory.
+fn list(
+    roots: &[std::path::PathBuf],
+    back: &[u16],
+    scope: &ManifestScope,
+    tx: &mpsc::Sender<Frame>,
+) -> Result<(), ApplyError> {
+    let mut send = |m| {
+        tx.blocking_send(Frame::Manifest(m))
+            .map_err(|_| ApplyError::Io {
+                op: "send the manifest of",
+                path: Vec::new(),
+                source: std::io::Error::other("the connection closed"),
+            })
+    };
+    for (local, root) in roots.iter().enumerate() {
+        let a = Applier::open(root)?;
+        let dir = back.get(local).copied().unwrap_or(u16::MAX);
+        match scope {
+            ManifestScope::All => a.manifest(dir, MANIFEST_BLOCK, &mut send)?,
+            ManifestScope::Paths(paths) => {
+                let mut mine: Vec<Vec<u8>> = paths
+                    .iter()
+                    .filter(|p| p.dir == dir)
+                    .map(|p| p.path.clone())
+                    .collect();
+                mine.sort();
+                a.manifest_paths(dir, MANIFEST_BLOCK, &mine, &mut send)?;
+            }
+        }
+    }
+    let _ = tx.blocking_send(Frame::ManifestDone);
+    Ok(())
 }
 
 fn record_bytes(r: &Record) -> u64 {

@@ -81,6 +81,7 @@ fn hello(node: &str) -> Frame {
             history: vec![3, 1],
         },
         primary: node == "a",
+        unsure: false,
     })
 }
 

@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use agent_common::wire::{
-    Attrs, EntryKind, Frame, Generations, Hello, PROTOCOL_VERSION, Record, WireOp,
+    Attrs, EntryKind, Frame, Generations, Hello, ManifestScope, PROTOCOL_VERSION, Record, WireOp,
 };
 use nix::sys::signal::Signal;
 use tandem::{
@@ -46,6 +46,7 @@ fn hello() -> Frame {
         dirs: vec!["data".into()],
         generations: Generations::default(),
         primary: true,
+        unsure: false,
     })
 }
 
@@ -77,6 +78,14 @@ fn session(cfg: &Config, identity: &Identity, records: Vec<Record>) -> Outcome {
         match tokio::time::timeout(Duration::from_secs(5), conn.receiver().recv()).await {
             Ok(Ok(Some(Frame::Hello(_)))) => {}
             _ => return Outcome::Refused,
+        }
+        if conn
+            .sender()
+            .send(&Frame::ManifestRequest(ManifestScope::All))
+            .await
+            .is_err()
+        {
+            return Outcome::Closed("while asking for the manifest".into());
         }
         loop {
             match tokio::time::timeout(Duration::from_secs(10), conn.receiver().recv()).await {
