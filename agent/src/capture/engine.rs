@@ -43,6 +43,10 @@ use super::{
 const FALLOC_FL_COLLAPSE_RANGE: u32 = 0x08;
 const FALLOC_FL_INSERT_RANGE: u32 = 0x20;
 
+/// Rounds a file's data description waits for the index to name the file again
+/// before it is described as `verify` under whatever name it has.
+const STALE_PATIENCE: u32 = 400;
+
 /// Settings of the capture engine.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -122,6 +126,9 @@ pub struct Engine {
     unlisted: Vec<(Key, u32)>,
     counters: Counters,
     fan_buf: Vec<FanEvent>,
+    /// Files whose description waits for the index to catch up with the disk, with
+    /// the number of rounds they have waited.
+    stale: HashMap<Key, u32>,
 }
 
 impl Engine {
@@ -151,7 +158,7 @@ impl Engine {
         let mut hard_linked = Vec::new();
         for r in roots {
             if let Some(node) = index.root_node(r) {
-                index.scan(node, &mut |_, _, st| {
+                index.scan(node, &mut |_, _, st, _| {
                     if st.kind != Kind::Dir && st.nlink > 1 {
                         hard_linked.push(st.key);
                     }
@@ -181,6 +188,7 @@ impl Engine {
             unlisted: Vec::new(),
             counters: Counters::default(),
             fan_buf: Vec::new(),
+            stale: HashMap::new(),
         })
     }
 
@@ -321,11 +329,13 @@ impl Engine {
                     // file, which only a truncate record tells a consumer: describe
                     // the size as it is now (later writes describe any growth).
                     let size = self
-                        .path_of(&key)
-                        .and_then(|p| fs::symlink_metadata(p).ok());
+                        .index
+                        .names(&key)
+                        .iter()
+                        .find_map(|&n| self.live_size(n));
                     match size {
-                        Some(m) => {
-                            self.dirty.truncate(key, m.len());
+                        Some(size) => {
+                            self.dirty.truncate(key, size);
                             self.dirty.write_to_end(key, ev.offset);
                         }
                         None => {
@@ -544,9 +554,11 @@ impl Engine {
 
     fn note_name(&mut self, named: &NamedHandle, attr: bool) {
         let Some(dir_st) = self.lookup.resolve(&self.fan, &named.dir) else {
+            tracing::debug!(name = %String::from_utf8_lossy(&named.name), "name event in a directory that is gone");
             return;
         };
         let Some(dir) = self.index.dir_of(&dir_st) else {
+            tracing::debug!(name = %String::from_utf8_lossy(&named.name), dir = dir_st.key.ino, "name event in a directory the index does not have");
             return;
         };
         let d = if named.name.is_empty() || named.name == b"." {
@@ -582,6 +594,12 @@ impl Engine {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
+        tracing::debug!(
+            seq = self.seq,
+            names = pending.names.len(),
+            rescan = pending.rescan.len(),
+            "reconciling"
+        );
         let mut verify = Vec::new();
         for r in std::mem::take(&mut pending.rescan) {
             self.counters.rescans += 1;
@@ -734,11 +752,44 @@ impl Engine {
                     per_root.push((r, n));
                 }
             }
+            // The size a truncate is described with, and the end writes are clipped
+            // to, must be this inode's. The index (the consumer's view) can lag the
+            // disk: when a name it gives no longer holds the file (an exchange or a
+            // rename not reconciled yet), the description waits for the next round,
+            // when the name operations have caught up. A file that stays unfindable
+            // is verified by content under its name (the record carries its inode).
+            let stale = per_root
+                .iter()
+                .any(|&(_, node)| self.live_size(node).is_none());
+            if stale {
+                let waited = self.stale.get(&key).copied().unwrap_or(0);
+                if waited < STALE_PATIENCE {
+                    self.stale.insert(key, waited + 1);
+                    self.put_back(key, &delta);
+                    continue;
+                }
+            }
+            self.stale.remove(&key);
             for (root, node) in per_root {
-                self.describe_delta(sink, root, node, &delta)?;
+                let delta = if stale {
+                    &FileDelta {
+                        verify: true,
+                        ..delta.clone()
+                    }
+                } else {
+                    &delta
+                };
+                self.describe_delta(sink, root, node, delta)?;
             }
         }
+        // A durability point waits for the data it covers: a file whose description
+        // was put off keeps its sync (and a sync of everything) for a later round.
+        let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.syncs) {
+            if self.stale.contains_key(&key) {
+                waiting.push(key);
+                continue;
+            }
             if let Some(&node) = self.index.names(&key).first()
                 && let (Some(root), Some(path)) =
                     (self.index.root_of(node), self.index.rel_path(node))
@@ -746,7 +797,8 @@ impl Engine {
                 self.emit(sink, root, path, Op::Sync { all: false })?;
             }
         }
-        if std::mem::take(&mut self.sync_all) {
+        self.syncs = waiting;
+        if self.stale.is_empty() && std::mem::take(&mut self.sync_all) {
             for i in 0..self.index.roots().len() {
                 if let Ok(r) = RootId::try_from(i) {
                     self.emit(sink, r, Vec::new(), Op::Sync { all: true })?;
@@ -771,11 +823,7 @@ impl Engine {
         if delta.verify {
             return self.emit_for(sink, root, path, Op::Verify, ino);
         }
-        let size = self
-            .index
-            .abs_path(node)
-            .and_then(|p| fs::symlink_metadata(p).ok())
-            .map(|m| m.len());
+        let size = self.live_size(node);
         let mut ranges = delta.ranges.clone();
         if let Some(t) = delta.truncated_to {
             // Truncates and writes of different threads can reach us in another
@@ -802,6 +850,32 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The size of the file node `node` stands for, if its name in the index still
+    /// holds that very file (same inode, same birth).
+    fn live_size(&self, node: NodeId) -> Option<u64> {
+        let p = self.index.abs_path(node)?;
+        let st = statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes())?;
+        self.index.is_same_file(node, &st).then_some(st.size)
+    }
+
+    /// Records a taken delta again, to be described in a later round.
+    fn put_back(&mut self, key: Key, delta: &FileDelta) {
+        if delta.verify {
+            self.dirty.verify(key);
+            return;
+        }
+        if let Some(t) = delta.truncated_to {
+            let min = delta.min_size.unwrap_or(t).min(t);
+            if min < t {
+                self.dirty.truncate(key, min);
+            }
+            self.dirty.truncate(key, t);
+        }
+        for (offset, len) in delta.ranges.iter() {
+            self.dirty.write(key, offset, len);
+        }
     }
 
     fn path_of(&self, key: &Key) -> Option<PathBuf> {

@@ -96,6 +96,13 @@ pub fn reconcile(
         }
         let cur = index.child(d.dir, &d.name);
         let live = lookup.stat_in(index, d.dir, &d.name);
+        tracing::trace!(
+            dir = d.dir,
+            name = %String::from_utf8_lossy(&d.name),
+            cur = ?cur.and_then(|c| index.key(c)).map(|k| k.ino),
+            live = ?live.map(|s| s.key.ino),
+            "dirty name"
+        );
         match (cur, live) {
             (None, None) => {}
             (Some(c), Some(s)) if index.is_same_file(c, &s) => {
@@ -214,8 +221,22 @@ pub fn reconcile(
         emit_create(index, lookup, &mut plan, dir, &name, st);
     }
     for c in unchanged_attr {
-        if let (Some(root), Some(path)) = (index.root_of(c), index.rel_path(c)) {
-            plan.changes.push((root, path, Op::Attr));
+        // Attributes belong to the inode: a file with names in two trees (a hard link
+        // across them) has a copy in each, and each copy needs the change, whichever
+        // name the change was made through.
+        let mut roots = Vec::new();
+        let names = match index.key(c) {
+            Some(key) if index.kind(c) != Some(Kind::Dir) => index.names(&key).to_vec(),
+            _ => Vec::new(),
+        };
+        for n in std::iter::once(c).chain(names) {
+            if let (Some(root), Some(path)) = (index.root_of(n), index.rel_path(n))
+                && !roots.contains(&root)
+                && index.kind(n) == index.kind(c)
+            {
+                roots.push(root);
+                plan.changes.push((root, path, Op::Attr));
+            }
         }
     }
     plan
@@ -295,7 +316,11 @@ fn emit_moves(
             let (mx, my) = (&moves[x], &moves[y]);
             let same_slots = index.child(mx.dir, &mx.name) == Some(my.src)
                 && index.child(my.dir, &my.name) == Some(mx.src);
-            same_slots.then_some((x, y))
+            // rename(2) cannot exchange a directory with one below it; the index,
+            // which lags the disk, can ask for it after several directory moves.
+            // Such a cycle goes through a temporary name instead.
+            let nested = index.is_within(mx.src, my.src) || index.is_within(my.src, mx.src);
+            (same_slots && !nested).then_some((x, y))
         } else {
             None
         };
@@ -457,14 +482,16 @@ fn emit_create(
         let mut found = Vec::new();
         // Errors here mean the tree is too large for the index; the directory
         // itself is already described and its entries will be reported by events.
-        if let Ok(unlisted) = index.scan(id, &mut |_, child, cst| found.push((child, *cst))) {
+        if let Ok(unlisted) = index.scan(id, &mut |_, child, cst, target| {
+            found.push((child, *cst, target));
+        }) {
             plan.unlisted
                 .extend(unlisted.into_iter().filter_map(|n| index.key(n)));
         }
         let displaced = index.take_displaced();
-        let new: HashSet<NodeId> = found.iter().map(|(c, _)| *c).collect();
+        let new: HashSet<NodeId> = found.iter().map(|(c, _, _)| *c).collect();
         let mut described: HashSet<NodeId> = HashSet::new();
-        for (child, cst) in found {
+        for (child, cst, target) in found {
             // A hard link between two new names: the second is a link to another
             // name of the inode in the same tree that the consumer already has
             // (there before the scan, or described earlier in it).
@@ -487,7 +514,7 @@ fn emit_create(
                 }
                 continue;
             }
-            describe_new(index, plan, child, &cst, None);
+            describe_new(index, plan, child, &cst, target);
         }
         // Directories found here that the index still has elsewhere moved here:
         // describe the move (their contents go along), not a second copy.
@@ -503,7 +530,7 @@ fn emit_create(
     let _ = lookup;
 }
 
-/// Describes a new entry; a symlink's `target` is read through its path when not given.
+/// Describes a new entry; `target` is a symlink's target when it could be read.
 fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: Option<Vec<u8>>) {
     let (Some(root), Some(path)) = (index.root_of(id), index.rel_path(id)) else {
         return;
@@ -513,16 +540,10 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: O
         path.clone(),
         Op::Create {
             kind: st.kind,
-            target: (st.kind == Kind::Symlink)
-                .then(|| {
-                    target.or_else(|| {
-                        index
-                            .abs_path(id)
-                            .and_then(|p| std::fs::read_link(p).ok())
-                            .map(|t| t.into_os_string().into_vec())
-                    })
-                })
-                .flatten(),
+            // Read by the caller through the directory it was found in: the index's
+            // path may already lead to another entry. Without it a consumer reads the
+            // target itself (and a later record describes whatever replaced it).
+            target: target.filter(|_| st.kind == Kind::Symlink),
             rdev: st.rdev,
         },
     ));

@@ -12,4 +12,3 @@
 pub mod generation;
 pub mod primary;
 pub mod secondary;
-

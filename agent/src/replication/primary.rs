@@ -200,7 +200,9 @@ impl Primary {
                     && waiting
                     && now.duration_since(self.last_progress) > self.timeout
                 {
-                    out.push(Command::Drop("the peer acknowledged nothing within the timeout"));
+                    out.push(Command::Drop(
+                        "the peer acknowledged nothing within the timeout",
+                    ));
                     self.unlink(out);
                 }
             }

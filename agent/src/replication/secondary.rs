@@ -17,7 +17,10 @@ pub const ACK_EVERY: Duration = Duration::from_millis(20);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Apply this record to the local directory with the given index.
-    Apply { local: usize, record: Record },
+    Apply {
+        local: usize,
+        record: Record,
+    },
     /// Make everything applied so far durable.
     Sync,
     Send(Frame),
@@ -83,7 +86,10 @@ impl Secondary {
                     return;
                 }
                 let Some(&local) = self.dirs.get(usize::from(r.dir)) else {
-                    out.push(Command::Close(format!("record {} names unknown directory {}", r.seq, r.dir)));
+                    out.push(Command::Close(format!(
+                        "record {} names unknown directory {}",
+                        r.seq, r.dir
+                    )));
                     return;
                 };
                 let barrier = r.op == WireOp::Barrier;
@@ -113,8 +119,13 @@ impl Secondary {
                 self.settle(out);
                 self.ack(out);
             }
-            Frame::Error { message } => out.push(Command::Close(format!("primary refused: {message}"))),
-            other => out.push(Command::Close(format!("unexpected frame {}", frame_name(&other)))),
+            Frame::Error { message } => {
+                out.push(Command::Close(format!("primary refused: {message}")))
+            }
+            other => out.push(Command::Close(format!(
+                "unexpected frame {}",
+                frame_name(&other)
+            ))),
         }
     }
 
@@ -190,7 +201,13 @@ mod tests {
         s.on_frame(r(2, WireOp::Barrier), &mut out);
         assert_eq!(
             out,
-            vec![Command::Sync, Command::Send(Frame::Ack(Ack { applied: 2, durable: 2 }))]
+            vec![
+                Command::Sync,
+                Command::Send(Frame::Ack(Ack {
+                    applied: 2,
+                    durable: 2
+                }))
+            ]
         );
     }
 
@@ -217,7 +234,10 @@ mod tests {
         s.on_frame(r(1, WireOp::Truncate { size: 1 }), &mut out);
         assert!(!s.in_sync());
         s.on_tick(t + ACK_EVERY, &mut out);
-        assert!(out.contains(&Command::Send(Frame::Ack(Ack { applied: 1, durable: 0 }))));
+        assert!(out.contains(&Command::Send(Frame::Ack(Ack {
+            applied: 1,
+            durable: 0
+        }))));
         s.on_frame(Frame::ResyncDone { seq: 1 }, &mut out);
         assert!(s.in_sync());
     }

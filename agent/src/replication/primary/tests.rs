@@ -44,10 +44,24 @@ fn barrier_waits_for_durable_ack() {
     assert_eq!(seqs(&out), vec![1, 2]);
     assert_eq!(p.lag_bytes(), 2);
     out.clear();
-    p.handle(Input::Ack(Ack { applied: 2, durable: 1 }), t, &mut out);
+    p.handle(
+        Input::Ack(Ack {
+            applied: 2,
+            durable: 1,
+        }),
+        t,
+        &mut out,
+    );
     assert!(out.is_empty(), "not durable yet: {out:?}");
     assert!(p.in_sync());
-    p.handle(Input::Ack(Ack { applied: 2, durable: 2 }), t, &mut out);
+    p.handle(
+        Input::Ack(Ack {
+            applied: 2,
+            durable: 2,
+        }),
+        t,
+        &mut out,
+    );
     assert_eq!(out, vec![Command::Release(7)]);
     assert_eq!(p.lag_bytes(), 0);
     assert_eq!(p.released_unprotected, 0);
@@ -85,7 +99,11 @@ fn live_records_wait_behind_the_resync() {
     p.handle(Input::Linked, t, &mut out);
     p.handle(Input::Captured(vec![rec("live", b"x")]), t, &mut out);
     p.handle(Input::Barrier(3), t, &mut out);
-    assert_eq!(out, vec![Command::Release(3)], "released at once while resyncing");
+    assert_eq!(
+        out,
+        vec![Command::Release(3)],
+        "released at once while resyncing"
+    );
     out.clear();
     p.handle(Input::Resync(vec![rec("resync", b"r")]), t, &mut out);
     p.handle(Input::ResyncComplete, t, &mut out);
@@ -100,7 +118,14 @@ fn live_records_wait_behind_the_resync() {
     assert_eq!(order, vec!["resync", "done@1", "live", ""]);
     assert_eq!(seqs(&out), vec![1, 2, 3]);
     assert!(!p.in_sync());
-    p.handle(Input::Ack(Ack { applied: 1, durable: 1 }), t, &mut out);
+    p.handle(
+        Input::Ack(Ack {
+            applied: 1,
+            durable: 1,
+        }),
+        t,
+        &mut out,
+    );
     assert!(p.in_sync());
 }
 
@@ -111,11 +136,31 @@ fn acks_beyond_what_was_sent_are_clipped() {
     live(&mut p, t);
     let mut out = Vec::new();
     p.handle(Input::Barrier(1), t, &mut out);
-    p.handle(Input::Ack(Ack { applied: u64::MAX, durable: u64::MAX }), t, &mut out);
-    assert_eq!(p.acked(), Ack { applied: 1, durable: 1 });
+    p.handle(
+        Input::Ack(Ack {
+            applied: u64::MAX,
+            durable: u64::MAX,
+        }),
+        t,
+        &mut out,
+    );
+    assert_eq!(
+        p.acked(),
+        Ack {
+            applied: 1,
+            durable: 1
+        }
+    );
     p.handle(Input::Barrier(2), t, &mut out);
     out.clear();
-    p.handle(Input::Ack(Ack { applied: 1, durable: 1 }), t, &mut out);
+    p.handle(
+        Input::Ack(Ack {
+            applied: 1,
+            durable: 1,
+        }),
+        t,
+        &mut out,
+    );
     assert!(out.is_empty(), "barrier 2 (seq 2) still waits");
 }
 
@@ -191,7 +236,10 @@ fn simulate(seed: u64) {
                                 }
                             }
                         }
-                        Input::Ack(Ack { applied: pe.applied, durable: pe.durable })
+                        Input::Ack(Ack {
+                            applied: pe.applied,
+                            durable: pe.durable,
+                        })
                     }
                     _ => Input::Tick,
                 }
