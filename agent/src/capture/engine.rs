@@ -37,6 +37,7 @@ use super::{
     mapped::Mapped,
     ranges::{DirtyFiles, FileDelta},
     reconcile::{DirtyName, DirtySet, Lookup, reconcile},
+    truncate_path::{NameEvent, PathTruncate, PathTruncates},
 };
 
 /// fallocate(2) modes that shift the file's content after the offset.
@@ -129,6 +130,10 @@ pub struct Engine {
     /// Files whose description waits for the index to catch up with the disk, with
     /// the number of rounds they have waited.
     stale: HashMap<Key, u32>,
+    /// Truncates by path waiting for this round's name events.
+    path_truncates: PathTruncates,
+    /// Rounds a description may wait for the index ([`STALE_PATIENCE`]; 0 at exit).
+    patience: u32,
 }
 
 impl Engine {
@@ -189,6 +194,8 @@ impl Engine {
             counters: Counters::default(),
             fan_buf: Vec::new(),
             stale: HashMap::new(),
+            path_truncates: PathTruncates::default(),
+            patience: STALE_PATIENCE,
         })
     }
 
@@ -211,6 +218,16 @@ impl Engine {
             self.step(sink, Instant::now())?;
         }
         self.step(sink, Instant::now())?;
+        // Descriptions waiting for the index to catch up get a few more rounds,
+        // then are described as they are: nothing pending is dropped at exit.
+        for _ in 0..50 {
+            if self.stale.is_empty() {
+                break;
+            }
+            self.wait(self.settings.tick)?;
+            self.flush_now(sink, Instant::now())?;
+        }
+        self.patience = 0;
         self.flush_data(sink)?;
         sink.flush().map_err(CaptureError::Output)
     }
@@ -395,8 +412,8 @@ impl Engine {
         };
         // Two candidates, both recorded: the file at the path now, and the file the
         // index (the consumer's view, a few milliseconds behind) has at the path. A
-        // truncate recorded for a file that was not truncated only makes its current
-        // size be described again, so a wrong candidate costs nothing.
+        // truncate recorded for a file that was not cut only makes its current size
+        // be described again, so a wrong candidate costs nothing.
         let mut found = false;
         if let Ok(m) = fs::metadata(&full) {
             let key = Key {
@@ -416,20 +433,78 @@ impl Engine {
             self.dirty.truncate(key, size);
             found = true;
         }
-        if found {
-            return;
+        let root = match self.root_containing(&full) {
+            Some(Some(r)) => Some(r),
+            // Outside every tree: not ours.
+            Some(None) => return,
+            None => None,
+        };
+        // Either may be another file than the one cut (it was renamed away and the
+        // name reused): the inodes fanotify saw arrive at or leave the name this
+        // round get the truncate too, and explain a file found nowhere.
+        let mut dirs = Vec::new();
+        if let Some(parent) = full.parent() {
+            if let Ok(m) = fs::metadata(parent) {
+                dirs.push(Key {
+                    dev: kernel_dev(m.dev()),
+                    ino: m.ino(),
+                });
+            }
+            if let Some(key) = self.index.lookup(parent).and_then(|n| self.index.key(n))
+                && !dirs.contains(&key)
+            {
+                dirs.push(key);
+            }
         }
-        match self.root_containing(&full) {
-            Some(Some(r)) => {
-                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file that cannot be found; rescanning its tree");
+        match full.file_name() {
+            Some(name) if !dirs.is_empty() => self.path_truncates.push(PathTruncate {
+                dirs,
+                name: name.as_bytes().into(),
+                size,
+                unresolved: !found,
+                root,
+            }),
+            _ if found => {}
+            _ => {
+                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file whose directory cannot be found; rescanning");
+                self.rescan_root(root);
+            }
+        }
+    }
+
+    /// Rescans one tree, or every tree when it is not known which.
+    fn rescan_root(&mut self, root: Option<RootId>) {
+        match root {
+            Some(r) => {
                 self.pending.rescan.insert(r);
             }
-            // Outside every tree: not ours.
-            Some(None) => {}
-            None => {
-                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file that cannot be found; rescanning");
-                self.rescan_all();
+            None => self.rescan_all(),
+        }
+    }
+
+    /// Gives the truncates by path of this round the inodes fanotify saw at their
+    /// names; the ones nothing explains rescan their tree.
+    fn resolve_path_truncates(&mut self) {
+        let res = self.path_truncates.resolve();
+        for (h, size) in res.truncates {
+            let Ok(fd) = self.fan.open_handle(&h) else {
+                // Deleted since: nothing of it is left to describe.
+                continue;
+            };
+            if let Ok(st) = nix::sys::stat::fstat(&fd) {
+                let key = Key {
+                    dev: kernel_dev(st.st_dev),
+                    ino: st.st_ino,
+                };
+                self.dirty.truncate(key, size);
             }
+        }
+        for root in res.rescan {
+            tracing::info!(
+                ?root,
+                "truncate(2) of a file that cannot be found; rescanning its tree"
+            );
+            self.rescan_root(root);
         }
     }
 
@@ -514,6 +589,7 @@ impl Engine {
             for named in [&ev.dir_name, &ev.old, &ev.new].into_iter().flatten() {
                 self.note_name(named, attr);
             }
+            self.note_for_truncates(ev);
             if let (Some(old), Some(new)) = (&ev.old, &ev.new) {
                 self.note_boundary_crossing(ev, old, new);
             }
@@ -524,7 +600,39 @@ impl Engine {
             let _ = self.probes.invalidate_verdicts();
         }
         self.fan_buf = events;
+        self.resolve_path_truncates();
         Ok(())
+    }
+
+    /// Keeps the names an inode arrived at or left, for truncates by path.
+    fn note_for_truncates(&mut self, ev: &FanEvent) {
+        const ARRIVE: u64 = libc::FAN_CREATE | libc::FAN_MOVED_TO;
+        const LEAVE: u64 = libc::FAN_DELETE | libc::FAN_MOVED_FROM;
+        let mut named: Vec<(&NamedHandle, bool)> = Vec::new();
+        if let Some(old) = &ev.old {
+            named.push((old, true));
+        }
+        if let Some(new) = &ev.new {
+            named.push((new, false));
+        }
+        if let Some(d) = &ev.dir_name
+            && ev.mask & (ARRIVE | LEAVE) != 0
+        {
+            named.push((d, ev.mask & LEAVE != 0));
+        }
+        for (n, left) in named {
+            if n.name.is_empty() || ev.is_dir() {
+                continue;
+            }
+            if let Some(st) = self.lookup.resolve(&self.fan, &n.dir) {
+                self.path_truncates.saw(NameEvent {
+                    dir: st.key,
+                    name: n.name.clone().into_boxed_slice(),
+                    object: ev.object.clone(),
+                    left,
+                });
+            }
+        }
     }
 
     /// A rename between a watched and an unwatched directory: what happens to the
@@ -548,6 +656,7 @@ impl Engine {
         });
         // An object whose handle no longer opens is gone: it cannot come back.
         if let Some(k) = key {
+            tracing::debug!(ino = k.ino, "renamed across the edge of the watched trees");
             self.left.insert(k);
         }
     }
@@ -763,7 +872,7 @@ impl Engine {
                 .any(|&(_, node)| self.live_size(node).is_none());
             if stale {
                 let waited = self.stale.get(&key).copied().unwrap_or(0);
-                if waited < STALE_PATIENCE {
+                if waited < self.patience {
                     self.stale.insert(key, waited + 1);
                     self.put_back(key, &delta);
                     continue;

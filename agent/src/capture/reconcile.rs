@@ -116,6 +116,13 @@ pub fn reconcile(
                 }
             }
             (cur, live) => {
+                // An attribute change of an entry that also moved: the change
+                // belongs to the inode, wherever the moves below take it.
+                if let Some(c) = cur
+                    && attr.contains(d)
+                {
+                    unchanged_attr.push(c);
+                }
                 if let Some(c) = cur
                     && !gone.contains(&c)
                 {
@@ -152,6 +159,15 @@ pub fn reconcile(
                 !still_there(index, lookup, c)
             })
         });
+        tracing::trace!(
+            dir,
+            name = %String::from_utf8_lossy(&name),
+            ino = st.key.ino,
+            left = left.contains(&st.key),
+            candidates = candidates.len(),
+            src = ?src,
+            "appeared"
+        );
         if let Some(src) = src {
             gone.retain(|&g| g != src);
             moved.insert(src);
@@ -173,6 +189,13 @@ pub fn reconcile(
             gone.retain(|&g| g != old);
         }
         let (Some(root), Some(from)) = (index.root_of(existing), index.rel_path(existing)) else {
+            // The other name left the index earlier in this batch (it went with a
+            // directory moved between the trees): this name is new on its own.
+            if index.kind(dir) == Some(Kind::Dir)
+                && let Some(st) = lookup.stat_in(index, dir, &name)
+            {
+                emit_create(index, lookup, &mut plan, dir, &name, st);
+            }
             continue;
         };
         let Some(to) = path_in(index, dir, &name) else {
@@ -220,7 +243,23 @@ pub fn reconcile(
         }
         emit_create(index, lookup, &mut plan, dir, &name, st);
     }
+    // And whatever holds an attribute-changed name now (moved or linked there; a
+    // new entry already had its attributes copied, once more is harmless).
+    for d in attr {
+        if let Some(c) = index.child(d.dir, &d.name) {
+            unchanged_attr.push(c);
+        }
+    }
+    let mut described = HashSet::new();
     for c in unchanged_attr {
+        if !described.insert(c) {
+            continue;
+        }
+        // Removed during this reconciliation: nothing to describe (ids are held, so
+        // a removed id names nothing).
+        if index.kind(c).is_none() {
+            continue;
+        }
         // Attributes belong to the inode: a file with names in two trees (a hard link
         // across them) has a copy in each, and each copy needs the change, whichever
         // name the change was made through.
@@ -407,6 +446,26 @@ fn emit_move(
     lookup: &mut dyn Lookup,
 ) {
     let (Some(src_root), Some(dst_root)) = (index.root_of(m.src), index.root_of(m.dir)) else {
+        // An earlier operation of this batch took one end out of the index: a
+        // directory moved between the trees is removed and created again (its new
+        // copy scanned whole), and ids below it name nothing any more. What the
+        // move still has to say is said with the ends that are left.
+        if index.kind(m.src).is_some() {
+            // The old name is gone (that is how the move was matched); the new
+            // place, inside the rescanned directory, was described by its scan.
+            emit_remove_tree(index, plan, m.src);
+        } else if index.kind(m.dir) == Some(Kind::Dir)
+            && let Some(st) = lookup.stat_in(index, m.dir, &m.name)
+            && !index
+                .child(m.dir, &m.name)
+                .is_some_and(|c| index.is_same_file(c, &st))
+        {
+            // The source went with its directory; its new name still needs one.
+            if let Some(old) = index.child(m.dir, &m.name) {
+                emit_remove_tree(index, plan, old);
+            }
+            emit_create(index, lookup, plan, m.dir, &m.name, st);
+        }
         return;
     };
     if let Some(occupant) = index.child(m.dir, &m.name)
@@ -472,6 +531,11 @@ fn emit_create(
     st: Stat,
 ) {
     let Ok(id) = index.insert(dir, name, &st) else {
+        tracing::debug!(
+            dir,
+            name = %String::from_utf8_lossy(name),
+            "create dropped: its directory left the index"
+        );
         return;
     };
     let target = (st.kind == Kind::Symlink)

@@ -1,0 +1,179 @@
+//! Resolving `truncate(2)` by path to the inodes it may have cut.
+//!
+//! The kernel reports `truncate(path, size)` with the path only (there is no file to
+//! take an inode from), and user space reads it a few milliseconds later. By then the
+//! file may have been renamed or unlinked, and another file may hold the name. The
+//! engine looks the path up on disk and in the index (the consumer's view); this
+//! module covers what both miss: every inode that fanotify saw arrive at or leave the
+//! truncated name (in this round's events or the previous round's) gets the truncate
+//! too. A truncate recorded for an inode that was not cut only makes its current size
+//! be described again, so over-matching costs little.
+//!
+//! Why this is complete: a file that was at the name when it was cut and is not there
+//! when the engine looks left through a rename or an unlink of that very name, after
+//! the cut. That event was queued before the engine's lookup, so it is in the
+//! fanotify events read right after (or, when the cut landed between the previous
+//! round's two drains, in the previous round's events). Only when the name's
+//! directory cannot be identified at all (it moved too) is the tree rescanned.
+
+use agent_common::abi::Key;
+
+use super::fanotify::Handle;
+
+/// A name event seen recently: an inode arriving at or leaving `(dir, name)`.
+#[derive(Clone, Debug)]
+pub struct NameEvent {
+    pub dir: Key,
+    pub name: Box<[u8]>,
+    /// The inode concerned (opened only when a truncate matches the name).
+    pub object: Option<Handle>,
+    /// The inode left the name (rename from it, unlink); otherwise it arrived.
+    pub left: bool,
+}
+
+/// A truncate by path waiting for this round's name events.
+#[derive(Clone, Debug)]
+pub struct PathTruncate {
+    /// The directories the path's parent may be: on disk now, and in the index.
+    pub dirs: Vec<Key>,
+    pub name: Box<[u8]>,
+    pub size: u64,
+    /// No inode was found at the path: the truncate is lost unless an event says
+    /// which inode left the name.
+    pub unresolved: bool,
+    /// The tree the path lies in, to rescan when nothing resolves it.
+    pub root: Option<u16>,
+}
+
+/// The truncates by path of one round and the name events they are matched with.
+#[derive(Debug, Default)]
+pub struct PathTruncates {
+    pending: Vec<PathTruncate>,
+    /// Name events of the previous round and of this one.
+    previous: Vec<NameEvent>,
+    current: Vec<NameEvent>,
+}
+
+/// What matching decided for this round.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// `(inode handle, size)` pairs to record as truncates.
+    pub truncates: Vec<(Handle, u64)>,
+    /// Truncates nothing explains: their trees must be rescanned (`None`: every tree).
+    pub rescan: Vec<Option<u16>>,
+}
+
+impl PathTruncates {
+    /// Records a truncate by path to be matched at the end of this round's drains.
+    pub fn push(&mut self, t: PathTruncate) {
+        self.pending.push(t);
+    }
+
+    /// Records a name event of this round.
+    pub fn saw(&mut self, ev: NameEvent) {
+        self.current.push(ev);
+    }
+
+    /// Whether any truncate waits, so that callers only collect name events then.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Matches this round's truncates with the name events of this round and the
+    /// previous one, and starts a new round.
+    pub fn resolve(&mut self) -> Resolution {
+        let mut out = Resolution::default();
+        for t in std::mem::take(&mut self.pending) {
+            let mut explained = false;
+            for ev in self.previous.iter().chain(self.current.iter()) {
+                if *ev.name != *t.name || !t.dirs.contains(&ev.dir) {
+                    continue;
+                }
+                if let Some(h) = &ev.object {
+                    out.truncates.push((h.clone(), t.size));
+                }
+                explained |= ev.left;
+            }
+            if t.unresolved && !explained {
+                out.rescan.push(t.root);
+            }
+        }
+        self.previous = std::mem::take(&mut self.current);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ino: u64) -> Key {
+        Key { dev: 1, ino }
+    }
+
+    fn handle(n: u8) -> Handle {
+        Handle {
+            fsid: [1, 2],
+            handle_type: 1,
+            bytes: vec![n],
+        }
+    }
+
+    fn ev(dir: u64, name: &str, object: u8, left: bool) -> NameEvent {
+        NameEvent {
+            dir: key(dir),
+            name: name.as_bytes().into(),
+            object: Some(handle(object)),
+            left,
+        }
+    }
+
+    fn cut(dir: u64, name: &str, unresolved: bool) -> PathTruncate {
+        PathTruncate {
+            dirs: vec![key(dir)],
+            name: name.as_bytes().into(),
+            size: 7,
+            unresolved,
+            root: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_file_renamed_away_after_the_cut_gets_the_truncate() {
+        let mut p = PathTruncates::default();
+        p.push(cut(10, "f", true));
+        p.saw(ev(10, "g", 99, true));
+        p.saw(ev(10, "f", 42, true));
+        p.saw(ev(11, "f", 43, true));
+        let r = p.resolve();
+        assert_eq!(r.truncates, vec![(handle(42), 7)]);
+        assert!(r.rescan.is_empty());
+    }
+
+    #[test]
+    fn events_of_the_previous_round_count_and_arrivals_alone_do_not_explain() {
+        let mut p = PathTruncates::default();
+        p.saw(ev(10, "f", 42, true));
+        assert!(p.resolve().truncates.is_empty(), "no truncate waited");
+        p.push(cut(10, "f", true));
+        let r = p.resolve();
+        assert_eq!(r.truncates, vec![(handle(42), 7)]);
+        assert!(r.rescan.is_empty());
+
+        // Only an arrival at the name: the cut file's departure is unexplained.
+        p.resolve();
+        p.push(cut(10, "f", true));
+        p.saw(ev(10, "f", 50, false));
+        let r = p.resolve();
+        assert_eq!(r.truncates, vec![(handle(50), 7)]);
+        assert_eq!(r.rescan, vec![Some(0)]);
+    }
+
+    #[test]
+    fn a_resolved_truncate_never_rescans() {
+        let mut p = PathTruncates::default();
+        p.push(cut(10, "f", false));
+        assert!(p.resolve().rescan.is_empty());
+    }
+}
