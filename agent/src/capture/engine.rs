@@ -33,7 +33,7 @@ use super::{
     change::{Change, Op, Sink},
     ebpf::{EbpfError, Probes, Record},
     fanotify::{FanEvent, Fanotify, FanotifyError, Handle, NamedHandle},
-    index::{Index, IndexError, Kind, NodeId, RootId, Stat, statx_at, statx_fd},
+    index::{Index, IndexError, Kind, NodeId, RootId, Stat, list_fd, statx_at, statx_fd},
     mapped::Mapped,
     ranges::{DirtyFiles, FileDelta},
     reconcile::{DirtyName, DirtySet, Lookup, reconcile},
@@ -457,16 +457,17 @@ impl Engine {
             }
         }
         match full.file_name() {
-            Some(name) if !dirs.is_empty() => self.path_truncates.push(PathTruncate {
+            Some(name) => self.path_truncates.push(PathTruncate {
                 dirs,
                 name: name.as_bytes().into(),
+                path: full.clone(),
                 size,
                 unresolved: !found,
                 root,
             }),
-            _ if found => {}
-            _ => {
-                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file whose directory cannot be found; rescanning");
+            None if found => {}
+            None => {
+                tracing::info!(tgid, path = %full.display(), "truncate(2) of a path without a file name; rescanning");
                 self.rescan_root(root);
             }
         }
@@ -485,7 +486,10 @@ impl Engine {
     /// Gives the truncates by path of this round the inodes fanotify saw at their
     /// names; the ones nothing explains rescan their tree.
     fn resolve_path_truncates(&mut self) {
-        let res = self.path_truncates.resolve();
+        let fan = &self.fan;
+        let res = self
+            .path_truncates
+            .resolve(&mut |h| fan.open_handle(h).ok());
         for (h, size) in res.truncates {
             let Ok(fd) = self.fan.open_handle(&h) else {
                 // Deleted since: nothing of it is left to describe.
@@ -621,7 +625,7 @@ impl Engine {
             named.push((d, ev.mask & LEAVE != 0));
         }
         for (n, left) in named {
-            if n.name.is_empty() || ev.is_dir() {
+            if n.name.is_empty() {
                 continue;
             }
             if let Some(st) = self.lookup.resolve(&self.fan, &n.dir) {
@@ -630,6 +634,7 @@ impl Engine {
                     name: n.name.clone().into_boxed_slice(),
                     object: ev.object.clone(),
                     left,
+                    is_dir: ev.is_dir(),
                 });
             }
         }
@@ -769,15 +774,12 @@ impl Engine {
                 // Gone from the index (removed or moved out): nothing to list.
                 continue;
             };
-            let here = self.index.abs_path(node).filter(|p| {
-                statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes()).map(|s| s.key) == Some(key)
-            });
-            match here.and_then(|p| fs::read_dir(p).ok()) {
-                Some(entries) => {
-                    for entry in entries.flatten() {
+            match self.open_dir_node(node).and_then(|fd| list_fd(&fd)) {
+                Some(names) => {
+                    for name in names {
                         self.pending.names.insert(DirtyName {
                             dir: node,
-                            name: entry.file_name().as_bytes().into(),
+                            name: name.into_boxed_slice(),
                         });
                     }
                 }
@@ -818,18 +820,47 @@ impl Engine {
                     _ => {}
                 }
             }
-            let Some(path) = self.index.abs_path(d) else {
-                continue;
-            };
-            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+            // Read where the directory is now (through its handle, or its index path
+            // once checked to hold it): a stale path would list another directory.
+            // One that cannot be read is listed by the scan of wherever it is found.
+            for name in self
+                .open_dir_node(d)
+                .and_then(|fd| list_fd(&fd))
+                .into_iter()
+                .flatten()
+            {
                 let dn = DirtyName {
                     dir: d,
-                    name: entry.file_name().as_bytes().into(),
+                    name: name.into_boxed_slice(),
                 };
                 pending.attr.insert(dn.clone());
                 pending.names.insert(dn);
             }
         }
+    }
+
+    /// Opens directory node `d` where it is now: through its handle when one is
+    /// known, else through its index path once checked to hold this very directory.
+    fn open_dir_node(&self, d: NodeId) -> Option<OwnedFd> {
+        let live = LiveLookup {
+            fan: &self.fan,
+            handles: &self.lookup.handles,
+        };
+        if let Some(fd) = live.open_dir(&self.index, d) {
+            return Some(fd);
+        }
+        let path = self.index.abs_path(d)?;
+        let fd = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        let st = statx_fd(fd.as_raw_fd())?;
+        self.index.is_same_file(d, &st).then_some(fd)
     }
 
     fn compare_mappings(&mut self, now: Instant) {

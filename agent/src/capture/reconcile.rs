@@ -194,7 +194,7 @@ pub fn reconcile(
             if index.kind(dir) == Some(Kind::Dir)
                 && let Some(st) = lookup.stat_in(index, dir, &name)
             {
-                emit_create(index, lookup, &mut plan, dir, &name, st);
+                creates.push((dir, name, st));
             }
             continue;
         };
@@ -530,6 +530,29 @@ fn emit_create(
     name: &[u8],
     st: Stat,
 ) {
+    // Another name of this very inode in the same tree: the consumer makes a hard
+    // link, not a second file (callers reach here from moves and re-creations too).
+    let root = index.root_of(dir);
+    let other = (st.kind != Kind::Dir)
+        .then(|| {
+            index
+                .names(&st.key)
+                .iter()
+                .copied()
+                .find(|&n| index.is_same_file(n, &st) && index.root_of(n) == root)
+        })
+        .flatten();
+    if let (Some(other), Some(root)) = (other, root)
+        && index.child(dir, name).is_none()
+        && let (Some(from), Some(to)) = (index.rel_path(other), path_in(index, dir, name))
+        && index.insert(dir, name, &st).is_ok()
+    {
+        plan.changes.push((root, from, Op::Link { new_path: to }));
+        if st.nlink > 1 {
+            plan.watch.push(st.key);
+        }
+        return;
+    }
     let Ok(id) = index.insert(dir, name, &st) else {
         tracing::debug!(
             dir,
@@ -561,7 +584,7 @@ fn emit_create(
             // (there before the scan, or described earlier in it).
             let first = index.names(&cst.key).iter().copied().find(|&n| {
                 n != child
-                    && index.kind(n) == Some(cst.kind)
+                    && index.is_same_file(n, &cst)
                     && index.root_of(n) == index.root_of(child)
                     && (!new.contains(&n) || described.contains(&n))
             });

@@ -16,9 +16,16 @@
 //! round's two drains, in the previous round's events). Only when the name's
 //! directory cannot be identified at all (it moved too) is the tree rescanned.
 
-use agent_common::abi::Key;
+use std::{
+    ffi::OsStr,
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Component, Path, PathBuf},
+};
 
-use super::fanotify::Handle;
+use agent_common::abi::Key;
+use nix::fcntl::OFlag;
+
+use super::{fanotify::Handle, index::statx_fd};
 
 /// A name event seen recently: an inode arriving at or leaving `(dir, name)`.
 #[derive(Clone, Debug)]
@@ -29,13 +36,20 @@ pub struct NameEvent {
     pub object: Option<Handle>,
     /// The inode left the name (rename from it, unlink); otherwise it arrived.
     pub left: bool,
+    /// The inode is a directory: followed when a truncated path's directory
+    /// moved, never truncated itself.
+    pub is_dir: bool,
 }
 
 /// A truncate by path waiting for this round's name events.
 #[derive(Clone, Debug)]
 pub struct PathTruncate {
     /// The directories the path's parent may be: on disk now, and in the index.
+    /// Empty when neither knows it: the directory is then looked for by following
+    /// this round's directory renames along `path`.
     pub dirs: Vec<Key>,
+    /// The absolute path that was truncated.
+    pub path: PathBuf,
     pub name: Box<[u8]>,
     pub size: u64,
     /// No inode was found at the path: the truncate is lost unless an event says
@@ -81,13 +95,18 @@ impl PathTruncates {
     }
 
     /// Matches this round's truncates with the name events of this round and the
-    /// previous one, and starts a new round.
-    pub fn resolve(&mut self) -> Resolution {
+    /// previous one, and starts a new round. `open` opens a handle of an event.
+    pub fn resolve(&mut self, open: &mut dyn FnMut(&Handle) -> Option<OwnedFd>) -> Resolution {
         let mut out = Resolution::default();
-        for t in std::mem::take(&mut self.pending) {
+        for mut t in std::mem::take(&mut self.pending) {
+            if t.dirs.is_empty()
+                && let Some(dir) = self.find_dir(&t.path, open)
+            {
+                t.dirs.push(dir);
+            }
             let mut explained = false;
             for ev in self.previous.iter().chain(self.current.iter()) {
-                if *ev.name != *t.name || !t.dirs.contains(&ev.dir) {
+                if ev.is_dir || *ev.name != *t.name || !t.dirs.contains(&ev.dir) {
                     continue;
                 }
                 if let Some(h) = &ev.object {
@@ -101,6 +120,40 @@ impl PathTruncates {
         }
         self.previous = std::mem::take(&mut self.current);
         out
+    }
+
+    /// The directory that held `path`'s last component when it was truncated:
+    /// the path is walked on disk, and where a directory on it is no longer found
+    /// by name, through the directory this round saw leave that name.
+    fn find_dir(
+        &self,
+        path: &Path,
+        open: &mut dyn FnMut(&Handle) -> Option<OwnedFd>,
+    ) -> Option<Key> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut fd = nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty()).ok()?;
+        for c in path.parent()?.components() {
+            let name: &OsStr = match c {
+                Component::RootDir | Component::CurDir => continue,
+                Component::Normal(n) => n,
+                // `..` after a move means something else than it did: give up.
+                _ => return None,
+            };
+            if let Ok(next) = nix::fcntl::openat(&fd, name, flags, nix::sys::stat::Mode::empty()) {
+                fd = next;
+                continue;
+            }
+            let here = statx_fd(fd.as_raw_fd())?.key;
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name);
+            let moved = self
+                .previous
+                .iter()
+                .chain(self.current.iter())
+                .filter(|ev| ev.is_dir && ev.left && ev.dir == here && *ev.name == *bytes)
+                .find_map(|ev| ev.object.as_ref().and_then(&mut *open))?;
+            fd = moved;
+        }
+        statx_fd(fd.as_raw_fd()).map(|s| s.key)
     }
 }
 
@@ -126,12 +179,14 @@ mod tests {
             name: name.as_bytes().into(),
             object: Some(handle(object)),
             left,
+            is_dir: false,
         }
     }
 
     fn cut(dir: u64, name: &str, unresolved: bool) -> PathTruncate {
         PathTruncate {
             dirs: vec![key(dir)],
+            path: PathBuf::from("/nonexistent-tandem/x").join(name),
             name: name.as_bytes().into(),
             size: 7,
             unresolved,
@@ -146,7 +201,7 @@ mod tests {
         p.saw(ev(10, "g", 99, true));
         p.saw(ev(10, "f", 42, true));
         p.saw(ev(11, "f", 43, true));
-        let r = p.resolve();
+        let r = p.resolve(&mut |_| None);
         assert_eq!(r.truncates, vec![(handle(42), 7)]);
         assert!(r.rescan.is_empty());
     }
@@ -155,17 +210,20 @@ mod tests {
     fn events_of_the_previous_round_count_and_arrivals_alone_do_not_explain() {
         let mut p = PathTruncates::default();
         p.saw(ev(10, "f", 42, true));
-        assert!(p.resolve().truncates.is_empty(), "no truncate waited");
+        assert!(
+            p.resolve(&mut |_| None).truncates.is_empty(),
+            "no truncate waited"
+        );
         p.push(cut(10, "f", true));
-        let r = p.resolve();
+        let r = p.resolve(&mut |_| None);
         assert_eq!(r.truncates, vec![(handle(42), 7)]);
         assert!(r.rescan.is_empty());
 
         // Only an arrival at the name: the cut file's departure is unexplained.
-        p.resolve();
+        p.resolve(&mut |_| None);
         p.push(cut(10, "f", true));
         p.saw(ev(10, "f", 50, false));
-        let r = p.resolve();
+        let r = p.resolve(&mut |_| None);
         assert_eq!(r.truncates, vec![(handle(50), 7)]);
         assert_eq!(r.rescan, vec![Some(0)]);
     }
@@ -174,6 +232,6 @@ mod tests {
     fn a_resolved_truncate_never_rescans() {
         let mut p = PathTruncates::default();
         p.push(cut(10, "f", false));
-        assert!(p.resolve().rescan.is_empty());
+        assert!(p.resolve(&mut |_| None).rescan.is_empty());
     }
 }

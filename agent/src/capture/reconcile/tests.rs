@@ -38,7 +38,7 @@ impl Fixture {
         let mut index = Index::default();
         let root = index.add_root(&src).unwrap();
         let node = index.root_node(root).unwrap();
-        index.scan(node, &mut |_, _, _| {}).unwrap();
+        index.scan(node, &mut |_, _, _, _| {}).unwrap();
         Self {
             _tmp: tmp,
             src,
