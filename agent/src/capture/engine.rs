@@ -736,6 +736,13 @@ impl Engine {
             &left,
         );
         self.index.release();
+        for r in plan.rescan {
+            tracing::info!(
+                root = r,
+                "names moved in a way the events did not describe; rescanning the tree"
+            );
+            self.pending.rescan.insert(r);
+        }
         for key in plan.watch {
             let _ = self.probes.watch(key, u32::MAX);
         }

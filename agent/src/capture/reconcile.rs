@@ -61,6 +61,10 @@ pub struct Plan {
     /// New directories that could not be read yet (they moved again in a way not
     /// reconciled yet): their entries must be looked at once their place is known.
     pub unlisted: Vec<Key>,
+    /// Trees where the dirty names did not say enough to describe what happened (a
+    /// directory moved below one whose own move was not reported): they must be
+    /// compared whole again, which finds every directory where it is now.
+    pub rescan: Vec<RootId>,
 }
 
 /// A pending rename of `src` to `name` in `dir`.
@@ -344,7 +348,11 @@ fn emit_moves(
         if cycle.len() == 1 {
             // A directory that must go below itself with nothing to move out of the
             // way: only removal and creation can describe it.
+            // The index still has the destination below the directory, so the
+            // directory in between moved too, unreported: what is removed here may
+            // not come back from this batch alone, so the tree is compared again.
             let m = moves.remove(a);
+            plan.rescan.extend(index.root_of(m.src));
             emit_remove_tree(index, plan, m.src);
             if let Some(st) = lookup.stat_in(index, m.dir, &m.name) {
                 emit_create(index, lookup, plan, m.dir, &m.name, st);
@@ -405,8 +413,10 @@ fn emit_moves(
             emit_move(index, plan, &m, gone, lookup);
         }
     }
-    // Whatever could not be ordered is described as removal plus creation.
+    // Whatever could not be ordered is described as removal plus creation, and
+    // the tree compared again (see above).
     for m in moves {
+        plan.rescan.extend(index.root_of(m.src));
         emit_remove_tree(index, plan, m.src);
         if let Some(st) = lookup.stat_in(index, m.dir, &m.name) {
             emit_create(index, lookup, plan, m.dir, &m.name, st);
