@@ -415,7 +415,11 @@ impl Engine {
         // truncate recorded for a file that was not cut only makes its current size
         // be described again, so a wrong candidate costs nothing.
         let mut found = false;
-        if let Ok(m) = fs::metadata(&full) {
+        let on_disk = fs::metadata(&full);
+        if let Err(e) = &on_disk {
+            tracing::debug!(path = %full.display(), err = %e, parent = ?full.parent().map(fs::metadata).map(|r| r.map(|m| m.ino()).map_err(|e| e.to_string())), "truncate(2) path not on disk");
+        }
+        if let Ok(m) = on_disk {
             let key = Key {
                 dev: kernel_dev(m.dev()),
                 ino: m.ino(),
@@ -487,9 +491,19 @@ impl Engine {
     /// names; the ones nothing explains rescan their tree.
     fn resolve_path_truncates(&mut self) {
         let fan = &self.fan;
-        let res = self
-            .path_truncates
-            .resolve(&mut |h| fan.open_handle(h).ok());
+        let handles = &self.lookup.handles;
+        let res =
+            self.path_truncates
+                .resolve(&mut |h| fan.open_handle(h).ok(), &mut |dir, name| {
+                    let (h, _) = handles.get(&dir)?;
+                    let fd = fan.open_handle(h).ok()?;
+                    statx_at(fd.as_raw_fd(), name)
+                        .filter(|st| st.kind == Kind::File)
+                        .map(|st| st.key)
+                });
+        for (key, size) in res.found {
+            self.dirty.truncate(key, size);
+        }
         for (h, size) in res.truncates {
             let Ok(fd) = self.fan.open_handle(&h) else {
                 // Deleted since: nothing of it is left to describe.
@@ -643,10 +657,25 @@ impl Engine {
     /// A rename between a watched and an unwatched directory: what happens to the
     /// inode outside is not captured, so it must never come back as a mere rename.
     fn note_boundary_crossing(&mut self, ev: &FanEvent, old: &NamedHandle, new: &NamedHandle) {
+        // A directory the index does not have yet (created a moment ago) is still
+        // inside a tree when its path says so: only then is this a real crossing.
         let watched = |this: &mut Self, h: &Handle| {
-            this.lookup
+            if this
+                .lookup
                 .resolve(&this.fan, h)
                 .is_some_and(|st| this.index.dir_of(&st).is_some())
+            {
+                return true;
+            }
+            let Ok(fd) = this.fan.open_handle(h) else {
+                return false;
+            };
+            fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).is_ok_and(|p| {
+                this.index
+                    .roots()
+                    .iter()
+                    .any(|r| p.starts_with(&r.canonical))
+            })
         };
         if watched(self, &old.dir) == watched(self, &new.dir) {
             return;

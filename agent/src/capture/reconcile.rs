@@ -220,6 +220,12 @@ pub fn reconcile(
         }
     }
     for g in gone {
+        // A directory scanned earlier in this batch may have found this entry at a
+        // new place and moved it there (`Index::take_displaced`): it is not gone
+        // any more, and removing it would remove it from where it now is.
+        if index.kind(g).is_none() || still_there(index, lookup, g) {
+            continue;
+        }
         emit_remove_tree(index, &mut plan, g);
     }
     for (dir, name, st) in creates {

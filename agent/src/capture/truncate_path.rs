@@ -73,6 +73,8 @@ pub struct PathTruncates {
 pub struct Resolution {
     /// `(inode handle, size)` pairs to record as truncates.
     pub truncates: Vec<(Handle, u64)>,
+    /// `(inode, size)` pairs found in the truncated name's directory.
+    pub found: Vec<(Key, u64)>,
     /// Truncates nothing explains: their trees must be rescanned (`None`: every tree).
     pub rescan: Vec<Option<u16>>,
 }
@@ -95,8 +97,13 @@ impl PathTruncates {
     }
 
     /// Matches this round's truncates with the name events of this round and the
-    /// previous one, and starts a new round. `open` opens a handle of an event.
-    pub fn resolve(&mut self, open: &mut dyn FnMut(&Handle) -> Option<OwnedFd>) -> Resolution {
+    /// previous one, and starts a new round. `open` opens a handle of an event;
+    /// `stat_in` looks a name up in a directory (by inode) wherever it is now.
+    pub fn resolve(
+        &mut self,
+        open: &mut dyn FnMut(&Handle) -> Option<OwnedFd>,
+        stat_in: &mut dyn FnMut(Key, &[u8]) -> Option<Key>,
+    ) -> Resolution {
         let mut out = Resolution::default();
         for mut t in std::mem::take(&mut self.pending) {
             if t.dirs.is_empty()
@@ -105,6 +112,14 @@ impl PathTruncates {
                 t.dirs.push(dir);
             }
             let mut explained = false;
+            // The name is often still there and only its path is stale (a directory
+            // above it was renamed right after the cut).
+            for &dir in &t.dirs {
+                if let Some(k) = stat_in(dir, &t.name) {
+                    out.found.push((k, t.size));
+                    explained = true;
+                }
+            }
             for ev in self.previous.iter().chain(self.current.iter()) {
                 if ev.is_dir || *ev.name != *t.name || !t.dirs.contains(&ev.dir) {
                     continue;
@@ -115,6 +130,18 @@ impl PathTruncates {
                 explained |= ev.left;
             }
             if t.unresolved && !explained {
+                tracing::info!(
+                    path = %t.path.display(),
+                    dirs = ?t.dirs.iter().map(|k| k.ino).collect::<Vec<_>>(),
+                    same_name = ?self
+                        .previous
+                        .iter()
+                        .chain(self.current.iter())
+                        .filter(|ev| *ev.name == *t.name)
+                        .map(|ev| (ev.dir.ino, ev.left))
+                        .collect::<Vec<_>>(),
+                    "truncate(2) that no name event explains"
+                );
                 out.rescan.push(t.root);
             }
         }
@@ -201,7 +228,7 @@ mod tests {
         p.saw(ev(10, "g", 99, true));
         p.saw(ev(10, "f", 42, true));
         p.saw(ev(11, "f", 43, true));
-        let r = p.resolve(&mut |_| None);
+        let r = p.resolve(&mut |_| None, &mut |_, _| None);
         assert_eq!(r.truncates, vec![(handle(42), 7)]);
         assert!(r.rescan.is_empty());
     }
@@ -211,19 +238,21 @@ mod tests {
         let mut p = PathTruncates::default();
         p.saw(ev(10, "f", 42, true));
         assert!(
-            p.resolve(&mut |_| None).truncates.is_empty(),
+            p.resolve(&mut |_| None, &mut |_, _| None)
+                .truncates
+                .is_empty(),
             "no truncate waited"
         );
         p.push(cut(10, "f", true));
-        let r = p.resolve(&mut |_| None);
+        let r = p.resolve(&mut |_| None, &mut |_, _| None);
         assert_eq!(r.truncates, vec![(handle(42), 7)]);
         assert!(r.rescan.is_empty());
 
         // Only an arrival at the name: the cut file's departure is unexplained.
-        p.resolve(&mut |_| None);
+        p.resolve(&mut |_| None, &mut |_, _| None);
         p.push(cut(10, "f", true));
         p.saw(ev(10, "f", 50, false));
-        let r = p.resolve(&mut |_| None);
+        let r = p.resolve(&mut |_| None, &mut |_, _| None);
         assert_eq!(r.truncates, vec![(handle(50), 7)]);
         assert_eq!(r.rescan, vec![Some(0)]);
     }
@@ -232,6 +261,6 @@ mod tests {
     fn a_resolved_truncate_never_rescans() {
         let mut p = PathTruncates::default();
         p.push(cut(10, "f", false));
-        assert!(p.resolve(&mut |_| None).rescan.is_empty());
+        assert!(p.resolve(&mut |_| None, &mut |_, _| None).rescan.is_empty());
     }
 }
