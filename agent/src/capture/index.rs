@@ -29,6 +29,10 @@ const MAX_DEPTH: usize = 4096;
 /// Index of a node in the arena.
 pub type NodeId = u32;
 
+/// What [`Index::scan`] calls for each entry it adds: the index, the new node, what
+/// the filesystem holds there and, for a symlink, its target.
+pub type Found<'a> = dyn FnMut(&Index, NodeId, &Stat, Option<Vec<u8>>) + 'a;
+
 /// Index of a watched root, in the order the roots were given.
 pub type RootId = u16;
 
@@ -201,11 +205,7 @@ impl Index {
     /// not read but returned, for the caller to list once their place is known. Once
     /// open, a directory is read, its entries looked at and its symlinks read through
     /// that one descriptor, so a move during the walk cannot mix two directories.
-    pub fn scan(
-        &mut self,
-        dir: NodeId,
-        found: &mut dyn FnMut(&Self, NodeId, &Stat, Option<Vec<u8>>),
-    ) -> Result<Vec<NodeId>, IndexError> {
+    pub fn scan(&mut self, dir: NodeId, found: &mut Found<'_>) -> Result<Vec<NodeId>, IndexError> {
         let mut unlisted = Vec::new();
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
