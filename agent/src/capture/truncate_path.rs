@@ -45,8 +45,8 @@ pub struct NameEvent {
 #[derive(Clone, Debug)]
 pub struct PathTruncate {
     /// The directories the path's parent may be: on disk now, and in the index.
-    /// Empty when neither knows it: the directory is then looked for by following
-    /// this round's directory renames along `path`.
+    /// Those reached by following this round's directory renames along `path` are
+    /// added when the truncate is resolved.
     pub dirs: Vec<Key>,
     /// The absolute path that was truncated.
     pub path: PathBuf,
@@ -106,12 +106,16 @@ impl PathTruncates {
     ) -> Resolution {
         let mut out = Resolution::default();
         for mut t in std::mem::take(&mut self.pending) {
-            if t.dirs.is_empty()
-                && let Some(dir) = self.find_dir(&t.path, open)
-            {
-                t.dirs.push(dir);
-            }
             let mut explained = false;
+            for (dir, file) in self.find_dirs(&t.path, &t.name, open) {
+                if let Some(k) = file {
+                    out.found.push((k, t.size));
+                    explained = true;
+                }
+                if !t.dirs.contains(&dir) {
+                    t.dirs.push(dir);
+                }
+            }
             // The name is often still there and only its path is stale (a directory
             // above it was renamed right after the cut).
             for &dir in &t.dirs {
@@ -149,38 +153,86 @@ impl PathTruncates {
         out
     }
 
-    /// The directory that held `path`'s last component when it was truncated:
-    /// the path is walked on disk, and where a directory on it is no longer found
-    /// by name, through the directory this round saw leave that name.
-    fn find_dir(
+    /// The directories that may have held `path`'s last component when it was
+    /// truncated. The path is walked from `/`; at each step the walk goes on into
+    /// the directory found by that name now and into every directory this round or
+    /// the previous one saw leave that name (followed by handle, wherever it went).
+    /// Every rename after the cut is among those events, so the directory that held
+    /// the file is among the results; the others only get a harmless extra truncate.
+    /// Each comes with the file its directory holds at that name now, if any.
+    fn find_dirs(
         &self,
         path: &Path,
+        leaf: &[u8],
         open: &mut dyn FnMut(&Handle) -> Option<OwnedFd>,
-    ) -> Option<Key> {
+    ) -> Vec<(Key, Option<Key>)> {
+        /// Directories followed at once; paths whose every level was exchanged
+        /// could otherwise multiply them.
+        const MAX_BRANCHES: usize = 16;
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let mut fd = nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty()).ok()?;
-        for c in path.parent()?.components() {
+        let Ok(root) = nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty()) else {
+            return Vec::new();
+        };
+        let Some(parent) = path.parent() else {
+            return Vec::new();
+        };
+        let mut level = vec![root];
+        for c in parent.components() {
             let name: &OsStr = match c {
                 Component::RootDir | Component::CurDir => continue,
                 Component::Normal(n) => n,
                 // `..` after a move means something else than it did: give up.
-                _ => return None,
+                _ => return Vec::new(),
             };
-            if let Ok(next) = nix::fcntl::openat(&fd, name, flags, nix::sys::stat::Mode::empty()) {
-                fd = next;
-                continue;
-            }
-            let here = statx_fd(fd.as_raw_fd())?.key;
             let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name);
-            let moved = self
-                .previous
-                .iter()
-                .chain(self.current.iter())
-                .filter(|ev| ev.is_dir && ev.left && ev.dir == here && *ev.name == *bytes)
-                .find_map(|ev| ev.object.as_ref().and_then(&mut *open))?;
-            fd = moved;
+            let mut next = Vec::new();
+            let mut seen = Vec::new();
+            for fd in &level {
+                let Some(here) = statx_fd(fd.as_raw_fd()).map(|s| s.key) else {
+                    continue;
+                };
+                let mut push = |d: OwnedFd, seen: &mut Vec<Key>| {
+                    if let Some(k) = statx_fd(d.as_raw_fd()).map(|s| s.key)
+                        && !seen.contains(&k)
+                    {
+                        seen.push(k);
+                        next.push(d);
+                    }
+                };
+                if let Ok(d) = nix::fcntl::openat(fd, name, flags, nix::sys::stat::Mode::empty()) {
+                    push(d, &mut seen);
+                }
+                for ev in self.previous.iter().chain(self.current.iter()) {
+                    if ev.is_dir
+                        && ev.left
+                        && ev.dir == here
+                        && *ev.name == *bytes
+                        && let Some(d) = ev.object.as_ref().and_then(&mut *open)
+                    {
+                        push(d, &mut seen);
+                    }
+                }
+            }
+            next.truncate(MAX_BRANCHES);
+            if next.is_empty() {
+                tracing::debug!(
+                    at = %String::from_utf8_lossy(bytes),
+                    "a truncated path's directory is not found"
+                );
+                return Vec::new();
+            }
+            level = next;
         }
-        statx_fd(fd.as_raw_fd()).map(|s| s.key)
+        level
+            .iter()
+            .filter_map(|fd| {
+                let dir = statx_fd(fd.as_raw_fd())?.key;
+                let file = super::index::statx_at(fd.as_raw_fd(), leaf)
+                    .filter(|st| st.kind == super::index::Kind::File)
+                    .map(|st| st.key);
+                Some((dir, file))
+            })
+            .collect()
     }
 }
 
@@ -255,6 +307,53 @@ mod tests {
         let r = p.resolve(&mut |_| None, &mut |_, _| None);
         assert_eq!(r.truncates, vec![(handle(50), 7)]);
         assert_eq!(r.rescan, vec![Some(0)]);
+    }
+
+    #[test]
+    fn a_directory_renamed_after_the_cut_is_followed_by_its_handle() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, x) = (tmp.path().join("a"), tmp.path().join("x"));
+        std::fs::create_dir_all(a.join("b")).unwrap();
+        std::fs::create_dir(&x).unwrap();
+        std::fs::write(a.join("b/f"), b"data").unwrap();
+        let cut = a.join("b/f");
+        // After the cut, b moves to x: the path no longer leads to f.
+        std::fs::rename(a.join("b"), x.join("b")).unwrap();
+        let real = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            Key {
+                dev: agent_common::abi::kernel_dev(m.dev()),
+                ino: m.ino(),
+            }
+        };
+        let mut p = PathTruncates::default();
+        p.saw(NameEvent {
+            dir: real(&a),
+            name: b"b".as_slice().into(),
+            object: Some(handle(1)),
+            left: true,
+            is_dir: true,
+        });
+        p.push(PathTruncate {
+            dirs: Vec::new(),
+            path: cut,
+            name: b"f".as_slice().into(),
+            size: 2,
+            unresolved: true,
+            root: Some(0),
+        });
+        let moved = x.join("b");
+        let r = p.resolve(
+            &mut |h| {
+                (h.bytes == [1]).then(|| {
+                    nix::fcntl::open(&moved, OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap()
+                })
+            },
+            &mut |_, _| None,
+        );
+        assert_eq!(r.found, vec![(real(&x.join("b/f")), 2)]);
+        assert!(r.rescan.is_empty(), "{r:?}");
     }
 
     #[test]
