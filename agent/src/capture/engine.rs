@@ -468,6 +468,7 @@ impl Engine {
                 size,
                 unresolved: !found,
                 root,
+                tries: 0,
             }),
             None if found => {}
             None => {

@@ -5,18 +5,20 @@
 //! file may have been renamed or unlinked, and another file may hold the name. The
 //! engine looks the path up on disk and in the index (the consumer's view); this
 //! module covers what both miss: every inode that fanotify saw arrive at or leave the
-//! truncated name (in this round's events or the previous round's) gets the truncate
+//! truncated name (in the events of this round or the last few) gets the truncate
 //! too. A truncate recorded for an inode that was not cut only makes its current size
 //! be described again, so over-matching costs little.
 //!
 //! Why this is complete: a file that was at the name when it was cut and is not there
 //! when the engine looks left through a rename or an unlink of that very name, after
 //! the cut. That event was queued before the engine's lookup, so it is in the
-//! fanotify events read right after (or, when the cut landed between the previous
-//! round's two drains, in the previous round's events). Only when the name's
-//! directory cannot be identified at all (it moved too) is the tree rescanned.
+//! fanotify events read right after, or in those of the last few rounds (kept,
+//! since a kernel record can reach user space rounds after the fanotify events of
+//! what followed it). A directory on the path that moved is followed by handle. A
+//! truncate still unexplained waits a few rounds, then its tree is rescanned.
 
 use std::{
+    collections::VecDeque,
     ffi::OsStr,
     os::fd::{AsRawFd, OwnedFd},
     path::{Component, Path, PathBuf},
@@ -57,16 +59,27 @@ pub struct PathTruncate {
     pub unresolved: bool,
     /// The tree the path lies in, to rescan when nothing resolves it.
     pub root: Option<u16>,
+    /// Rounds this truncate has already waited for an explanation.
+    pub tries: u8,
 }
 
 /// The truncates by path of one round and the name events they are matched with.
 #[derive(Debug, Default)]
 pub struct PathTruncates {
     pending: Vec<PathTruncate>,
-    /// Name events of the previous round and of this one.
-    previous: Vec<NameEvent>,
+    /// Name events of the last rounds (oldest first) and of this one.
+    previous: VecDeque<Vec<NameEvent>>,
     current: Vec<NameEvent>,
 }
+
+/// Rounds of name events kept: a kernel record can reach user space a few rounds
+/// after the fanotify events of what followed it (the ring buffer is read only up
+/// to a record another CPU has reserved and not yet committed).
+const ROUNDS_KEPT: usize = 8;
+
+/// Rounds an unexplained truncate waits for the event that explains it before its
+/// tree is rescanned (the name may be left just after this round's events were read).
+const TRIES: u8 = 3;
 
 /// What matching decided for this round.
 #[derive(Debug, Default)]
@@ -105,6 +118,7 @@ impl PathTruncates {
         stat_in: &mut dyn FnMut(Key, &[u8]) -> Option<Key>,
     ) -> Resolution {
         let mut out = Resolution::default();
+        let mut retry = Vec::new();
         for mut t in std::mem::take(&mut self.pending) {
             let mut explained = false;
             for (dir, file) in self.find_dirs(&t.path, &t.name, open) {
@@ -124,7 +138,7 @@ impl PathTruncates {
                     explained = true;
                 }
             }
-            for ev in self.previous.iter().chain(self.current.iter()) {
+            for ev in self.events() {
                 if ev.is_dir || *ev.name != *t.name || !t.dirs.contains(&ev.dir) {
                     continue;
                 }
@@ -133,14 +147,16 @@ impl PathTruncates {
                 }
                 explained |= ev.left;
             }
+            if t.unresolved && !explained && t.tries + 1 < TRIES {
+                t.tries += 1;
+                retry.push(t);
+                continue;
+            }
             if t.unresolved && !explained {
                 tracing::info!(
                     path = %t.path.display(),
                     dirs = ?t.dirs.iter().map(|k| k.ino).collect::<Vec<_>>(),
-                    same_name = ?self
-                        .previous
-                        .iter()
-                        .chain(self.current.iter())
+                    same_name = ?self.events()
                         .filter(|ev| *ev.name == *t.name)
                         .map(|ev| (ev.dir.ino, ev.left))
                         .collect::<Vec<_>>(),
@@ -149,8 +165,17 @@ impl PathTruncates {
                 out.rescan.push(t.root);
             }
         }
-        self.previous = std::mem::take(&mut self.current);
+        self.pending = retry;
+        self.previous.push_back(std::mem::take(&mut self.current));
+        while self.previous.len() > ROUNDS_KEPT {
+            self.previous.pop_front();
+        }
         out
+    }
+
+    /// The name events kept, oldest first.
+    fn events(&self) -> impl Iterator<Item = &NameEvent> {
+        self.previous.iter().flatten().chain(self.current.iter())
     }
 
     /// The directories that may have held `path`'s last component when it was
@@ -202,7 +227,7 @@ impl PathTruncates {
                 if let Ok(d) = nix::fcntl::openat(fd, name, flags, nix::sys::stat::Mode::empty()) {
                     push(d, &mut seen);
                 }
-                for ev in self.previous.iter().chain(self.current.iter()) {
+                for ev in self.events() {
                     if ev.is_dir
                         && ev.left
                         && ev.dir == here
@@ -270,6 +295,7 @@ mod tests {
             size: 7,
             unresolved,
             root: Some(0),
+            tries: 0,
         }
     }
 
@@ -300,13 +326,34 @@ mod tests {
         assert_eq!(r.truncates, vec![(handle(42), 7)]);
         assert!(r.rescan.is_empty());
 
-        // Only an arrival at the name: the cut file's departure is unexplained.
-        p.resolve(&mut |_| None, &mut |_, _| None);
+        // Only an arrival at the name: the cut file's departure is unexplained. It
+        // waits a few rounds for the event, then its tree is rescanned.
+        for _ in 0..=ROUNDS_KEPT {
+            p.resolve(&mut |_| None, &mut |_, _| None);
+        }
         p.push(cut(10, "f", true));
         p.saw(ev(10, "f", 50, false));
         let r = p.resolve(&mut |_| None, &mut |_, _| None);
         assert_eq!(r.truncates, vec![(handle(50), 7)]);
-        assert_eq!(r.rescan, vec![Some(0)]);
+        assert!(r.rescan.is_empty(), "it waits first");
+        let mut rescans = Vec::new();
+        for _ in 1..TRIES {
+            rescans.extend(p.resolve(&mut |_| None, &mut |_, _| None).rescan);
+        }
+        assert_eq!(rescans, vec![Some(0)]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_departure_seen_a_round_later_explains_the_truncate() {
+        let mut p = PathTruncates::default();
+        p.push(cut(10, "f", true));
+        assert!(p.resolve(&mut |_| None, &mut |_, _| None).rescan.is_empty());
+        p.saw(ev(10, "f", 42, true));
+        let r = p.resolve(&mut |_| None, &mut |_, _| None);
+        assert_eq!(r.truncates, vec![(handle(42), 7)]);
+        assert!(r.rescan.is_empty());
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -342,6 +389,7 @@ mod tests {
             size: 2,
             unresolved: true,
             root: Some(0),
+            tries: 0,
         });
         let moved = x.join("b");
         let r = p.resolve(
