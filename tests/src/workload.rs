@@ -348,6 +348,11 @@ struct Worker {
     n: u64,
     counts: Counts,
     ring: Option<io_uring::IoUring>,
+    /// `TANDEM_ORACLE_OPLOG=FILE`: every operation with the names it used, for
+    /// diagnosing a failure (appended by all workers, one line per operation).
+    oplog: Option<File>,
+    /// The names the current operation used, for the op log.
+    used: Vec<PathBuf>,
 }
 
 impl Worker {
@@ -370,6 +375,9 @@ impl Worker {
             n: 0,
             counts: Counts::default(),
             ring: None,
+            oplog: std::env::var_os("TANDEM_ORACLE_OPLOG")
+                .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok()),
+            used: Vec::new(),
         })
     }
 
@@ -404,8 +412,18 @@ impl Worker {
             if skip.iter().any(|s| s == kind) {
                 continue;
             }
-            let ok = self.exec(kind).is_ok();
-            self.counts.add(kind, ok);
+            self.used.clear();
+            let started = monotonic_ns();
+            let res = self.exec(kind);
+            if let Some(f) = self.oplog.as_mut() {
+                let mut line = format!("{started} w{} {kind} {:?}", self.id, res.as_ref().err());
+                for p in &self.used {
+                    line.push_str(&format!(" {:?}", p));
+                }
+                line.push('\n');
+                let _ = f.write_all(line.as_bytes());
+            }
+            self.counts.add(kind, res.is_ok());
         }
     }
 
@@ -451,7 +469,9 @@ impl Worker {
 
     fn new_path(&mut self) -> PathBuf {
         let d = self.dir();
-        d.join(self.name())
+        let p = d.join(self.name());
+        self.used.push(p.clone());
+        p
     }
 
     fn file(&mut self) -> io::Result<PathBuf> {
@@ -465,6 +485,7 @@ impl Worker {
         let files = std::mem::take(&mut self.files);
         let f = self.pick(&files).cloned();
         self.files = files;
+        self.used.extend(f.clone());
         f.ok_or_else(|| err(libc::ENOENT))
     }
 
@@ -472,6 +493,7 @@ impl Worker {
         let dirs = std::mem::take(&mut self.dirs);
         let d = self.pick(&dirs).cloned();
         self.dirs = dirs;
+        self.used.extend(d.clone());
         d.filter(|d| *d != self.home)
     }
 
@@ -894,6 +916,7 @@ impl Worker {
                         _ => self.file()?,
                     };
                     let n = shared.join(self.name());
+                    self.used.push(n.clone());
                     fs::rename(&p, &n)?;
                     self.rekey(&p, None);
                 } else {
@@ -903,6 +926,7 @@ impl Worker {
                         return Err(err(libc::ENOENT));
                     }
                     let e = &names[self.rng.below(names.len() as u64) as usize];
+                    self.used.push(e.path());
                     let n = self.new_path();
                     fs::rename(e.path(), &n)?;
                     self.adopt(&n);
@@ -938,6 +962,7 @@ impl Worker {
                 };
                 self.n += 1;
                 let u = self.uhome.join(format!("{UNWATCHED_MARK}-out-{}", self.n));
+                self.used.push(u.clone());
                 fs::rename(&p, &u)?;
                 self.rekey(&p, None);
                 // Changes out there must not be reported.
@@ -1251,6 +1276,17 @@ impl Worker {
         };
         check(r)
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, to order the op log of several workers.
+fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u128) * 1_000_000_000 + ts.tv_nsec as u128
 }
 
 fn renameat2(a: &Path, b: &Path, flags: libc::c_uint) -> io::Result<()> {

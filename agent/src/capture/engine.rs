@@ -33,15 +33,20 @@ use super::{
     change::{Change, Op, Sink},
     ebpf::{EbpfError, Probes, Record},
     fanotify::{FanEvent, Fanotify, FanotifyError, Handle, NamedHandle},
-    index::{Index, IndexError, Kind, NodeId, RootId, Stat, statx_at, statx_fd},
+    index::{Index, IndexError, Kind, NodeId, RootId, Stat, list_fd, statx_at, statx_fd},
     mapped::Mapped,
     ranges::{DirtyFiles, FileDelta},
     reconcile::{DirtyName, DirtySet, Lookup, reconcile},
+    truncate_path::{NameEvent, PathTruncate, PathTruncates},
 };
 
 /// fallocate(2) modes that shift the file's content after the offset.
 const FALLOC_FL_COLLAPSE_RANGE: u32 = 0x08;
 const FALLOC_FL_INSERT_RANGE: u32 = 0x20;
+
+/// Rounds a file's data description waits for the index to name the file again
+/// before it is described as `verify` under whatever name it has.
+const STALE_PATIENCE: u32 = 400;
 
 /// Settings of the capture engine.
 #[derive(Clone, Debug)]
@@ -122,6 +127,13 @@ pub struct Engine {
     unlisted: Vec<(Key, u32)>,
     counters: Counters,
     fan_buf: Vec<FanEvent>,
+    /// Files whose description waits for the index to catch up with the disk, with
+    /// the number of rounds they have waited.
+    stale: HashMap<Key, u32>,
+    /// Truncates by path waiting for this round's name events.
+    path_truncates: PathTruncates,
+    /// Rounds a description may wait for the index ([`STALE_PATIENCE`]; 0 at exit).
+    patience: u32,
 }
 
 impl Engine {
@@ -151,7 +163,7 @@ impl Engine {
         let mut hard_linked = Vec::new();
         for r in roots {
             if let Some(node) = index.root_node(r) {
-                index.scan(node, &mut |_, _, st| {
+                index.scan(node, &mut |_, _, st, _| {
                     if st.kind != Kind::Dir && st.nlink > 1 {
                         hard_linked.push(st.key);
                     }
@@ -181,6 +193,9 @@ impl Engine {
             unlisted: Vec::new(),
             counters: Counters::default(),
             fan_buf: Vec::new(),
+            stale: HashMap::new(),
+            path_truncates: PathTruncates::default(),
+            patience: STALE_PATIENCE,
         })
     }
 
@@ -203,6 +218,16 @@ impl Engine {
             self.step(sink, Instant::now())?;
         }
         self.step(sink, Instant::now())?;
+        // Descriptions waiting for the index to catch up get a few more rounds,
+        // then are described as they are: nothing pending is dropped at exit.
+        for _ in 0..50 {
+            if self.stale.is_empty() {
+                break;
+            }
+            self.wait(self.settings.tick)?;
+            self.flush_now(sink, Instant::now())?;
+        }
+        self.patience = 0;
         self.flush_data(sink)?;
         sink.flush().map_err(CaptureError::Output)
     }
@@ -330,11 +355,13 @@ impl Engine {
                     // file, which only a truncate record tells a consumer: describe
                     // the size as it is now (later writes describe any growth).
                     let size = self
-                        .path_of(&key)
-                        .and_then(|p| fs::symlink_metadata(p).ok());
+                        .index
+                        .names(&key)
+                        .iter()
+                        .find_map(|&n| self.live_size(n));
                     match size {
-                        Some(m) => {
-                            self.dirty.truncate(key, m.len());
+                        Some(size) => {
+                            self.dirty.truncate(key, size);
                             self.dirty.write_to_end(key, ev.offset);
                         }
                         None => {
@@ -394,10 +421,14 @@ impl Engine {
         };
         // Two candidates, both recorded: the file at the path now, and the file the
         // index (the consumer's view, a few milliseconds behind) has at the path. A
-        // truncate recorded for a file that was not truncated only makes its current
-        // size be described again, so a wrong candidate costs nothing.
+        // truncate recorded for a file that was not cut only makes its current size
+        // be described again, so a wrong candidate costs nothing.
         let mut found = false;
-        if let Ok(m) = fs::metadata(&full) {
+        let on_disk = fs::metadata(&full);
+        if let Err(e) = &on_disk {
+            tracing::debug!(path = %full.display(), err = %e, parent = ?full.parent().map(fs::metadata).map(|r| r.map(|m| m.ino()).map_err(|e| e.to_string())), "truncate(2) path not on disk");
+        }
+        if let Ok(m) = on_disk {
             let key = Key {
                 dev: kernel_dev(m.dev()),
                 ino: m.ino(),
@@ -415,20 +446,93 @@ impl Engine {
             self.dirty.truncate(key, size);
             found = true;
         }
-        if found {
-            return;
+        let root = match self.root_containing(&full) {
+            Some(Some(r)) => Some(r),
+            // Outside every tree: not ours.
+            Some(None) => return,
+            None => None,
+        };
+        // Either may be another file than the one cut (it was renamed away and the
+        // name reused): the inodes fanotify saw arrive at or leave the name this
+        // round get the truncate too, and explain a file found nowhere.
+        let mut dirs = Vec::new();
+        if let Some(parent) = full.parent() {
+            if let Ok(m) = fs::metadata(parent) {
+                dirs.push(Key {
+                    dev: kernel_dev(m.dev()),
+                    ino: m.ino(),
+                });
+            }
+            if let Some(key) = self.index.lookup(parent).and_then(|n| self.index.key(n))
+                && !dirs.contains(&key)
+            {
+                dirs.push(key);
+            }
         }
-        match self.root_containing(&full) {
-            Some(Some(r)) => {
-                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file that cannot be found; rescanning its tree");
+        match full.file_name() {
+            Some(name) => self.path_truncates.push(PathTruncate {
+                dirs,
+                name: name.as_bytes().into(),
+                path: full.clone(),
+                size,
+                unresolved: !found,
+                root,
+                tries: 0,
+            }),
+            None if found => {}
+            None => {
+                tracing::info!(tgid, path = %full.display(), "truncate(2) of a path without a file name; rescanning");
+                self.rescan_root(root);
+            }
+        }
+    }
+
+    /// Rescans one tree, or every tree when it is not known which.
+    fn rescan_root(&mut self, root: Option<RootId>) {
+        match root {
+            Some(r) => {
                 self.pending.rescan.insert(r);
             }
-            // Outside every tree: not ours.
-            Some(None) => {}
-            None => {
-                tracing::info!(tgid, path = %full.display(), "truncate(2) of a file that cannot be found; rescanning");
-                self.rescan_all();
+            None => self.rescan_all(),
+        }
+    }
+
+    /// Gives the truncates by path of this round the inodes fanotify saw at their
+    /// names; the ones nothing explains rescan their tree.
+    fn resolve_path_truncates(&mut self) {
+        let fan = &self.fan;
+        let handles = &self.lookup.handles;
+        let res =
+            self.path_truncates
+                .resolve(&mut |h| fan.open_handle(h).ok(), &mut |dir, name| {
+                    let (h, _) = handles.get(&dir)?;
+                    let fd = fan.open_handle(h).ok()?;
+                    statx_at(fd.as_raw_fd(), name)
+                        .filter(|st| st.kind == Kind::File)
+                        .map(|st| st.key)
+                });
+        for (key, size) in res.found {
+            self.dirty.truncate(key, size);
+        }
+        for (h, size) in res.truncates {
+            let Ok(fd) = self.fan.open_handle(&h) else {
+                // Deleted since: nothing of it is left to describe.
+                continue;
+            };
+            if let Ok(st) = nix::sys::stat::fstat(&fd) {
+                let key = Key {
+                    dev: kernel_dev(st.st_dev),
+                    ino: st.st_ino,
+                };
+                self.dirty.truncate(key, size);
             }
+        }
+        for root in res.rescan {
+            tracing::info!(
+                ?root,
+                "truncate(2) of a file that cannot be found; rescanning its tree"
+            );
+            self.rescan_root(root);
         }
     }
 
@@ -513,6 +617,7 @@ impl Engine {
             for named in [&ev.dir_name, &ev.old, &ev.new].into_iter().flatten() {
                 self.note_name(named, attr);
             }
+            self.note_for_truncates(ev);
             if let (Some(old), Some(new)) = (&ev.old, &ev.new) {
                 self.note_boundary_crossing(ev, old, new);
             }
@@ -523,16 +628,64 @@ impl Engine {
             let _ = self.probes.invalidate_verdicts();
         }
         self.fan_buf = events;
+        self.resolve_path_truncates();
         Ok(())
+    }
+
+    /// Keeps the names an inode arrived at or left, for truncates by path.
+    fn note_for_truncates(&mut self, ev: &FanEvent) {
+        const ARRIVE: u64 = libc::FAN_CREATE | libc::FAN_MOVED_TO;
+        const LEAVE: u64 = libc::FAN_DELETE | libc::FAN_MOVED_FROM;
+        let mut named: Vec<(&NamedHandle, bool)> = Vec::new();
+        if let Some(old) = &ev.old {
+            named.push((old, true));
+        }
+        if let Some(new) = &ev.new {
+            named.push((new, false));
+        }
+        if let Some(d) = &ev.dir_name
+            && ev.mask & (ARRIVE | LEAVE) != 0
+        {
+            named.push((d, ev.mask & LEAVE != 0));
+        }
+        for (n, left) in named {
+            if n.name.is_empty() {
+                continue;
+            }
+            if let Some(st) = self.lookup.resolve(&self.fan, &n.dir) {
+                self.path_truncates.saw(NameEvent {
+                    dir: st.key,
+                    name: n.name.clone().into_boxed_slice(),
+                    object: ev.object.clone(),
+                    left,
+                    is_dir: ev.is_dir(),
+                });
+            }
+        }
     }
 
     /// A rename between a watched and an unwatched directory: what happens to the
     /// inode outside is not captured, so it must never come back as a mere rename.
     fn note_boundary_crossing(&mut self, ev: &FanEvent, old: &NamedHandle, new: &NamedHandle) {
+        // A directory the index does not have yet (created a moment ago) is still
+        // inside a tree when its path says so: only then is this a real crossing.
         let watched = |this: &mut Self, h: &Handle| {
-            this.lookup
+            if this
+                .lookup
                 .resolve(&this.fan, h)
                 .is_some_and(|st| this.index.dir_of(&st).is_some())
+            {
+                return true;
+            }
+            let Ok(fd) = this.fan.open_handle(h) else {
+                return false;
+            };
+            fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).is_ok_and(|p| {
+                this.index
+                    .roots()
+                    .iter()
+                    .any(|r| p.starts_with(&r.canonical))
+            })
         };
         if watched(self, &old.dir) == watched(self, &new.dir) {
             return;
@@ -547,15 +700,18 @@ impl Engine {
         });
         // An object whose handle no longer opens is gone: it cannot come back.
         if let Some(k) = key {
+            tracing::debug!(ino = k.ino, "renamed across the edge of the watched trees");
             self.left.insert(k);
         }
     }
 
     fn note_name(&mut self, named: &NamedHandle, attr: bool) {
         let Some(dir_st) = self.lookup.resolve(&self.fan, &named.dir) else {
+            tracing::debug!(name = %String::from_utf8_lossy(&named.name), "name event in a directory that is gone");
             return;
         };
         let Some(dir) = self.index.dir_of(&dir_st) else {
+            tracing::debug!(name = %String::from_utf8_lossy(&named.name), dir = dir_st.key.ino, "name event in a directory the index does not have");
             return;
         };
         let d = if named.name.is_empty() || named.name == b"." {
@@ -591,6 +747,12 @@ impl Engine {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
+        tracing::debug!(
+            seq = self.seq,
+            names = pending.names.len(),
+            rescan = pending.rescan.len(),
+            "reconciling"
+        );
         let mut verify = Vec::new();
         for r in std::mem::take(&mut pending.rescan) {
             self.counters.rescans += 1;
@@ -613,6 +775,13 @@ impl Engine {
             &left,
         );
         self.index.release();
+        for r in plan.rescan {
+            tracing::info!(
+                root = r,
+                "names moved in a way the events did not describe; rescanning the tree"
+            );
+            self.pending.rescan.insert(r);
+        }
         for key in plan.watch {
             let _ = self.probes.watch(key, u32::MAX);
         }
@@ -651,15 +820,12 @@ impl Engine {
                 // Gone from the index (removed or moved out): nothing to list.
                 continue;
             };
-            let here = self.index.abs_path(node).filter(|p| {
-                statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes()).map(|s| s.key) == Some(key)
-            });
-            match here.and_then(|p| fs::read_dir(p).ok()) {
-                Some(entries) => {
-                    for entry in entries.flatten() {
+            match self.open_dir_node(node).and_then(|fd| list_fd(&fd)) {
+                Some(names) => {
+                    for name in names {
                         self.pending.names.insert(DirtyName {
                             dir: node,
-                            name: entry.file_name().as_bytes().into(),
+                            name: name.into_boxed_slice(),
                         });
                     }
                 }
@@ -700,18 +866,47 @@ impl Engine {
                     _ => {}
                 }
             }
-            let Some(path) = self.index.abs_path(d) else {
-                continue;
-            };
-            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+            // Read where the directory is now (through its handle, or its index path
+            // once checked to hold it): a stale path would list another directory.
+            // One that cannot be read is listed by the scan of wherever it is found.
+            for name in self
+                .open_dir_node(d)
+                .and_then(|fd| list_fd(&fd))
+                .into_iter()
+                .flatten()
+            {
                 let dn = DirtyName {
                     dir: d,
-                    name: entry.file_name().as_bytes().into(),
+                    name: name.into_boxed_slice(),
                 };
                 pending.attr.insert(dn.clone());
                 pending.names.insert(dn);
             }
         }
+    }
+
+    /// Opens directory node `d` where it is now: through its handle when one is
+    /// known, else through its index path once checked to hold this very directory.
+    fn open_dir_node(&self, d: NodeId) -> Option<OwnedFd> {
+        let live = LiveLookup {
+            fan: &self.fan,
+            handles: &self.lookup.handles,
+        };
+        if let Some(fd) = live.open_dir(&self.index, d) {
+            return Some(fd);
+        }
+        let path = self.index.abs_path(d)?;
+        let fd = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        let st = statx_fd(fd.as_raw_fd())?;
+        self.index.is_same_file(d, &st).then_some(fd)
     }
 
     fn compare_mappings(&mut self, now: Instant) {
@@ -743,11 +938,44 @@ impl Engine {
                     per_root.push((r, n));
                 }
             }
+            // The size a truncate is described with, and the end writes are clipped
+            // to, must be this inode's. The index (the consumer's view) can lag the
+            // disk: when a name it gives no longer holds the file (an exchange or a
+            // rename not reconciled yet), the description waits for the next round,
+            // when the name operations have caught up. A file that stays unfindable
+            // is verified by content under its name (the record carries its inode).
+            let stale = per_root
+                .iter()
+                .any(|&(_, node)| self.live_size(node).is_none());
+            if stale {
+                let waited = self.stale.get(&key).copied().unwrap_or(0);
+                if waited < self.patience {
+                    self.stale.insert(key, waited + 1);
+                    self.put_back(key, &delta);
+                    continue;
+                }
+            }
+            self.stale.remove(&key);
             for (root, node) in per_root {
-                self.describe_delta(sink, root, node, &delta)?;
+                let delta = if stale {
+                    &FileDelta {
+                        verify: true,
+                        ..delta.clone()
+                    }
+                } else {
+                    &delta
+                };
+                self.describe_delta(sink, root, node, delta)?;
             }
         }
+        // A durability point waits for the data it covers: a file whose description
+        // was put off keeps its sync (and a sync of everything) for a later round.
+        let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.syncs) {
+            if self.stale.contains_key(&key) {
+                waiting.push(key);
+                continue;
+            }
             if let Some(&node) = self.index.names(&key).first()
                 && let (Some(root), Some(path)) =
                     (self.index.root_of(node), self.index.rel_path(node))
@@ -755,7 +983,8 @@ impl Engine {
                 self.emit(sink, root, path, Op::Sync { all: false })?;
             }
         }
-        if std::mem::take(&mut self.sync_all) {
+        self.syncs = waiting;
+        if self.stale.is_empty() && std::mem::take(&mut self.sync_all) {
             for i in 0..self.index.roots().len() {
                 if let Ok(r) = RootId::try_from(i) {
                     self.emit(sink, r, Vec::new(), Op::Sync { all: true })?;
@@ -780,11 +1009,7 @@ impl Engine {
         if delta.verify {
             return self.emit_for(sink, root, path, Op::Verify, ino);
         }
-        let size = self
-            .index
-            .abs_path(node)
-            .and_then(|p| fs::symlink_metadata(p).ok())
-            .map(|m| m.len());
+        let size = self.live_size(node);
         let mut ranges = delta.ranges.clone();
         if let Some(t) = delta.truncated_to {
             // Truncates and writes of different threads can reach us in another
@@ -811,6 +1036,32 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The size of the file node `node` stands for, if its name in the index still
+    /// holds that very file (same inode, same birth).
+    fn live_size(&self, node: NodeId) -> Option<u64> {
+        let p = self.index.abs_path(node)?;
+        let st = statx_at(libc::AT_FDCWD, p.as_os_str().as_bytes())?;
+        self.index.is_same_file(node, &st).then_some(st.size)
+    }
+
+    /// Records a taken delta again, to be described in a later round.
+    fn put_back(&mut self, key: Key, delta: &FileDelta) {
+        if delta.verify {
+            self.dirty.verify(key);
+            return;
+        }
+        if let Some(t) = delta.truncated_to {
+            let min = delta.min_size.unwrap_or(t).min(t);
+            if min < t {
+                self.dirty.truncate(key, min);
+            }
+            self.dirty.truncate(key, t);
+        }
+        for (offset, len) in delta.ranges.iter() {
+            self.dirty.write(key, offset, len);
+        }
     }
 
     fn path_of(&self, key: &Key) -> Option<PathBuf> {

@@ -14,7 +14,10 @@ use std::{
     collections::{HashMap, hash_map::Entry},
     ffi::OsStr,
     fs,
-    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    os::unix::{
+        ffi::{OsStrExt, OsStringExt},
+        fs::MetadataExt,
+    },
     path::{Path, PathBuf},
 };
 
@@ -25,6 +28,10 @@ const MAX_DEPTH: usize = 4096;
 
 /// Index of a node in the arena.
 pub type NodeId = u32;
+
+/// What [`Index::scan`] calls for each entry it adds: the index, the new node, what
+/// the filesystem holds there and, for a symlink, its target.
+pub type Found<'a> = dyn FnMut(&Index, NodeId, &Stat, Option<Vec<u8>>) + 'a;
 
 /// Index of a watched root, in the order the roots were given.
 pub type RootId = u16;
@@ -189,17 +196,16 @@ impl Index {
     }
 
     /// Walks the tree below `dir` on disk and adds everything found, calling `found`
-    /// for each new node (parents before children). Entries on other filesystems
-    /// (mount points inside a watched tree) are skipped: capture cannot see them.
+    /// for each new node (parents before children) with, for a symlink, its target.
+    /// Entries on other filesystems (mount points inside a watched tree) are skipped:
+    /// capture cannot see them.
     ///
-    /// A directory is read through the path the index gives it, which is stale when
+    /// A directory is opened through the path the index gives it, which is stale when
     /// it (or an ancestor) has moved in a way not reconciled yet; such directories are
-    /// not read but returned, for the caller to list once their place is known.
-    pub fn scan(
-        &mut self,
-        dir: NodeId,
-        found: &mut dyn FnMut(&Self, NodeId, &Stat),
-    ) -> Result<Vec<NodeId>, IndexError> {
+    /// not read but returned, for the caller to list once their place is known. Once
+    /// open, a directory is read, its entries looked at and its symlinks read through
+    /// that one descriptor, so a move during the walk cannot mix two directories.
+    pub fn scan(&mut self, dir: NodeId, found: &mut Found<'_>) -> Result<Vec<NodeId>, IndexError> {
         let mut unlisted = Vec::new();
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
@@ -210,21 +216,21 @@ impl Index {
                 Some(n) => (n.key.dev, n.key),
                 None => continue,
             };
-            let here = statx_at(libc::AT_FDCWD, path.as_os_str().as_bytes());
-            if here.map(|s| s.key) != Some(key) {
-                unlisted.push(d);
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(&path) else {
+            let Some(fd) = open_dir(&path).filter(|fd| {
+                statx_fd(std::os::fd::AsRawFd::as_raw_fd(fd)).map(|s| s.key) == Some(key)
+            }) else {
                 unlisted.push(d);
                 continue;
             };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Ok(meta) = entry.metadata() else {
+            let Some(names) = list_fd(&fd) else {
+                unlisted.push(d);
+                continue;
+            };
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            for name in names {
+                let Some(st) = statx_at(raw, &name) else {
                     continue;
                 };
-                let st = stat_of(&meta);
                 if st.key.dev != dev {
                     continue;
                 }
@@ -232,11 +238,15 @@ impl Index {
                     && let Some(old) = self.dir_of(&st)
                     && !self.is_within(d, old)
                 {
-                    self.displaced.push((old, d, name.as_bytes().into()));
+                    self.displaced.push((old, d, name.into_boxed_slice()));
                     continue;
                 }
-                let id = self.insert(d, name.as_bytes(), &st)?;
-                found(self, id, &st);
+                let target = (st.kind == Kind::Symlink)
+                    .then(|| nix::fcntl::readlinkat(&fd, OsStr::from_bytes(&name)).ok())
+                    .flatten()
+                    .map(std::ffi::OsString::into_vec);
+                let id = self.insert(d, &name, &st)?;
+                found(self, id, &st, target);
                 if st.kind == Kind::Dir {
                     stack.push(id);
                 }
@@ -613,6 +623,32 @@ impl Index {
     }
 }
 
+/// Opens a directory for reading without following a final symlink.
+fn open_dir(path: &Path) -> Option<std::os::fd::OwnedFd> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+}
+
+/// The names in an open directory (without `.` and `..`). Read through
+/// `/proc/self/fd`, which reopens this very directory wherever it is now.
+pub fn list_fd(fd: &std::os::fd::OwnedFd) -> Option<Vec<Vec<u8>>> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+    let entries = fs::read_dir(format!("/proc/self/fd/{raw}")).ok()?;
+    Some(
+        entries
+            .flatten()
+            .map(|e| e.file_name().into_vec())
+            .collect(),
+    )
+}
+
 /// The replication-relevant facts of an `lstat` result.
 #[must_use]
 pub fn stat_of(meta: &fs::Metadata) -> Stat {
@@ -739,7 +775,9 @@ mod tests {
         let node = index.root_node(root).unwrap();
         let mut seen = Vec::new();
         index
-            .scan(node, &mut |ix, id, _| seen.push(ix.rel_path(id).unwrap()))
+            .scan(node, &mut |ix, id, _, _| {
+                seen.push(ix.rel_path(id).unwrap())
+            })
             .unwrap();
         seen.sort();
         seen

@@ -19,3 +19,4 @@ pub mod index;
 pub mod mapped;
 pub mod ranges;
 pub mod reconcile;
+pub mod truncate_path;

@@ -61,6 +61,10 @@ pub struct Plan {
     /// New directories that could not be read yet (they moved again in a way not
     /// reconciled yet): their entries must be looked at once their place is known.
     pub unlisted: Vec<Key>,
+    /// Trees where the dirty names did not say enough to describe what happened (a
+    /// directory moved below one whose own move was not reported): they must be
+    /// compared whole again, which finds every directory where it is now.
+    pub rescan: Vec<RootId>,
 }
 
 /// A pending rename of `src` to `name` in `dir`.
@@ -96,6 +100,13 @@ pub fn reconcile(
         }
         let cur = index.child(d.dir, &d.name);
         let live = lookup.stat_in(index, d.dir, &d.name);
+        tracing::trace!(
+            dir = d.dir,
+            name = %String::from_utf8_lossy(&d.name),
+            cur = ?cur.and_then(|c| index.key(c)).map(|k| k.ino),
+            live = ?live.map(|s| s.key.ino),
+            "dirty name"
+        );
         match (cur, live) {
             (None, None) => {}
             (Some(c), Some(s)) if index.is_same_file(c, &s) => {
@@ -109,6 +120,13 @@ pub fn reconcile(
                 }
             }
             (cur, live) => {
+                // An attribute change of an entry that also moved: the change
+                // belongs to the inode, wherever the moves below take it.
+                if let Some(c) = cur
+                    && attr.contains(d)
+                {
+                    unchanged_attr.push(c);
+                }
                 if let Some(c) = cur
                     && !gone.contains(&c)
                 {
@@ -145,6 +163,15 @@ pub fn reconcile(
                 !still_there(index, lookup, c)
             })
         });
+        tracing::trace!(
+            dir,
+            name = %String::from_utf8_lossy(&name),
+            ino = st.key.ino,
+            left = left.contains(&st.key),
+            candidates = candidates.len(),
+            src = ?src,
+            "appeared"
+        );
         if let Some(src) = src {
             gone.retain(|&g| g != src);
             moved.insert(src);
@@ -166,6 +193,13 @@ pub fn reconcile(
             gone.retain(|&g| g != old);
         }
         let (Some(root), Some(from)) = (index.root_of(existing), index.rel_path(existing)) else {
+            // The other name left the index earlier in this batch (it went with a
+            // directory moved between the trees): this name is new on its own.
+            if index.kind(dir) == Some(Kind::Dir)
+                && let Some(st) = lookup.stat_in(index, dir, &name)
+            {
+                creates.push((dir, name, st));
+            }
             continue;
         };
         let Some(to) = path_in(index, dir, &name) else {
@@ -186,6 +220,12 @@ pub fn reconcile(
         }
     }
     for g in gone {
+        // A directory scanned earlier in this batch may have found this entry at a
+        // new place and moved it there (`Index::take_displaced`): it is not gone
+        // any more, and removing it would remove it from where it now is.
+        if index.kind(g).is_none() || still_there(index, lookup, g) {
+            continue;
+        }
         emit_remove_tree(index, &mut plan, g);
     }
     for (dir, name, st) in creates {
@@ -213,9 +253,39 @@ pub fn reconcile(
         }
         emit_create(index, lookup, &mut plan, dir, &name, st);
     }
+    // And whatever holds an attribute-changed name now (moved or linked there; a
+    // new entry already had its attributes copied, once more is harmless).
+    for d in attr {
+        if let Some(c) = index.child(d.dir, &d.name) {
+            unchanged_attr.push(c);
+        }
+    }
+    let mut described = HashSet::new();
     for c in unchanged_attr {
-        if let (Some(root), Some(path)) = (index.root_of(c), index.rel_path(c)) {
-            plan.changes.push((root, path, Op::Attr));
+        if !described.insert(c) {
+            continue;
+        }
+        // Removed during this reconciliation: nothing to describe (ids are held, so
+        // a removed id names nothing).
+        if index.kind(c).is_none() {
+            continue;
+        }
+        // Attributes belong to the inode: a file with names in two trees (a hard link
+        // across them) has a copy in each, and each copy needs the change, whichever
+        // name the change was made through.
+        let mut roots = Vec::new();
+        let names = match index.key(c) {
+            Some(key) if index.kind(c) != Some(Kind::Dir) => index.names(&key).to_vec(),
+            _ => Vec::new(),
+        };
+        for n in std::iter::once(c).chain(names) {
+            if let (Some(root), Some(path)) = (index.root_of(n), index.rel_path(n))
+                && !roots.contains(&root)
+                && index.kind(n) == index.kind(c)
+            {
+                roots.push(root);
+                plan.changes.push((root, path, Op::Attr));
+            }
         }
     }
     plan
@@ -284,7 +354,11 @@ fn emit_moves(
         if cycle.len() == 1 {
             // A directory that must go below itself with nothing to move out of the
             // way: only removal and creation can describe it.
+            // The index still has the destination below the directory, so the
+            // directory in between moved too, unreported: what is removed here may
+            // not come back from this batch alone, so the tree is compared again.
             let m = moves.remove(a);
+            plan.rescan.extend(index.root_of(m.src));
             emit_remove_tree(index, plan, m.src);
             if let Some(st) = lookup.stat_in(index, m.dir, &m.name) {
                 emit_create(index, lookup, plan, m.dir, &m.name, st);
@@ -295,7 +369,11 @@ fn emit_moves(
             let (mx, my) = (&moves[x], &moves[y]);
             let same_slots = index.child(mx.dir, &mx.name) == Some(my.src)
                 && index.child(my.dir, &my.name) == Some(mx.src);
-            same_slots.then_some((x, y))
+            // rename(2) cannot exchange a directory with one below it; the index,
+            // which lags the disk, can ask for it after several directory moves.
+            // Such a cycle goes through a temporary name instead.
+            let nested = index.is_within(mx.src, my.src) || index.is_within(my.src, mx.src);
+            (same_slots && !nested).then_some((x, y))
         } else {
             None
         };
@@ -341,8 +419,10 @@ fn emit_moves(
             emit_move(index, plan, &m, gone, lookup);
         }
     }
-    // Whatever could not be ordered is described as removal plus creation.
+    // Whatever could not be ordered is described as removal plus creation, and
+    // the tree compared again (see above).
     for m in moves {
+        plan.rescan.extend(index.root_of(m.src));
         emit_remove_tree(index, plan, m.src);
         if let Some(st) = lookup.stat_in(index, m.dir, &m.name) {
             emit_create(index, lookup, plan, m.dir, &m.name, st);
@@ -382,6 +462,26 @@ fn emit_move(
     lookup: &mut dyn Lookup,
 ) {
     let (Some(src_root), Some(dst_root)) = (index.root_of(m.src), index.root_of(m.dir)) else {
+        // An earlier operation of this batch took one end out of the index: a
+        // directory moved between the trees is removed and created again (its new
+        // copy scanned whole), and ids below it name nothing any more. What the
+        // move still has to say is said with the ends that are left.
+        if index.kind(m.src).is_some() {
+            // The old name is gone (that is how the move was matched); the new
+            // place, inside the rescanned directory, was described by its scan.
+            emit_remove_tree(index, plan, m.src);
+        } else if index.kind(m.dir) == Some(Kind::Dir)
+            && let Some(st) = lookup.stat_in(index, m.dir, &m.name)
+            && !index
+                .child(m.dir, &m.name)
+                .is_some_and(|c| index.is_same_file(c, &st))
+        {
+            // The source went with its directory; its new name still needs one.
+            if let Some(old) = index.child(m.dir, &m.name) {
+                emit_remove_tree(index, plan, old);
+            }
+            emit_create(index, lookup, plan, m.dir, &m.name, st);
+        }
         return;
     };
     if let Some(occupant) = index.child(m.dir, &m.name)
@@ -446,7 +546,35 @@ fn emit_create(
     name: &[u8],
     st: Stat,
 ) {
+    // Another name of this very inode in the same tree: the consumer makes a hard
+    // link, not a second file (callers reach here from moves and re-creations too).
+    let root = index.root_of(dir);
+    let other = (st.kind != Kind::Dir)
+        .then(|| {
+            index
+                .names(&st.key)
+                .iter()
+                .copied()
+                .find(|&n| index.is_same_file(n, &st) && index.root_of(n) == root)
+        })
+        .flatten();
+    if let (Some(other), Some(root)) = (other, root)
+        && index.child(dir, name).is_none()
+        && let (Some(from), Some(to)) = (index.rel_path(other), path_in(index, dir, name))
+        && index.insert(dir, name, &st).is_ok()
+    {
+        plan.changes.push((root, from, Op::Link { new_path: to }));
+        if st.nlink > 1 {
+            plan.watch.push(st.key);
+        }
+        return;
+    }
     let Ok(id) = index.insert(dir, name, &st) else {
+        tracing::debug!(
+            dir,
+            name = %String::from_utf8_lossy(name),
+            "create dropped: its directory left the index"
+        );
         return;
     };
     let target = (st.kind == Kind::Symlink)
@@ -457,20 +585,22 @@ fn emit_create(
         let mut found = Vec::new();
         // Errors here mean the tree is too large for the index; the directory
         // itself is already described and its entries will be reported by events.
-        if let Ok(unlisted) = index.scan(id, &mut |_, child, cst| found.push((child, *cst))) {
+        if let Ok(unlisted) = index.scan(id, &mut |_, child, cst, target| {
+            found.push((child, *cst, target));
+        }) {
             plan.unlisted
                 .extend(unlisted.into_iter().filter_map(|n| index.key(n)));
         }
         let displaced = index.take_displaced();
-        let new: HashSet<NodeId> = found.iter().map(|(c, _)| *c).collect();
+        let new: HashSet<NodeId> = found.iter().map(|(c, _, _)| *c).collect();
         let mut described: HashSet<NodeId> = HashSet::new();
-        for (child, cst) in found {
+        for (child, cst, target) in found {
             // A hard link between two new names: the second is a link to another
             // name of the inode in the same tree that the consumer already has
             // (there before the scan, or described earlier in it).
             let first = index.names(&cst.key).iter().copied().find(|&n| {
                 n != child
-                    && index.kind(n) == Some(cst.kind)
+                    && index.is_same_file(n, &cst)
                     && index.root_of(n) == index.root_of(child)
                     && (!new.contains(&n) || described.contains(&n))
             });
@@ -487,7 +617,7 @@ fn emit_create(
                 }
                 continue;
             }
-            describe_new(index, plan, child, &cst, None);
+            describe_new(index, plan, child, &cst, target);
         }
         // Directories found here that the index still has elsewhere moved here:
         // describe the move (their contents go along), not a second copy.
@@ -503,7 +633,7 @@ fn emit_create(
     let _ = lookup;
 }
 
-/// Describes a new entry; a symlink's `target` is read through its path when not given.
+/// Describes a new entry; `target` is a symlink's target when it could be read.
 fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: Option<Vec<u8>>) {
     let (Some(root), Some(path)) = (index.root_of(id), index.rel_path(id)) else {
         return;
@@ -513,16 +643,10 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: O
         path.clone(),
         Op::Create {
             kind: st.kind,
-            target: (st.kind == Kind::Symlink)
-                .then(|| {
-                    target.or_else(|| {
-                        index
-                            .abs_path(id)
-                            .and_then(|p| std::fs::read_link(p).ok())
-                            .map(|t| t.into_os_string().into_vec())
-                    })
-                })
-                .flatten(),
+            // Read by the caller through the directory it was found in: the index's
+            // path may already lead to another entry. Without it a consumer reads the
+            // target itself (and a later record describes whatever replaced it).
+            target: target.filter(|_| st.kind == Kind::Symlink),
             rdev: st.rdev,
         },
     ));

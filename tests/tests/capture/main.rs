@@ -15,7 +15,8 @@
 //! Narrowing a failure down: `TANDEM_ORACLE_SKIP` (kinds to leave out),
 //! `TANDEM_ORACLE_PROCS` / `TANDEM_ORACLE_THREADS`, `TANDEM_ORACLE_STREAM=FILE` (keep the
 //! stream), `TANDEM_ORACLE_TRACE=FILE` (every replay failure), `TANDEM_ORACLE_LIVE=1`
-//! (replay while the workload runs, reading by name, instead of afterwards by inode).
+//! (replay while the workload runs, reading by name, instead of afterwards by inode),
+//! `TANDEM_ORACLE_OPLOG=FILE` (every workload operation with the names it used).
 
 #![allow(
     clippy::unwrap_used,
@@ -286,6 +287,12 @@ fn oracle(seed: u64) {
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
     });
     let exit = guard.stop();
+    // With TANDEM_ORACLE_STREAM=FILE the capture's log is kept next to it (FILE.stderr).
+    if let Some(p) = std::env::var_os("TANDEM_ORACLE_STREAM") {
+        let mut keep = p;
+        keep.push(".stderr");
+        let _ = fs::copy(&stderr_path, keep);
+    }
     let stats = consumer.join().expect("consumer thread");
     let progress = std::mem::take(&mut *progress.lock().unwrap());
 

@@ -19,6 +19,8 @@ struct Fixture {
     copy: PathBuf,
     index: Index,
     left: HashSet<Key>,
+    /// The trees the last reconciliation asked to be rescanned.
+    rescan: Vec<RootId>,
 }
 
 impl Fixture {
@@ -38,13 +40,14 @@ impl Fixture {
         let mut index = Index::default();
         let root = index.add_root(&src).unwrap();
         let node = index.root_node(root).unwrap();
-        index.scan(node, &mut |_, _, _| {}).unwrap();
+        index.scan(node, &mut |_, _, _, _| {}).unwrap();
         Self {
             _tmp: tmp,
             src,
             copy,
             index,
             left: HashSet::new(),
+            rescan: Vec::new(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Fixture {
             &HashSet::new(),
             &self.left,
         );
+        self.rescan = plan.rescan.clone();
         let mut shown = Vec::new();
         for (_, path, op) in &plan.changes {
             shown.push(show(path, op));
@@ -364,5 +368,24 @@ fn a_file_that_left_the_tree_and_came_back_is_described_anew() {
     });
     let shown = f.reconcile(&["a", "b"]);
     assert_eq!(shown, vec!["remove a file", "create b file", "write b 0 5"]);
+    f.assert_same();
+}
+
+#[test]
+fn a_directory_moved_below_one_whose_move_was_not_reported_asks_for_a_rescan() {
+    let mut f = Fixture::new(|s| {
+        fs::create_dir_all(s.join("D/E")).unwrap();
+        fs::write(s.join("D/E/f"), b"F").unwrap();
+        fs::write(s.join("D/g"), b"G").unwrap();
+    });
+    // E leaves D, then D moves into E; only D's two names are reported (fanotify
+    // names E by its handle, which the index still has below D).
+    fs::rename(f.src.join("D/E"), f.src.join("E")).unwrap();
+    fs::rename(f.src.join("D"), f.src.join("E/D")).unwrap();
+    f.reconcile(&["D", "D/E/D"]);
+    assert_eq!(f.rescan, vec![0], "the batch cannot describe this alone");
+    // The rescan dirties every name on disk in every indexed directory: here the
+    // root's entries.
+    f.reconcile(&["E"]);
     f.assert_same();
 }
