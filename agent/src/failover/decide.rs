@@ -113,7 +113,7 @@ impl Engine {
                     self.transition(State::Prim, "the peer is SECOND".into(), out);
                     out.push(Command::ReplicatePrimary);
                 }
-                if self.handover.is_none() && b.swap_request && b.in_sync && b.can_run {
+                if self.handover.is_none() && b.swap_request && b.consistent && b.can_run {
                     self.begin_handover(now, out);
                 }
             }
@@ -177,7 +177,7 @@ impl Engine {
         if self.state == State::Wait {
             // Our own changes are kept aside when our data moved on from the peer's.
             let diverged = matches!(
-                self.relation(&b.generations),
+                self.compare(b),
                 Relation::Newer | Relation::Diverged | Relation::PeerEmpty
             );
             self.ensure_stopped(out);
@@ -216,8 +216,7 @@ impl Engine {
 
     /// Neither node runs the application and the peer is heard: the data decides.
     fn pair_choice(&mut self, now: Instant, b: &Beacon, out: &mut Vec<Command>) -> Choice {
-        let rel = self.relation(&b.generations);
-        let in_sync_if_second = self.state != State::Second || (self.in_sync && !self.resyncing);
+        let rel = self.compare(b);
         self.diverged = false;
         match self.admin_prim {
             Some(true) => {
@@ -227,7 +226,7 @@ impl Engine {
             }
             Some(false)
                 if matches!(rel, Relation::Same | Relation::Newer | Relation::PeerEmpty)
-                    && in_sync_if_second
+                    && self.memory.consistent
                     && self.failing.is_empty() =>
             {
                 return Choice::Start("administrator: tandem prim".into());
@@ -331,13 +330,14 @@ impl Engine {
         if self.resyncing || !self.in_sync {
             return Some("this node is not in sync".into());
         }
-        if let Some(b) = &self.peer
-            && matches!(
-                self.relation(&b.generations),
-                Relation::Older | Relation::Diverged | Relation::Empty
-            )
-        {
-            return Some("generations say the peer's data is newer".into());
+        if let Some(b) = &self.peer {
+            if matches!(self.compare(b), Relation::Older | Relation::Diverged | Relation::Empty) {
+                return Some("generations say the peer's data is newer".into());
+            }
+            // Its first word as ALONE may still carry the old generations.
+            if b.state == State::Alone {
+                return Some("the peer last ran alone: its data may be newer".into());
+            }
         }
         if !self.failing.is_empty() || self.blocked_until.is_some_and(|t| now < t) {
             return Some(self.cannot_run_why(now));
@@ -346,7 +346,9 @@ impl Engine {
     }
 
     fn cannot_run_why(&self, now: Instant) -> String {
-        if let Some(c) = self.failing.iter().next() {
+        if !self.memory.consistent {
+            "this node's data is incomplete (a resync did not finish)".into()
+        } else if let Some(c) = self.failing.iter().next() {
             format!("checker {c} fails")
         } else if self.blocked_until.is_some_and(|t| now < t) {
             "the application failed repeatedly here".into()
@@ -372,13 +374,12 @@ impl Engine {
         // An in-sync SECOND with the same data follows at once: no new generation.
         let with_follower = self.peer_connected(now)
             && self.peer.as_ref().is_some_and(|b| {
-                b.state == State::Second
-                    && b.in_sync
-                    && self.relation(&b.generations) == Relation::Same
+                b.state == State::Second && b.consistent && self.compare(b) == Relation::Same
             });
         if self.admin_prim == Some(true) {
             self.memory.peer_may_be_newer = false;
         }
+        self.memory.consistent = true;
         if with_follower {
             self.transition(State::Prim, reason, out);
             out.push(Command::ReplicatePrimary);
@@ -409,6 +410,7 @@ impl Engine {
         out.push(Command::ReplicateSecondary { diverged });
         self.in_sync = false;
         self.resyncing = true;
+        self.memory.consistent = false;
         self.hold = false;
         self.booting = None;
         self.resume = false;

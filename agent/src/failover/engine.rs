@@ -252,6 +252,9 @@ impl Engine {
             Event::ReplicationStatus { in_sync, resyncing } => {
                 self.in_sync = in_sync;
                 self.resyncing = resyncing;
+                if self.state == State::Second {
+                    self.memory.consistent = in_sync && !resyncing;
+                }
             }
             Event::Generations(g) => self.gens = g,
             Event::AppStarted => {}
@@ -273,6 +276,7 @@ impl Engine {
                     self.handover = None;
                     self.in_sync = true;
                     self.resyncing = false;
+                    self.memory.consistent = true;
                     self.handing_over_until = Some(now + self.p.swap_timeout);
                     self.transition(State::Second, "swap: handed over to the peer".into(), out);
                     out.push(Command::ReplicateSecondary { diverged: false });
@@ -338,12 +342,12 @@ impl Engine {
             self.peer_not_following_since = Some(now);
         }
         let peer_data_newer = matches!(
-            self.relation(&beacon.generations),
+            self.compare(&beacon),
             Relation::Older | Relation::Diverged | Relation::Empty
         );
         self.memory.peer_may_be_newer = match beacon.state {
             State::Prim | State::Alone => true,
-            State::Second => beacon.in_sync || peer_data_newer,
+            State::Second => beacon.consistent || peer_data_newer,
             State::Wait | State::Stop => peer_data_newer,
         };
         self.peer = Some(beacon);
@@ -395,7 +399,7 @@ impl Engine {
             && self
                 .peer
                 .as_ref()
-                .is_some_and(|b| b.state == State::Second && b.in_sync && b.can_run)
+                .is_some_and(|b| b.state == State::Second && b.consistent && b.can_run)
     }
 
     pub(super) fn begin_handover(&mut self, now: Instant, out: &mut Vec<Command>) {
@@ -451,6 +455,7 @@ impl Engine {
             && !self.hold
             && self.handover.is_none()
             && self.handing_over_until.is_none()
+            && self.memory.consistent
             && (self.state != State::Second || (self.in_sync && !self.resyncing))
     }
 
@@ -469,6 +474,18 @@ impl Engine {
             Relation::Same
         } else {
             relate(&self.gens, peer)
+        }
+    }
+
+    /// [`Self::relation`] with the peer's beacon, where equal generations with
+    /// incomplete data on one side make that side the older one.
+    pub(super) fn compare(&self, b: &Beacon) -> Relation {
+        match (self.relation(&b.generations), self.memory.consistent, b.consistent) {
+            (Relation::Same, false, true) => Relation::Older,
+            (Relation::Same, true, false) => Relation::Newer,
+            // Neither copy is complete: only the administrator can choose.
+            (Relation::Same, false, false) => Relation::Diverged,
+            (rel, _, _) => rel,
         }
     }
 
@@ -555,10 +572,10 @@ impl Engine {
             seq: 0,
             state: self.state,
             generations: self.gens.clone(),
-            in_sync: match self.state {
+            consistent: match self.state {
+                State::Prim | State::Alone => true,
                 State::Second => self.in_sync && !self.resyncing,
-                State::Prim => self.in_sync,
-                _ => false,
+                State::Wait | State::Stop => self.memory.consistent,
             },
             can_run: self.can_run(now),
             was_primary: self.resume,

@@ -108,6 +108,7 @@ fn acts(cmds: Vec<Command>) -> Vec<Command> {
 const SAFE: Memory = Memory {
     peer_may_be_newer: false,
     was_running: false,
+    consistent: true,
 };
 
 /// A node started alone whose memory says the peer holds nothing newer: ALONE.
@@ -120,7 +121,7 @@ fn alone(t0: Instant, ties_won: bool) -> Node {
     assert_eq!(a.on(1500, Event::Tick), [], "still waiting to hear the peer");
     assert_eq!(a.on(2000, Event::Tick), [ProbeVip]);
     let out = a.on(2100, Event::VipProbeResult { someone_answers: false });
-    assert_eq!(out[0], Persist(Memory { peer_may_be_newer: false, was_running: true }));
+    assert_eq!(out[0], Persist(Memory { peer_may_be_newer: false, was_running: true, consistent: true }));
     assert_eq!(transitions(&out), [tr(State::Wait, State::Alone)]);
     assert_eq!(
         acts(out),
@@ -330,7 +331,7 @@ fn prim_force_is_the_recorded_override() {
     );
     assert_eq!(a.on(2200, Event::AdminPrim { force: true }), [ProbeVip]);
     let out = a.on(2300, Event::VipProbeResult { someone_answers: false });
-    assert_eq!(out[0], Persist(Memory { peer_may_be_newer: false, was_running: true }));
+    assert_eq!(out[0], Persist(Memory { peer_may_be_newer: false, was_running: true, consistent: true }));
     assert_eq!(transitions(&out), [tr(State::Wait, State::Alone)]);
     assert!(reason_of(&out).contains("tandem prim --force"));
     assert!(a.e.reason().contains("--force"));
@@ -346,7 +347,7 @@ fn both_restarted_the_newest_data_runs() {
     let out = b.on(10, a.hb());
     assert_eq!(out, [StopApplication, RemoveVip, Note("the peer has the newest data".into())]);
     // B is WAIT with older data: A may now also start alone after a restart.
-    let quiet = Persist(Memory { peer_may_be_newer: false, was_running: false });
+    let quiet = Persist(Memory { peer_may_be_newer: false, was_running: false, consistent: true });
     assert_eq!(a.on(10, b.hb()), [quiet, ProbeVip], "A has newer data though B wins ties");
     let out = a.on(100, Event::VipProbeResult { someone_answers: false });
     assert_eq!(transitions(&out), [tr(State::Wait, State::Alone)]);
@@ -376,11 +377,11 @@ fn both_restarted_with_diverged_data_wait_for_the_administrator() {
 fn restarted_agent_resumes_its_role_without_a_new_generation() {
     let (_a, mut b) = pair(Instant::now());
     let t0 = b.t0;
-    let resume = Memory { peer_may_be_newer: true, was_running: true };
+    let resume = Memory { peer_may_be_newer: true, was_running: true, consistent: true };
     // B (SECOND in sync, ties lost) hears the restarted A, which claims its old role.
     let mut a = Node::new(params(false), g(7, &[5]), resume, t0);
     a.on(3000, Event::Start);
-    let quiet = Persist(Memory { peer_may_be_newer: false, was_running: false });
+    let quiet = Persist(Memory { peer_may_be_newer: false, was_running: false, consistent: true });
     assert_eq!(b.on(3010, a.hb()), [quiet]);
     assert_eq!(a.on(3010, b.hb()), [ProbeVip]);
     let out = a.on(3100, Event::VipProbeResult { someone_answers: false });
@@ -400,7 +401,7 @@ fn checker_restarts_locally_then_fails_over() {
     assert_eq!(transitions(&out), [tr(State::Prim, State::Wait)]);
     assert_eq!(acts(out), [StopApplication, RemoveVip, ReplicateStop]);
     // The in-sync SECOND takes over; A follows it once it runs.
-    let quiet = Persist(Memory { peer_may_be_newer: false, was_running: false });
+    let quiet = Persist(Memory { peer_may_be_newer: false, was_running: false, consistent: true });
     assert_eq!(b.on(3020, a.hb()), [quiet, ProbeVip]);
     let out = b.on(3100, Event::VipProbeResult { someone_answers: false });
     assert_eq!(transitions(&out), [tr(State::Second, State::Alone)]);

@@ -98,6 +98,10 @@ pub struct Memory {
     /// This node ran the application: after an agent restart it resumes that role
     /// when the data allows.
     pub was_running: bool,
+    /// This node's data is complete for its generation. A SECOND is not while it
+    /// resyncs: its copy mixes old and new data until the resync ends, even though
+    /// its generations may already equal the primary's.
+    pub consistent: bool,
 }
 
 impl Default for Memory {
@@ -105,6 +109,7 @@ impl Default for Memory {
         Self {
             peer_may_be_newer: true,
             was_running: false,
+            consistent: true,
         }
     }
 }
@@ -120,9 +125,10 @@ pub struct Beacon {
     pub seq: u64,
     pub state: State,
     pub generations: Generations,
-    /// The sender's replica is identical to its primary's (SECOND), or its peer holds
-    /// everything it wrote (PRIM).
-    pub in_sync: bool,
+    /// The sender's data is complete for its generation: always for a primary; for a
+    /// SECOND, in sync and not resyncing; otherwise as it last was (a resync that was
+    /// interrupted leaves it false).
+    pub consistent: bool,
     /// The sender would run the application if chosen: no failing checker, no
     /// administrator hold, not handing over, and in sync if it is SECOND.
     pub can_run: bool,
