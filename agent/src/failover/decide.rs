@@ -240,7 +240,20 @@ impl Engine {
             }
             None => {}
         }
-        let me = self.can_run(now);
+        let mut me = self.can_run(now);
+        if !me && self.hold {
+            // `tandem second` yields to a peer that can run; it does not leave the
+            // application stopped when the peer cannot.
+            self.hold = false;
+            let peer_could =
+                b.can_run && matches!(rel, Relation::Same | Relation::Older | Relation::Empty);
+            if self.can_run(now) && !peer_could {
+                self.note("tandem second lifted: the peer cannot run the application", out);
+                me = true;
+            } else {
+                self.hold = true;
+            }
+        }
         match rel {
             Relation::Diverged => {
                 self.diverged = true;

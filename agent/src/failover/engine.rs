@@ -524,6 +524,8 @@ impl Engine {
         self.state = to;
         self.reason = reason;
         self.last_note.clear();
+        // A swap request belongs to the SECOND that made it.
+        self.swap_request_until = None;
     }
 
     /// A log line, suppressed when it repeats the previous one.
