@@ -158,6 +158,11 @@ impl Engine {
             None => {
                 let booting = self.booting.is_some_and(|t| now < t);
                 if booting && self.admin_prim.is_none() {
+                    // Leftovers of a previous agent wait for the decision, unless this
+                    // node is isolated: then they go once the witness had time to answer.
+                    if !self.witness_ok() && now >= self.started_at + self.p.heartbeat_timeout {
+                        self.ensure_stopped(out);
+                    }
                     return;
                 }
                 self.booting = None;

@@ -40,6 +40,7 @@ pub struct Engine {
     pub(super) hold: bool,
     /// Until when a starting node waits to hear its peer.
     pub(super) booting: Option<Instant>,
+    pub(super) started_at: Instant,
     pub(super) probe_sent: Option<Instant>,
     pub(super) probe_busy_until: Option<Instant>,
     /// A probe just found the VIP free; consumed by the decision it was sent for.
@@ -106,6 +107,7 @@ impl Engine {
             blocked_until: None,
             hold: false,
             booting: None,
+            started_at: now,
             probe_sent: None,
             probe_busy_until: None,
             vip_clear: false,
@@ -319,6 +321,7 @@ impl Engine {
         }
         self.reset_phases();
         self.resume = self.memory.was_running;
+        self.started_at = now;
         self.booting = Some(now + self.p.boot_wait);
         self.transition(State::Wait, "started: waiting to hear the peer".into(), out);
     }

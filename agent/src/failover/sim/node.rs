@@ -70,6 +70,8 @@ pub(super) struct Node {
     /// The simulation asked this node for `prim --force`.
     pub(super) forced: bool,
     pub(super) last_state: State,
+    /// Since when the agent hears neither its peer nor its witness.
+    pub(super) isolated_since: Option<Instant>,
 }
 
 impl Node {
@@ -97,6 +99,7 @@ impl Node {
             aware: 0,
             forced: false,
             last_state: State::Stop,
+            isolated_since: None,
         }
     }
 

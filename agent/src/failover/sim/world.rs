@@ -335,6 +335,29 @@ impl World {
         if !self.links[0] {
             self.vip_net_cut = Some(self.now);
         }
+        // A live agent that hears neither its peer nor its witness must have fenced
+        // itself by now.
+        for i in 0..2 {
+            let n = &self.nodes[i];
+            let isolated = n.live()
+                && !n.witness
+                && n.engine.as_ref().is_some_and(|e| !e.peer_connected(self.now));
+            if !isolated {
+                self.nodes[i].isolated_since = None;
+                continue;
+            }
+            let since = *self.nodes[i].isolated_since.get_or_insert(self.now);
+            let n = &self.nodes[i];
+            // A runner fences at once; leftovers of a previous agent go within a
+            // heartbeat timeout of the start (the witness may not be measured yet).
+            let late = match n.state() {
+                Some(State::Alone | State::Prim) => self.now > since + STEP,
+                _ => self.now > since + Duration::from_millis(1100),
+            };
+            if late && (n.app || n.vip) {
+                self.fail(format!("n{i} is isolated but did not fence: {}", self.describe()));
+            }
+        }
         let excused = self.vip_net_cut.is_some_and(|t| self.now <= t + GRACE);
         let [a, b] = &self.nodes;
         if (a.app && b.app) || (a.vip && b.vip) {
