@@ -22,19 +22,19 @@ pub struct Engine {
     pub(super) state: State,
     pub(super) reason: String,
     pub(super) memory: Memory,
-    persisted: Memory,
+    pub(super) persisted: Memory,
     pub(super) gens: Generations,
     pub(super) in_sync: bool,
     pub(super) resyncing: bool,
     /// When a heartbeat last arrived, per network.
-    heard: Vec<Option<Instant>>,
+    pub(super) heard: Vec<Option<Instant>>,
     /// The peer's latest beacon (kept after the peer is lost: its last word).
     pub(super) peer: Option<Beacon>,
     /// Since when the peer, heard and not running, has not been SECOND.
     pub(super) peer_not_following_since: Option<Instant>,
-    witness: Vec<bool>,
+    pub(super) witness: Vec<bool>,
     pub(super) failing: BTreeSet<String>,
-    restarts: VecDeque<Instant>,
+    pub(super) restarts: VecDeque<Instant>,
     pub(super) blocked_until: Option<Instant>,
     /// `tandem second` on a node that does not follow a primary yet.
     pub(super) hold: bool,
@@ -58,11 +58,11 @@ pub struct Engine {
     pub(super) resume: bool,
     pub(super) app: Res,
     pub(super) vip: Res,
-    seq: u64,
-    next_send: Instant,
-    last_sent: Option<Beacon>,
-    last_seen: Instant,
-    last_note: String,
+    pub(super) seq: u64,
+    pub(super) next_send: Instant,
+    pub(super) last_sent: Option<Beacon>,
+    pub(super) last_seen: Instant,
+    pub(super) last_note: String,
 }
 
 /// A primary's progress in handing over to its peer (swap, failback, `second`).
@@ -220,7 +220,7 @@ impl Engine {
         out
     }
 
-    fn on_event(&mut self, now: Instant, event: Event, out: &mut Vec<Command>) {
+    pub(super) fn on_event(&mut self, now: Instant, event: Event, out: &mut Vec<Command>) {
         match event {
             Event::Start => self.start(now, out),
             Event::Stop => {
@@ -290,7 +290,9 @@ impl Engine {
                 if self.running() && self.handover.is_none() {
                     match action {
                         CheckerAction::Restart => self.app_failure(now, &what, out),
-                        CheckerAction::Failover => self.fail_over(format!("{what}: failing over"), out),
+                        CheckerAction::Failover => {
+                            self.fail_over(format!("{what}: failing over"), out)
+                        }
                     }
                 }
             }
@@ -314,7 +316,7 @@ impl Engine {
         }
     }
 
-    fn start(&mut self, now: Instant, out: &mut Vec<Command>) {
+    pub(super) fn start(&mut self, now: Instant, out: &mut Vec<Command>) {
         if self.state != State::Stop {
             self.note("tandem start: already started", out);
             return;
@@ -324,130 +326,6 @@ impl Engine {
         self.started_at = now;
         self.booting = Some(now + self.p.boot_wait);
         self.transition(State::Wait, "started: waiting to hear the peer".into(), out);
-    }
-
-    fn on_heartbeat(&mut self, now: Instant, network: usize, beacon: Beacon) {
-        let Some(slot) = self.heard.get_mut(network) else {
-            return;
-        };
-        *slot = Some(now);
-        let fresh = self
-            .peer
-            .as_ref()
-            .is_none_or(|p| p.incarnation != beacon.incarnation || beacon.seq > p.seq);
-        if !fresh {
-            return;
-        }
-        let running = matches!(beacon.state, State::Prim | State::Alone);
-        if running || beacon.state == State::Second {
-            self.peer_not_following_since = None;
-        } else if self.peer_not_following_since.is_none() {
-            self.peer_not_following_since = Some(now);
-        }
-        let peer_data_newer = matches!(
-            self.compare(&beacon),
-            Relation::Older | Relation::Diverged | Relation::Empty
-        );
-        self.memory.peer_may_be_newer = match beacon.state {
-            State::Prim | State::Alone => true,
-            State::Second => beacon.consistent || peer_data_newer,
-            State::Wait | State::Stop => peer_data_newer,
-        };
-        self.peer = Some(beacon);
-    }
-
-    fn admin_second(&mut self, now: Instant, out: &mut Vec<Command>) {
-        if self.state == State::Stop {
-            self.start(now, out);
-        }
-        match self.state {
-            State::Second => self.note("tandem second: already SECOND", out),
-            State::Alone | State::Prim => {
-                if self.peer_can_take_over(now) {
-                    self.begin_handover(now, out);
-                } else {
-                    self.fail_over("administrator: tandem second".into(), out);
-                    self.hold = true;
-                }
-            }
-            State::Wait | State::Stop => {
-                self.hold = true;
-                self.admin_prim = None;
-                self.note("tandem second: waiting for the peer to run the application", out);
-            }
-        }
-    }
-
-    fn admin_swap(&mut self, now: Instant, out: &mut Vec<Command>) {
-        match self.state {
-            State::Prim if self.peer_can_take_over(now) => self.begin_handover(now, out),
-            State::Second
-                if self.peer_connected(now)
-                    && self.peer_state() == Some(State::Prim)
-                    && self.can_run(now) =>
-            {
-                self.swap_request_until = Some(now + self.p.swap_timeout);
-                self.note("tandem swap: asking the primary to hand over", out);
-            }
-            _ => self.note(
-                "tandem swap refused: needs PRIM and an in-sync SECOND able to run the application",
-                out,
-            ),
-        }
-    }
-
-    /// The peer is SECOND, in sync, and able to run the application.
-    pub(super) fn peer_can_take_over(&self, now: Instant) -> bool {
-        self.peer_connected(now)
-            && self
-                .peer
-                .as_ref()
-                .is_some_and(|b| b.state == State::Second && b.consistent && b.can_run)
-    }
-
-    pub(super) fn begin_handover(&mut self, now: Instant, out: &mut Vec<Command>) {
-        self.handover = Some(Handover::Stopping {
-            until: now + self.p.swap_timeout,
-        });
-        self.note("swap: stopping the application to hand over to the peer", out);
-        self.app = Res::Off;
-        out.push(Command::StopApplication);
-    }
-
-    /// A failure of the running application: restart it here, or fail over once the
-    /// restarts allowed in the window are used up.
-    fn app_failure(&mut self, now: Instant, what: &str, out: &mut Vec<Command>) {
-        let window = self.p.restart_window;
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
-            self.restarts.pop_front();
-        }
-        if self.restarts.len() < self.p.max_restarts as usize {
-            self.restarts.push_back(now);
-            let msg = format!(
-                "{what}: restarting the application ({} of {} within {window:?})",
-                self.restarts.len(),
-                self.p.max_restarts
-            );
-            self.note(&msg, out);
-            out.push(Command::StopApplication);
-            out.push(Command::StartApplication);
-        } else {
-            self.blocked_until = Some(now + window);
-            let max = self.p.max_restarts;
-            self.fail_over(format!("{what}: {max} restarts within {window:?} used up; failing over"), out);
-        }
-    }
-
-    /// Stops running the application here so that the peer may take over.
-    pub(super) fn fail_over(&mut self, reason: String, out: &mut Vec<Command>) {
-        self.ensure_stopped(out);
-        out.push(Command::ReplicateStop);
-        self.handover = None;
-        self.transition(State::Wait, reason, out);
     }
 
     /// Whether this node would run the application if chosen.
@@ -483,116 +361,16 @@ impl Engine {
     /// [`Self::relation`] with the peer's beacon, where equal generations with
     /// incomplete data on one side make that side the older one.
     pub(super) fn compare(&self, b: &Beacon) -> Relation {
-        match (self.relation(&b.generations), self.memory.consistent, b.consistent) {
+        match (
+            self.relation(&b.generations),
+            self.memory.consistent,
+            b.consistent,
+        ) {
             (Relation::Same, false, true) => Relation::Older,
             (Relation::Same, true, false) => Relation::Newer,
             // Neither copy is complete: only the administrator can choose.
             (Relation::Same, false, false) => Relation::Diverged,
             (rel, _, _) => rel,
-        }
-    }
-
-    pub(super) fn ensure_stopped(&mut self, out: &mut Vec<Command>) {
-        if self.app != Res::Off {
-            self.app = Res::Off;
-            out.push(Command::StopApplication);
-        }
-        if self.vip != Res::Off {
-            self.vip = Res::Off;
-            out.push(Command::RemoveVip);
-        }
-    }
-
-    pub(super) fn ensure_running(&mut self, out: &mut Vec<Command>) {
-        if self.vip != Res::On {
-            self.vip = Res::On;
-            out.push(Command::AddVip);
-            out.push(Command::AnnounceVip);
-        }
-        if self.app != Res::On {
-            self.app = Res::On;
-            out.push(Command::StartApplication);
-        }
-    }
-
-    pub(super) fn transition(&mut self, to: State, reason: String, out: &mut Vec<Command>) {
-        if to == self.state {
-            return;
-        }
-        out.push(Command::Transition {
-            from: self.state,
-            to,
-            reason: reason.clone(),
-        });
-        self.state = to;
-        self.reason = reason;
-        self.last_note.clear();
-        // A swap request belongs to the SECOND that made it.
-        self.swap_request_until = None;
-    }
-
-    /// A log line, suppressed when it repeats the previous one.
-    pub(super) fn note(&mut self, msg: &str, out: &mut Vec<Command>) {
-        if self.last_note != msg {
-            self.last_note = msg.to_string();
-            out.push(Command::Note(msg.to_string()));
-        }
-    }
-
-    pub(super) fn reset_phases(&mut self) {
-        self.booting = None;
-        self.probe_sent = None;
-        self.probe_busy_until = None;
-        self.vip_clear = false;
-        self.admin_prim = None;
-        self.handover = None;
-        self.handing_over_until = None;
-        self.swap_request_until = None;
-        self.hold = false;
-        self.diverged = false;
-        self.resume = false;
-    }
-
-    /// A handle call long after the previous one means this process was stalled
-    /// (frozen, swapped out): the peer could not be heard meanwhile, so the time
-    /// each network had left is given back instead of declaring the peer lost.
-    fn catch_up(&mut self, now: Instant) {
-        let gap = now.saturating_duration_since(self.last_seen);
-        let stall = (self.p.heartbeat_timeout / 2).max(self.p.heartbeat_interval * 3);
-        if gap > stall {
-            let last = self.last_seen;
-            for t in self.heard.iter_mut().flatten() {
-                if *t + self.p.heartbeat_timeout > last {
-                    *t += gap;
-                }
-            }
-        }
-        self.last_seen = now;
-    }
-
-    /// Sends a heartbeat when one is due or when its content changed.
-    fn heartbeat(&mut self, now: Instant, out: &mut Vec<Command>) {
-        let mut beacon = Beacon {
-            incarnation: self.p.incarnation,
-            seq: 0,
-            state: self.state,
-            generations: self.gens.clone(),
-            consistent: match self.state {
-                State::Prim | State::Alone => true,
-                State::Second => self.in_sync && !self.resyncing,
-                State::Wait | State::Stop => self.memory.consistent,
-            },
-            can_run: self.can_run(now),
-            was_primary: self.resume,
-            swap_request: self.swap_request_until.is_some(),
-        };
-        let changed = self.last_sent.as_ref() != Some(&beacon);
-        if changed || now >= self.next_send {
-            self.last_sent = Some(beacon.clone());
-            self.seq += 1;
-            beacon.seq = self.seq;
-            self.next_send = now + self.p.heartbeat_interval;
-            out.push(Command::SendHeartbeat(beacon));
         }
     }
 }

@@ -68,8 +68,11 @@
 //! [`Command`]s in order; it sends [`Event::Tick`] no later than
 //! [`Engine::poll_timeout`]. See [`Command`] for what each command asks.
 
+mod actions;
+mod choice;
 mod decide;
 mod engine;
+mod heartbeat;
 mod types;
 
 pub use engine::Engine;

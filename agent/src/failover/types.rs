@@ -211,7 +211,9 @@ pub enum Command {
     ReplicatePrimary,
     /// Replication target. `diverged`: this node's own changes since the common
     /// generation must be kept aside and reported before they are overwritten.
-    ReplicateSecondary { diverged: bool },
+    ReplicateSecondary {
+        diverged: bool,
+    },
     /// No replication role.
     ReplicateStop,
     /// Send this heartbeat on every network.

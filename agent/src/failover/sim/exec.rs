@@ -25,7 +25,9 @@ impl World {
             if !matches!(ev, Event::Tick | Event::Heartbeat { .. }) {
                 self.log(format!("n{i} <- {ev:?}"));
             }
-            let Some(engine) = self.nodes[i].engine.as_mut() else { return };
+            let Some(engine) = self.nodes[i].engine.as_mut() else {
+                return;
+            };
             let cmds = engine.handle(self.now, ev);
             let state = engine.state();
             for c in cmds {
@@ -34,7 +36,9 @@ impl World {
                 }
             }
             if self.nodes[i].last_state != state {
-                self.fail(format!("n{i} is {state:?} but its transitions say otherwise"));
+                self.fail(format!(
+                    "n{i} is {state:?} but its transitions say otherwise"
+                ));
             }
         }
     }
@@ -108,7 +112,10 @@ impl World {
 
     fn on_transition(&mut self, i: usize, from: State, to: State, reason: &str) {
         if from != self.nodes[i].last_state || from == to {
-            self.fail(format!("n{i}: transition {from:?} -> {to:?} from {:?}", self.nodes[i].last_state));
+            self.fail(format!(
+                "n{i}: transition {from:?} -> {to:?} from {:?}",
+                self.nodes[i].last_state
+            ));
         }
         self.nodes[i].last_state = to;
         let running = |s: State| matches!(s, State::Alone | State::Prim);
@@ -146,14 +153,21 @@ impl World {
     /// Heartbeats, probe answers and other events that are due.
     pub(super) fn deliver(&mut self) {
         let now = self.now;
-        let (due, later): (Vec<Flight>, Vec<Flight>) =
-            std::mem::take(&mut self.flights).into_iter().partition(|f| f.at <= now);
+        let (due, later): (Vec<Flight>, Vec<Flight>) = std::mem::take(&mut self.flights)
+            .into_iter()
+            .partition(|f| f.at <= now);
         self.flights = later;
         for f in due {
             if self.links[f.network] && self.nodes[f.to].live() {
                 let n = &mut self.nodes[f.to];
                 n.aware = n.aware.max(f.stamp);
-                self.feed(f.to, Event::Heartbeat { network: f.network, beacon: f.beacon });
+                self.feed(
+                    f.to,
+                    Event::Heartbeat {
+                        network: f.network,
+                        beacon: f.beacon,
+                    },
+                );
             }
         }
         for i in 0..2 {
@@ -169,8 +183,9 @@ impl World {
                 }
                 self.feed(i, Event::VipProbeResult { someone_answers });
             }
-            let (due, later): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.nodes[i].inbox).into_iter().partition(|(t, _)| *t <= now);
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[i].inbox)
+                .into_iter()
+                .partition(|(t, _)| *t <= now);
             self.nodes[i].inbox = later;
             for (_, ev) in due {
                 self.feed(i, ev);
@@ -188,7 +203,9 @@ impl World {
     pub(super) fn replicate(&mut self) {
         for s in 0..2 {
             let p = 1 - s;
-            let Role::Secondary { keep_aside } = self.nodes[s].role else { continue };
+            let Role::Secondary { keep_aside } = self.nodes[s].role else {
+                continue;
+            };
             if self.nodes[p].role != Role::Primary || !self.connected() {
                 self.nodes[s].resync_done = None;
                 continue;
@@ -202,8 +219,20 @@ impl World {
                 if !self.nodes[s].in_sync {
                     self.nodes[s].in_sync = true;
                     self.nodes[s].resync_done = None;
-                    self.feed(s, Event::ReplicationStatus { in_sync: true, resyncing: false });
-                    self.feed(p, Event::ReplicationStatus { in_sync: true, resyncing: false });
+                    self.feed(
+                        s,
+                        Event::ReplicationStatus {
+                            in_sync: true,
+                            resyncing: false,
+                        },
+                    );
+                    self.feed(
+                        p,
+                        Event::ReplicationStatus {
+                            in_sync: true,
+                            resyncing: false,
+                        },
+                    );
                 }
                 if self.nodes[p].drain {
                     self.nodes[p].drain = false;
@@ -216,7 +245,13 @@ impl World {
                     self.stats.resyncs += 1;
                     self.nodes[s].resync_done = Some(self.now + self.rng.ms(100, 1500));
                     self.nodes[s].in_sync = false;
-                    self.feed(s, Event::ReplicationStatus { in_sync: false, resyncing: true });
+                    self.feed(
+                        s,
+                        Event::ReplicationStatus {
+                            in_sync: false,
+                            resyncing: true,
+                        },
+                    );
                 }
                 Some(t) if self.now >= t => {
                     let extra = self.nodes[s].log.missing_from(&self.nodes[p].log);

@@ -19,6 +19,7 @@
 //!   identical data and generations, the application and the VIP on the PRIM only,
 //!   and the preferred node primary when there is one.
 
+mod check;
 mod exec;
 mod node;
 mod rng;
@@ -39,7 +40,9 @@ fn simulation_holds_its_invariants() {
     for seed in seeds {
         match World::new(seed).run(STEPS) {
             Ok(stats) => total.add(&stats),
-            Err(e) => panic!("simulation seed {seed} failed (replay: TANDEM_SIM_SEED={seed}):\n{e}"),
+            Err(e) => {
+                panic!("simulation seed {seed} failed (replay: TANDEM_SIM_SEED={seed}):\n{e}")
+            }
         }
     }
     eprintln!("simulation: {total:?}");

@@ -19,7 +19,9 @@ pub(super) struct Log {
 impl Log {
     pub(super) fn push(&mut self, id: u64) {
         self.ids.push(id);
-        self.hash = (self.hash ^ id).wrapping_mul(0x0100_0000_01b3).rotate_left(7);
+        self.hash = (self.hash ^ id)
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(7);
     }
 
     pub(super) fn same(&self, other: &Log) -> bool {
@@ -29,7 +31,11 @@ impl Log {
     /// The writes held here and not in `other`.
     pub(super) fn missing_from(&self, other: &Log) -> Vec<u64> {
         let theirs: std::collections::HashSet<u64> = other.ids.iter().copied().collect();
-        self.ids.iter().copied().filter(|id| !theirs.contains(id)).collect()
+        self.ids
+            .iter()
+            .copied()
+            .filter(|id| !theirs.contains(id))
+            .collect()
     }
 }
 

@@ -7,21 +7,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    node::Node,
-    rng::Rng,
-};
+use super::{node::Node, rng::Rng};
 use crate::failover::{Beacon, CheckerAction, Engine, Event, Params, Preference, State};
 
 /// Simulated time per step.
-const STEP: Duration = Duration::from_millis(25);
+pub(super) const STEP: Duration = Duration::from_millis(25);
 /// Faults are injected before this step, healed at it.
-const HEAL_STEP: u32 = 1100;
+pub(super) const HEAL_STEP: u32 = 1100;
 /// Once every fault healed, the pair must converge within this.
-const BOUND: Duration = Duration::from_secs(18);
+pub(super) const BOUND: Duration = Duration::from_secs(18);
 /// How long after the VIP network (or every network) was cut two runners or two
 /// VIP holders are excused: the residual case, until heartbeats resolve it.
-const GRACE: Duration = Duration::from_secs(2);
+pub(super) const GRACE: Duration = Duration::from_secs(2);
 
 /// What the runs exercised, to prove the checks were not vacuous.
 #[derive(Debug, Default)]
@@ -67,20 +64,20 @@ pub(super) struct World {
     pub(super) rng: Rng,
     t0: Instant,
     pub(super) now: Instant,
-    step: u32,
+    pub(super) step: u32,
     pub(super) nodes: [Node; 2],
     /// Network 0 carries the VIP (and ARP probes); both carry heartbeats.
     pub(super) links: [bool; 2],
     pub(super) loss: f64,
     pub(super) flights: Vec<Flight>,
     /// Last time the VIP network was cut (every dual runner needs it).
-    vip_net_cut: Option<Instant>,
+    pub(super) vip_net_cut: Option<Instant>,
     /// Logical clock ordering writes and heartbeats.
     pub(super) clock: u64,
-    params: [Params; 2],
+    pub(super) params: [Params; 2],
     incarnations: u64,
-    healed_at: Option<Instant>,
-    converged_at: Option<Instant>,
+    pub(super) healed_at: Option<Instant>,
+    pub(super) converged_at: Option<Instant>,
     trace: VecDeque<String>,
     pub(super) failure: Option<String>,
     pub(super) stats: Stats,
@@ -89,7 +86,7 @@ pub(super) struct World {
 impl World {
     pub(super) fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let prefer = seed % 3 == 0;
+        let prefer = seed.is_multiple_of(3);
         let base = Params {
             heartbeat_interval: Duration::from_millis(100),
             heartbeat_timeout: Duration::from_secs(1),
@@ -106,12 +103,20 @@ impl World {
         let params = [
             Params {
                 ties_won: true,
-                preference: if prefer { Preference::ThisNode } else { Preference::None },
+                preference: if prefer {
+                    Preference::ThisNode
+                } else {
+                    Preference::None
+                },
                 ..base.clone()
             },
             Params {
                 ties_won: false,
-                preference: if prefer { Preference::PeerNode } else { Preference::None },
+                preference: if prefer {
+                    Preference::PeerNode
+                } else {
+                    Preference::None
+                },
                 ..base
             },
         ];
@@ -156,7 +161,10 @@ impl World {
         }
         match (self.healed_at, self.converged_at) {
             (Some(_), Some(_)) => Ok(self.stats),
-            (h, _) => Err(format!("never converged (faults healed at {h:?}); {}", self.describe())),
+            (h, _) => Err(format!(
+                "never converged (faults healed at {h:?}); {}",
+                self.describe()
+            )),
         }
     }
 
@@ -187,7 +195,10 @@ impl World {
             let flip = if self.links[l] { 0.003 } else { 0.02 };
             if self.rng.chance(flip) {
                 self.links[l] = !self.links[l];
-                self.log(format!("network {l} {}", if self.links[l] { "up" } else { "cut" }));
+                self.log(format!(
+                    "network {l} {}",
+                    if self.links[l] { "up" } else { "cut" }
+                ));
             }
         }
         for i in 0..2 {
@@ -195,9 +206,19 @@ impl World {
             if self.rng.chance(flip) {
                 let reachable = !self.nodes[i].witness;
                 self.nodes[i].witness = reachable;
-                self.send(i, Event::Witness { index: 0, reachable });
+                self.send(
+                    i,
+                    Event::Witness {
+                        index: 0,
+                        reachable,
+                    },
+                );
             }
-            let flip = if self.nodes[i].checker_failing { 0.01 } else { 0.0015 };
+            let flip = if self.nodes[i].checker_failing {
+                0.01
+            } else {
+                0.0015
+            };
             if self.rng.chance(flip) {
                 self.set_checker(i, !self.nodes[i].checker_failing);
             }
@@ -243,7 +264,13 @@ impl World {
         for i in 0..2 {
             if !self.nodes[i].witness {
                 self.nodes[i].witness = true;
-                self.send(i, Event::Witness { index: 0, reachable: true });
+                self.send(
+                    i,
+                    Event::Witness {
+                        index: 0,
+                        reachable: true,
+                    },
+                );
             }
             if self.nodes[i].checker_failing {
                 self.set_checker(i, false);
@@ -255,7 +282,12 @@ impl World {
         self.nodes[i].checker_failing = failing;
         self.nodes[i].checker_reported = None;
         if !failing {
-            self.send(i, Event::CheckerOk { checker: "app".into() });
+            self.send(
+                i,
+                Event::CheckerOk {
+                    checker: "app".into(),
+                },
+            );
         }
     }
 
@@ -276,7 +308,13 @@ impl World {
             self.log(format!("n{i} agent starts"));
             self.feed(i, Event::Start);
             let reachable = self.nodes[i].witness;
-            self.feed(i, Event::Witness { index: 0, reachable });
+            self.feed(
+                i,
+                Event::Witness {
+                    index: 0,
+                    reachable,
+                },
+            );
         }
         if self.nodes[i].frozen_until.is_some_and(|t| now >= t) {
             self.nodes[i].frozen_until = None;
@@ -294,7 +332,8 @@ impl World {
             let n = &self.nodes[i];
             if n.checker_failing
                 && n.live()
-                && n.checker_reported.is_none_or(|t| self.now >= t + Duration::from_secs(1))
+                && n.checker_reported
+                    .is_none_or(|t| self.now >= t + Duration::from_secs(1))
             {
                 self.nodes[i].checker_reported = Some(self.now);
                 let ev = Event::CheckerFailed {
@@ -309,9 +348,10 @@ impl World {
     /// Once both nodes healed, a divergence left to the administrator is resolved
     /// by `prim --force` on a random node; before that, now and then.
     fn administrator(&mut self) {
-        let diverged = self.nodes.iter().all(|n| {
-            n.live() && n.engine.as_ref().is_some_and(|e| e.diverged())
-        });
+        let diverged = self
+            .nodes
+            .iter()
+            .all(|n| n.live() && n.engine.as_ref().is_some_and(|e| e.diverged()));
         let p = if self.step >= HEAL_STEP { 0.05 } else { 0.01 };
         if diverged && self.rng.chance(p) {
             let i = self.rng.index(2);
@@ -329,110 +369,6 @@ impl World {
         } else if self.nodes[i].engine.is_some() {
             self.nodes[i].inbox.push((self.now, ev));
         }
-    }
-
-    fn check(&mut self) {
-        if !self.links[0] {
-            self.vip_net_cut = Some(self.now);
-        }
-        // A live agent that hears neither its peer nor its witness must have fenced
-        // itself by now.
-        for i in 0..2 {
-            let n = &self.nodes[i];
-            let isolated = n.live()
-                && !n.witness
-                && n.engine.as_ref().is_some_and(|e| !e.peer_connected(self.now));
-            if !isolated {
-                self.nodes[i].isolated_since = None;
-                continue;
-            }
-            let since = *self.nodes[i].isolated_since.get_or_insert(self.now);
-            let n = &self.nodes[i];
-            // A runner fences at once; leftovers of a previous agent go within a
-            // heartbeat timeout of the start (the witness may not be measured yet).
-            let late = match n.state() {
-                Some(State::Alone | State::Prim) => self.now > since + STEP,
-                _ => self.now > since + Duration::from_millis(1100),
-            };
-            if late && (n.app || n.vip) {
-                self.fail(format!("n{i} is isolated but did not fence: {}", self.describe()));
-            }
-        }
-        let excused = self.vip_net_cut.is_some_and(|t| self.now <= t + GRACE);
-        let [a, b] = &self.nodes;
-        if (a.app && b.app) || (a.vip && b.vip) {
-            if excused {
-                self.stats.dual_excused_steps += 1;
-            } else {
-                self.fail(format!("two nodes run the application or hold the VIP: {}", self.describe()));
-            }
-        }
-        if self.step < HEAL_STEP {
-            return;
-        }
-        let settled = self.nodes.iter().all(|n| {
-            n.live() && n.admin_start_at.is_none() && n.restart_at.is_none()
-        });
-        if self.healed_at.is_none() && settled {
-            self.healed_at = Some(self.now);
-        }
-        let Some(healed) = self.healed_at else { return };
-        if self.converged() {
-            self.converged_at.get_or_insert(self.now);
-        } else if self.converged_at.is_some() {
-            self.fail(format!("left the converged state: {}", self.describe()));
-        } else if self.now > healed + BOUND {
-            self.fail(format!("no convergence {BOUND:?} after healing: {}", self.describe()));
-        }
-    }
-
-    /// PRIM + SECOND, identical data and generations, the SECOND in sync, the
-    /// application and the VIP on the PRIM only, the preferred node primary.
-    fn converged(&self) -> bool {
-        let [a, b] = &self.nodes;
-        let p = match (a.state(), b.state()) {
-            (Some(State::Prim), Some(State::Second)) => 0,
-            (Some(State::Second), Some(State::Prim)) => 1,
-            _ => return false,
-        };
-        let (prim, second) = (&self.nodes[p], &self.nodes[1 - p]);
-        let preferred_ok = self.params[0].preference != Preference::ThisNode || p == 0;
-        prim.app
-            && prim.vip
-            && !second.app
-            && !second.vip
-            && prim.log.same(&second.log)
-            && prim.gens == second.gens
-            && second.in_sync
-            && preferred_ok
-    }
-
-    pub(super) fn describe(&self) -> String {
-        let mut s = format!("links {:?};", self.links);
-        for (i, n) in self.nodes.iter().enumerate() {
-            let _ = write!(
-                s,
-                " n{i}: {:?} reason {:?} app {} vip {} role {:?} in_sync {} writes {} gen {:x} \
-                 witness {} checker_failing {} frozen {} diverged {:?} memory {:?} peer {:?} \
-                 connected {:?};",
-                n.state(),
-                n.engine.as_ref().map(|e| e.reason().to_string()),
-                n.app,
-                n.vip,
-                n.role,
-                n.in_sync,
-                n.log.ids.len(),
-                n.gens.current,
-                n.witness,
-                n.checker_failing,
-                n.frozen_until.is_some(),
-                n.engine.as_ref().map(|e| e.diverged()),
-                n.memory,
-                n.engine.as_ref().map(|e| e.peer_state()),
-                n.engine.as_ref().map(|e| e.peer_connected(self.now)),
-            );
-        }
-        s
     }
 
     pub(super) fn fail(&mut self, msg: String) {
