@@ -22,7 +22,7 @@ impl World {
             if !self.nodes[i].live() {
                 return;
             }
-            if !matches!(ev, Event::Tick | Event::Heartbeat { .. }) {
+            if self.tracing && !matches!(ev, Event::Tick | Event::Heartbeat { .. }) {
                 self.log(format!("n{i} <- {ev:?}"));
             }
             let Some(engine) = self.nodes[i].engine.as_mut() else {
@@ -44,7 +44,7 @@ impl World {
     }
 
     fn exec(&mut self, i: usize, c: Command) -> Option<Event> {
-        if !matches!(c, Command::SendHeartbeat(_)) {
+        if self.tracing && !matches!(c, Command::SendHeartbeat(_)) {
             self.log(format!("n{i} -> {c:?}"));
         }
         let now = self.now;

@@ -32,21 +32,23 @@ const STEPS: u32 = 2000;
 
 #[test]
 fn simulation_holds_its_invariants() {
-    let seeds: Vec<u64> = match std::env::var("TANDEM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("TANDEM_SIM_SEED is a number")],
-        Err(_) => (1..=SEEDS).collect(),
+    let replay = std::env::var("TANDEM_SIM_SEED").ok();
+    let seeds: Vec<u64> = match &replay {
+        Some(s) => vec![s.parse().expect("TANDEM_SIM_SEED is a number")],
+        None => (1..=SEEDS).collect(),
     };
     let mut total = Stats::default();
     for seed in seeds {
-        match World::new(seed).run(STEPS) {
+        match World::new(seed, replay.is_some()).run(STEPS) {
             Ok(stats) => total.add(&stats),
-            Err(e) => {
-                panic!("simulation seed {seed} failed (replay: TANDEM_SIM_SEED={seed}):\n{e}")
-            }
+            Err(e) => panic!(
+                "simulation seed {seed} failed (replay with its event trace: \
+                 TANDEM_SIM_SEED={seed}):\n{e}"
+            ),
         }
     }
     eprintln!("simulation: {total:?}");
-    if std::env::var("TANDEM_SIM_SEED").is_err() {
+    if replay.is_none() {
         // The runs must have exercised what they claim to check.
         assert!(total.takeovers > 50, "{total:?}");
         assert!(total.fences > 10, "{total:?}");

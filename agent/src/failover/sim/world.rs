@@ -79,12 +79,14 @@ pub(super) struct World {
     pub(super) healed_at: Option<Instant>,
     pub(super) converged_at: Option<Instant>,
     trace: VecDeque<String>,
+    /// Record engine events and commands in the trace (slower; for a replay).
+    pub(super) tracing: bool,
     pub(super) failure: Option<String>,
     pub(super) stats: Stats,
 }
 
 impl World {
-    pub(super) fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64, tracing: bool) -> Self {
         let mut rng = Rng::new(seed);
         let prefer = seed.is_multiple_of(3);
         let base = Params {
@@ -138,6 +140,7 @@ impl World {
             healed_at: None,
             converged_at: None,
             trace: VecDeque::new(),
+            tracing,
             failure: None,
             stats: Stats::default(),
         };

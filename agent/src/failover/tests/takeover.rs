@@ -225,3 +225,35 @@ fn prim_loses_peer_goes_alone_with_a_new_generation() {
     assert_eq!(transitions(&out), [tr(State::Prim, State::Alone)]);
     assert_eq!(acts(out), [NewGeneration, ReplicateAlone]);
 }
+
+#[test]
+fn an_interrupted_resync_makes_equal_generations_older() {
+    let (mut a, mut b) = pair(Instant::now());
+    // B fell behind (a resync started) while A stayed in the same generation.
+    let out = b.on(
+        2700,
+        Event::ReplicationStatus {
+            in_sync: false,
+            resyncing: true,
+        },
+    );
+    assert_eq!(
+        out,
+        [Persist(Memory {
+            peer_may_be_newer: true,
+            was_running: false,
+            consistent: false
+        })]
+    );
+    a.on(2800, Event::Stop);
+    let out = b.on(2810, a.hb());
+    assert_eq!(transitions(&out), [tr(State::Second, State::Wait)]);
+    assert!(reason_of(&out).contains("the peer has the newest data but cannot run"));
+    assert!(!b.beacon.as_ref().expect("beacon").consistent);
+    let out = b.on(2900, Event::AdminPrim { force: false });
+    assert!(
+        matches!(out.as_slice(), [Note(n), ..] if n.starts_with("tandem prim refused")),
+        "{out:?}"
+    );
+    assert_eq!(b.on(3000, Event::AdminPrim { force: true }), [ProbeVip]);
+}
