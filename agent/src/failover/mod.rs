@@ -24,7 +24,9 @@
 //!   after an agent restart, then the preferred node, then a static tie-break);
 //!   (c) when the peer is silent and this node remembers that the peer cannot hold
 //!   newer data ([`Memory::peer_may_be_newer`]); or (d) by `tandem prim --force`,
-//!   the recorded administrator override.
+//!   the recorded administrator override. Equal generations do not make equal
+//!   data when one copy is incomplete (a resync did not finish,
+//!   [`Memory::consistent`]): that copy counts as the older one.
 //! - At most one runner. A takeover needs the peer silent on every network for the
 //!   heartbeat timeout, a witness that answers, and a VIP probe that nobody answers.
 //!   A runner that hears neither its peer nor any witness fences itself (stops the
@@ -43,7 +45,10 @@
 //!   Both run until the partition heals; then one yields and its changes are kept
 //!   aside. A heartbeat network that does not share the VIP's switch and a witness
 //!   on the VIP's network (the gateway) make this rarer; nothing two nodes can do
-//!   alone rules it out.
+//!   alone rules it out. The same holds when the VIP's network is cut while the
+//!   peer is silent for another reason (its agent frozen or dead): the probe is
+//!   blind, and the silent node cannot fence. The simulation excuses two runners or
+//!   two VIP holders only within two seconds of the VIP's network being cut.
 //! - A primary cut off from its SECOND keeps writing ALONE, then dies before the
 //!   cut heals: the SECOND, in sync as of the cut, finds the VIP free and takes over
 //!   without those writes. When the old primary returns its generations show the
