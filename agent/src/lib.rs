@@ -13,6 +13,8 @@
 //! - [`cli`]: the command line, parsed by clap.
 //! - [`config`]: the configuration file, read from YAML and validated into typed
 //!   values with every problem reported at once.
+//! - [`failover`]: the failover engine (sans-IO): SafeKit's states, heartbeats,
+//!   witnesses, VIP probe and data generations decide who runs the application.
 //! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
 //! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
 //!   data generations, the shipper and the resync compare.
@@ -29,6 +31,7 @@ pub mod barrier;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod failover;
 pub mod lab;
 pub mod replication;
 pub mod runtime;
