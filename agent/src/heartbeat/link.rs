@@ -186,13 +186,24 @@ impl Link {
             .as_ref()
             .filter(|e| e.epoch == self.identity.epoch)
             .and_then(|e| Some((self.sent.sent_at(e.seq, now)?, e.held_us)));
-        match self.guard.handle_packet(body.epoch, body.seq, echoed.is_some()) {
+        match self
+            .guard
+            .handle_packet(body.epoch, body.seq, echoed.is_some())
+        {
             Verdict::OldEpoch | Verdict::Replay => {
-                debug!(epoch = body.epoch, seq = body.seq, "Replayed heartbeat rejected");
+                debug!(
+                    epoch = body.epoch,
+                    seq = body.seq,
+                    "Replayed heartbeat rejected"
+                );
                 bump(&self.counters.rejected_replay);
             }
             Verdict::Unverified => {
-                trace!(epoch = body.epoch, seq = body.seq, "Heartbeat not yet verified fresh");
+                trace!(
+                    epoch = body.epoch,
+                    seq = body.seq,
+                    "Heartbeat not yet verified fresh"
+                );
                 self.last_rx = Some((body.epoch, body.seq, now));
                 bump(&self.counters.unverified);
             }

@@ -137,7 +137,10 @@ pub enum HeartbeatError {
     SameNodeNames,
     /// `window` is shorter than twice `interval`.
     #[error("heartbeat window {window:?} must be at least twice the interval {interval:?}")]
-    WindowTooShort { window: Duration, interval: Duration },
+    WindowTooShort {
+        window: Duration,
+        interval: Duration,
+    },
 }
 
 // === impl HeartbeatConfig ===
@@ -224,7 +227,12 @@ impl Heartbeats {
                 last_rx: None,
             };
             let task = tokio::spawn(link.run().instrument(span));
-            networks.push(Running { name: spec.name, local, counters, task });
+            networks.push(Running {
+                name: spec.name,
+                local,
+                counters,
+                task,
+            });
         }
         tracing::info!(epoch, networks = networks.len(), "Heartbeats started");
         Ok((Self { epoch, networks }, rx))
@@ -237,12 +245,18 @@ impl Heartbeats {
 
     /// The counters of every network, by name.
     pub fn counters(&self) -> BTreeMap<String, CounterSnapshot> {
-        self.networks.iter().map(|n| (n.name.clone(), n.counters.snapshot())).collect()
+        self.networks
+            .iter()
+            .map(|n| (n.name.clone(), n.counters.snapshot()))
+            .collect()
     }
 
     /// The address each network's socket is bound to (useful with port 0).
     pub fn local_addrs(&self) -> BTreeMap<String, SocketAddr> {
-        self.networks.iter().map(|n| (n.name.clone(), n.local)).collect()
+        self.networks
+            .iter()
+            .map(|n| (n.name.clone(), n.local))
+            .collect()
     }
 
     /// Stops every task and waits until their sockets are closed.

@@ -64,7 +64,11 @@ impl ReplayGuard {
                 return Verdict::Replay;
             }
             current.last_seq = seq;
-            return if fresh { Verdict::Accept { new_epoch: false } } else { Verdict::Unverified };
+            return if fresh {
+                Verdict::Accept { new_epoch: false }
+            } else {
+                Verdict::Unverified
+            };
         }
         if let Some(candidate) = &self.candidate
             && candidate.epoch == epoch
@@ -72,7 +76,10 @@ impl ReplayGuard {
         {
             return Verdict::Replay;
         }
-        let track = Track { epoch, last_seq: seq };
+        let track = Track {
+            epoch,
+            last_seq: seq,
+        };
         if !fresh {
             self.candidate = Some(track);
             return Verdict::Unverified;
@@ -107,18 +114,30 @@ mod tests {
     #[test]
     fn same_epoch_must_increase() {
         let mut g = ReplayGuard::default();
-        assert_eq!(g.handle_packet(7, 1, true), Verdict::Accept { new_epoch: true });
-        assert_eq!(g.handle_packet(7, 2, true), Verdict::Accept { new_epoch: false });
+        assert_eq!(
+            g.handle_packet(7, 1, true),
+            Verdict::Accept { new_epoch: true }
+        );
+        assert_eq!(
+            g.handle_packet(7, 2, true),
+            Verdict::Accept { new_epoch: false }
+        );
         assert_eq!(g.handle_packet(7, 2, true), Verdict::Replay);
         assert_eq!(g.handle_packet(7, 1, true), Verdict::Replay);
-        assert_eq!(g.handle_packet(7, 9, true), Verdict::Accept { new_epoch: false });
+        assert_eq!(
+            g.handle_packet(7, 9, true),
+            Verdict::Accept { new_epoch: false }
+        );
     }
 
     #[test]
     fn replaced_epoch_is_refused_for_good() {
         let mut g = ReplayGuard::default();
         g.handle_packet(1, 5, true);
-        assert_eq!(g.handle_packet(2, 1, true), Verdict::Accept { new_epoch: true });
+        assert_eq!(
+            g.handle_packet(2, 1, true),
+            Verdict::Accept { new_epoch: true }
+        );
         assert_eq!(g.handle_packet(1, 6, true), Verdict::OldEpoch);
         assert_eq!(g.current_epoch(), Some(2));
     }
@@ -129,10 +148,16 @@ mod tests {
         g.handle_packet(1, 5, true);
         assert_eq!(g.handle_packet(3, 100, false), Verdict::Unverified);
         assert_eq!(g.current_epoch(), Some(1));
-        assert_eq!(g.handle_packet(1, 6, true), Verdict::Accept { new_epoch: false });
+        assert_eq!(
+            g.handle_packet(1, 6, true),
+            Verdict::Accept { new_epoch: false }
+        );
         // The candidate's sequence is tracked too.
         assert_eq!(g.handle_packet(3, 100, true), Verdict::Replay);
-        assert_eq!(g.handle_packet(3, 101, true), Verdict::Accept { new_epoch: true });
+        assert_eq!(
+            g.handle_packet(3, 101, true),
+            Verdict::Accept { new_epoch: true }
+        );
     }
 
     #[test]

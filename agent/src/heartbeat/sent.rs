@@ -17,7 +17,10 @@ pub(crate) struct SentLog {
 impl SentLog {
     /// An empty log that forgets sends older than `window`.
     pub(crate) fn new(window: Duration) -> Self {
-        Self { window, sent: VecDeque::new() }
+        Self {
+            window,
+            sent: VecDeque::new(),
+        }
     }
 
     /// Records that `seq` left at `now` (sequence numbers increase).
@@ -75,8 +78,11 @@ mod tests {
     #[test]
     fn round_trip_subtracts_hold() {
         let t0 = Instant::now();
-        let rtt =
-            round_trip(t0, t0 + Duration::from_millis(50), Duration::from_millis(45));
+        let rtt = round_trip(
+            t0,
+            t0 + Duration::from_millis(50),
+            Duration::from_millis(45),
+        );
         assert_eq!(rtt, Duration::from_millis(5));
         assert_eq!(round_trip(t0, t0, Duration::from_secs(1)), Duration::ZERO);
     }

@@ -38,12 +38,20 @@ impl Addresses {
     /// its connection task on the current tokio runtime.
     pub fn open() -> Result<Self, VipError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(VipError::Netlink)?;
-        Ok(Self { handle, connection: tokio::spawn(connection) })
+        Ok(Self {
+            handle,
+            connection: tokio::spawn(connection),
+        })
     }
 
     /// The index of the interface called `ifname`.
     pub async fn link_index(&self, ifname: &str) -> Result<u32, VipError> {
-        let mut links = self.handle.link().get().match_name(ifname.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(ifname.to_owned())
+            .execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(link.header.index),
             Ok(None) => Err(no_such_interface(ifname)),
@@ -59,7 +67,10 @@ impl Addresses {
         let index = self.link_index(ifname).await?;
         let mut request = self.handle.address().add(index, addr, prefix_len);
         if addr.is_ipv6() {
-            request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await {
             Ok(()) => Ok(true),
@@ -90,7 +101,12 @@ impl Addresses {
     /// Every address on `ifname`.
     pub async fn list(&self, ifname: &str) -> Result<Vec<IfAddress>, VipError> {
         let index = self.link_index(ifname).await?;
-        Ok(self.messages(ifname, index).await?.iter().filter_map(address_of).collect())
+        Ok(self
+            .messages(ifname, index)
+            .await?
+            .iter()
+            .filter_map(address_of)
+            .collect())
     }
 
     /// Whether `addr` is on `ifname`.
@@ -128,7 +144,10 @@ fn address_of(message: &AddressMessage) -> Option<IfAddress> {
         })
     };
     let addr = find(true).or_else(|| find(false))?;
-    Some(IfAddress { addr, prefix_len: message.header.prefix_len })
+    Some(IfAddress {
+        addr,
+        prefix_len: message.header.prefix_len,
+    })
 }
 
 /// The errno of a netlink error reply, if it is one.
@@ -147,5 +166,8 @@ fn no_such_interface(ifname: &str) -> VipError {
 }
 
 fn request(ifname: &str, source: rtnetlink::Error) -> VipError {
-    VipError::Request { name: ifname.to_owned(), source }
+    VipError::Request {
+        name: ifname.to_owned(),
+        source,
+    }
 }

@@ -36,7 +36,11 @@ pub struct Announcer {
 
 impl Default for AnnounceConfig {
     fn default() -> Self {
-        Self { count: 5, interval: Duration::from_millis(200), refresh: None }
+        Self {
+            count: 5,
+            interval: Duration::from_millis(200),
+            refresh: None,
+        }
     }
 }
 
@@ -51,7 +55,12 @@ impl Announcer {
             IpAddr::V4(v4) => Arp::announcement(socket.mac(), v4).frame(MacAddr::BROADCAST),
             IpAddr::V6(v6) => ndp::unsolicited_advertisement(socket.mac(), v6),
         };
-        Ok(Self { socket, frame, ifname: ifname.to_owned(), ip })
+        Ok(Self {
+            socket,
+            frame,
+            ifname: ifname.to_owned(),
+            ip,
+        })
     }
 
     /// The MAC the announcements carry.
@@ -64,7 +73,10 @@ impl Announcer {
         self.socket
             .send(&self.frame)
             .await
-            .map_err(|source| VipError::Send { name: self.ifname.clone(), source })
+            .map_err(|source| VipError::Send {
+                name: self.ifname.clone(),
+                source,
+            })
     }
 
     /// Sends `count` announcements `interval` apart (the first at once); stops at
@@ -85,7 +97,9 @@ impl Announcer {
     /// since a link that is briefly down must not end the refresh for good.
     pub async fn run(&self, config: AnnounceConfig) -> Result<(), VipError> {
         self.burst(config.count, config.interval).await?;
-        let Some(period) = config.refresh.filter(|p| !p.is_zero()) else { return Ok(()) };
+        let Some(period) = config.refresh.filter(|p| !p.is_zero()) else {
+            return Ok(());
+        };
         let mut tick = time::interval_at(time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

@@ -1,6 +1,5 @@
-//! ARP for the virtual IP (RFC 5227): the frames of an announcement and a probe, and
-//! the probe itself, which asks before a takeover whether anyone already answers
-//! for the address.
+//! ARP frames for the virtual IP (RFC 5227): announcement, probe, and the test
+//! whether a frame seen while probing is a conflict.
 //!
 //! ```text
 //! announcement: request  sender = our MAC, VIP      target = 00:..:00, VIP   (broadcast)
@@ -8,35 +7,9 @@
 //! holder reply: reply    sender = its MAC, VIP      target = our MAC, 0.0.0.0
 //! ```
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::net::Ipv4Addr;
 
-use tokio::time::{self, Instant};
-use tracing::debug;
-
-use super::{MacAddr, VipError, raw::PacketSocket};
-
-/// How to probe for an address.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub struct ProbeConfig {
-    /// Probes sent (at least one is always sent).
-    pub count: u32,
-    /// Time between two probes.
-    pub interval: Duration,
-    /// How long to listen after the last probe.
-    pub wait: Duration,
-}
-
-/// What a probe found.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub enum ProbeOutcome {
-    /// Another host probed for the same address while we did (RFC 5227 counts this
-    /// as a conflict too): two would-be holders at once.
-    Contested(MacAddr),
-    /// Nobody answered within the wait.
-    Free,
-    /// A host answered for the address, or announced it: it holds it now.
-    Held(MacAddr),
-}
+use super::{MacAddr, ProbeOutcome};
 
 /// One parsed ARP packet over Ethernet/IPv4.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -48,65 +21,29 @@ pub(crate) struct Arp {
     pub(crate) target_ip: Ipv4Addr,
 }
 
-/// Sends RFC 5227 probes for `ip` on `ifname` and reports whether anyone else
-/// answers for it (our own interface's answers never count).
-pub async fn probe(ifname: &str, ip: Ipv4Addr, config: ProbeConfig) -> Result<ProbeOutcome, VipError> {
-    let socket = PacketSocket::open(ifname, Some(ETHERTYPE_ARP))?;
-    let me = socket.mac();
-    let frame = Arp {
-        op: OP_REQUEST,
-        sender_mac: me,
-        sender_ip: Ipv4Addr::UNSPECIFIED,
-        target_mac: MacAddr::ZERO,
-        target_ip: ip,
-    }
-    .frame(MacAddr::BROADCAST);
-    let count = config.count.max(1);
-    let start = Instant::now();
-    let deadline = start + config.interval * (count - 1) + config.wait;
-    let mut next_send = start;
-    let mut sent = 0;
-    let mut buf = [0u8; 1600];
-    loop {
-        tokio::select! {
-            () = time::sleep_until(next_send), if sent < count => {
-                socket.send(&frame).await.map_err(|source| VipError::Send { name: ifname.to_owned(), source })?;
-                sent += 1;
-                next_send += config.interval;
-            }
-            received = socket.recv(&mut buf) => {
-                let (len, outgoing) = received.map_err(|source| VipError::Receive { name: ifname.to_owned(), source })?;
-                if outgoing {
-                    continue;
-                }
-                let Some(arp) = Arp::parse(&buf[..len]) else { continue };
-                if let Some(outcome) = arp.conflict(ip, me) {
-                    debug!(%ip, ?outcome, "ARP probe answered");
-                    return Ok(outcome);
-                }
-            }
-            () = time::sleep_until(deadline) => return Ok(ProbeOutcome::Free),
-        }
-    }
-}
-
-// === impl ProbeConfig ===
-
-impl Default for ProbeConfig {
-    /// Two probes 50 ms apart, then 200 ms of listening: RFC 5227's 1–2 s spacing
-    /// is too slow for a failover, and a holder on the same LAN answers in well
-    /// under a millisecond.
-    fn default() -> Self {
-        Self { count: 2, interval: Duration::from_millis(50), wait: Duration::from_millis(200) }
-    }
-}
-
 // === impl Arp ===
 
 impl Arp {
     /// An RFC 5227 announcement of `ip` from `mac`.
     pub(crate) fn announcement(mac: MacAddr, ip: Ipv4Addr) -> Self {
-        Self { op: OP_REQUEST, sender_mac: mac, sender_ip: ip, target_mac: MacAddr::ZERO, target_ip: ip }
+        Self {
+            op: OP_REQUEST,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: MacAddr::ZERO,
+            target_ip: ip,
+        }
+    }
+
+    /// An RFC 5227 probe for `ip` from `mac`.
+    pub(crate) fn probe(mac: MacAddr, ip: Ipv4Addr) -> Self {
+        Self {
+            op: OP_REQUEST,
+            sender_mac: mac,
+            sender_ip: Ipv4Addr::UNSPECIFIED,
+            target_mac: MacAddr::ZERO,
+            target_ip: ip,
+        }
     }
 
     /// The Ethernet frame carrying this packet to `dest`, padded to the minimum
@@ -204,13 +141,35 @@ mod tests {
 
     #[test]
     fn conflicts_follow_rfc_5227() {
-        let reply = Arp { op: OP_REPLY, sender_mac: OTHER, sender_ip: VIP, target_mac: ME, target_ip: Ipv4Addr::UNSPECIFIED };
+        let reply = Arp {
+            op: OP_REPLY,
+            sender_mac: OTHER,
+            sender_ip: VIP,
+            target_mac: ME,
+            target_ip: Ipv4Addr::UNSPECIFIED,
+        };
         assert_eq!(reply.conflict(VIP, ME), Some(ProbeOutcome::Held(OTHER)));
-        let probe = Arp { op: OP_REQUEST, sender_mac: OTHER, sender_ip: Ipv4Addr::UNSPECIFIED, target_mac: MacAddr::ZERO, target_ip: VIP };
-        assert_eq!(probe.conflict(VIP, ME), Some(ProbeOutcome::Contested(OTHER)));
-        let own = Arp { sender_mac: ME, ..reply };
+        let probe = Arp {
+            op: OP_REQUEST,
+            sender_mac: OTHER,
+            sender_ip: Ipv4Addr::UNSPECIFIED,
+            target_mac: MacAddr::ZERO,
+            target_ip: VIP,
+        };
+        assert_eq!(
+            probe.conflict(VIP, ME),
+            Some(ProbeOutcome::Contested(OTHER))
+        );
+        let own = Arp {
+            sender_mac: ME,
+            ..reply
+        };
         assert_eq!(own.conflict(VIP, ME), None);
-        let unrelated = Arp { sender_ip: Ipv4Addr::new(10, 0, 0, 9), target_ip: Ipv4Addr::new(10, 0, 0, 1), ..reply };
+        let unrelated = Arp {
+            sender_ip: Ipv4Addr::new(10, 0, 0, 9),
+            target_ip: Ipv4Addr::new(10, 0, 0, 1),
+            ..reply
+        };
         assert_eq!(unrelated.conflict(VIP, ME), None);
     }
 

@@ -1,7 +1,8 @@
 //! The virtual IP's I/O: adding and removing it through netlink ([`Addresses`]),
 //! announcing it after a takeover ([`Announcer`]: gratuitous ARP for IPv4,
 //! unsolicited neighbour advertisement for IPv6), and asking before a takeover
-//! whether someone already holds it ([`probe`], RFC 5227).
+//! whether someone already holds it ([`probe`]: RFC 5227 ARP probes, IPv6
+//! duplicate address detection).
 //!
 //! ```text
 //! takeover:  probe(VIP) == Free ──▶ Addresses::add(VIP) ──▶ Announcer::run(5 × 200 ms [+ refresh])
@@ -17,6 +18,7 @@ mod addr;
 mod announce;
 mod arp;
 mod ndp;
+mod probe;
 mod raw;
 #[cfg(test)]
 pub(crate) mod testnet;
@@ -28,7 +30,7 @@ use std::fmt;
 pub use self::{
     addr::{Addresses, IfAddress},
     announce::{AnnounceConfig, Announcer},
-    arp::{ProbeConfig, ProbeOutcome, probe},
+    probe::{ProbeConfig, ProbeOutcome, probe},
 };
 
 /// An Ethernet hardware address.
@@ -40,22 +42,37 @@ pub struct MacAddr(pub [u8; 6]);
 pub enum VipError {
     /// The interface does not exist in this namespace.
     #[error("interface {name}: {source}")]
-    Interface { name: String, source: std::io::Error },
+    Interface {
+        name: String,
+        source: std::io::Error,
+    },
     /// The netlink socket could not be opened.
     #[error("cannot open a netlink socket: {0}")]
     Netlink(std::io::Error),
     /// The raw socket could not be opened or bound (CAP_NET_RAW is needed).
     #[error("cannot open a raw socket on {name}: {source}")]
-    RawSocket { name: String, source: std::io::Error },
+    RawSocket {
+        name: String,
+        source: std::io::Error,
+    },
     /// A raw receive failed.
     #[error("cannot receive on {name}: {source}")]
-    Receive { name: String, source: std::io::Error },
+    Receive {
+        name: String,
+        source: std::io::Error,
+    },
     /// The kernel refused a netlink request.
     #[error("netlink request on {name} failed: {source}")]
-    Request { name: String, source: rtnetlink::Error },
+    Request {
+        name: String,
+        source: rtnetlink::Error,
+    },
     /// A raw send failed (interface down, …).
     #[error("cannot send on {name}: {source}")]
-    Send { name: String, source: std::io::Error },
+    Send {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 // === impl MacAddr ===

@@ -29,11 +29,15 @@ impl PacketSocket {
     /// on the interface are queued for [`recv`](Self::recv); without, the socket
     /// only sends (and queues nothing).
     pub(crate) fn open(ifname: &str, listen: Option<u16>) -> Result<Self, VipError> {
-        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| {
-            VipError::Interface { name: ifname.to_owned(), source: io::Error::from(e) }
+        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| VipError::Interface {
+            name: ifname.to_owned(),
+            source: io::Error::from(e),
         })?;
         let protocol = listen.unwrap_or(0).to_be();
-        let io_err = |source| VipError::RawSocket { name: ifname.to_owned(), source };
+        let io_err = |source| VipError::RawSocket {
+            name: ifname.to_owned(),
+            source,
+        };
         // SAFETY: socket(2) takes no pointers; on success we take sole ownership of
         // the returned descriptor just below.
         let raw = unsafe {
@@ -52,7 +56,10 @@ impl PacketSocket {
             sll_family: libc::AF_PACKET as u16,
             sll_protocol: protocol,
             sll_ifindex: i32::try_from(ifindex).map_err(|_| {
-                io_err(io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))
+                io_err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "interface index too large",
+                ))
             })?,
             sll_hatype: 0,
             sll_pkttype: 0,
@@ -89,10 +96,13 @@ impl PacketSocket {
             let sent = guard.try_io(|fd| {
                 // SAFETY: the pointer and length describe `frame`, which outlives
                 // the call.
-                let n = unsafe {
-                    libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
-                };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+                let n =
+                    unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
             });
             if let Ok(result) = sent {
                 return result;
@@ -138,7 +148,11 @@ fn local_mac(fd: &OwnedFd) -> io::Result<MacAddr> {
     let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
     // SAFETY: `addr` is valid for writes of `len` bytes and outlives the call.
     let rc = unsafe {
-        libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast::<libc::sockaddr>(), &raw mut len)
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&raw mut addr).cast::<libc::sockaddr>(),
+            &raw mut len,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());

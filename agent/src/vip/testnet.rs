@@ -36,24 +36,52 @@ impl NsPair {
         let pid = std::process::id();
         // The guard exists before anything is created, so a failure halfway through
         // still removes what was made.
-        let pair = Self { a: format!("tnet-{pid}-{tag}-a"), b: format!("tnet-{pid}-{tag}-b") };
+        let pair = Self {
+            a: format!("tnet-{pid}-{tag}-a"),
+            b: format!("tnet-{pid}-{tag}-b"),
+        };
         ip(&["netns", "add", &pair.a]);
         ip(&["netns", "add", &pair.b]);
-        ip(&["-n", &pair.a, "link", "add", IF_A, "type", "veth", "peer", "name", IF_B, "netns", &pair.b]);
+        ip(&[
+            "-n", &pair.a, "link", "add", IF_A, "type", "veth", "peer", "name", IF_B, "netns",
+            &pair.b,
+        ]);
         for (ns, dev, host) in [(&pair.a, IF_A, 1), (&pair.b, IF_B, 2)] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "addr", "add", &format!("{}/24", v4(host)), "dev", dev]);
-            ip(&["-n", ns, "addr", "add", &format!("{}/64", v6(u16::from(host))), "dev", dev, "nodad"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", v4(host)),
+                "dev",
+                dev,
+            ]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/64", v6(u16::from(host))),
+                "dev",
+                dev,
+                "nodad",
+            ]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
         // IPv6 installs its multicast route (and so receives ff02::1) only once link
         // watching has seen the carrier, up to a second later.
         for (ns, dev) in [(&pair.a, IF_A), (&pair.b, IF_B)] {
             let deadline = Instant::now() + Duration::from_secs(5);
-            while !ip(&["-n", ns, "-6", "route", "show", "table", "local", "dev", dev])
-                .contains("ff00::/8")
+            while !ip(&[
+                "-n", ns, "-6", "route", "show", "table", "local", "dev", dev,
+            ])
+            .contains("ff00::/8")
             {
-                assert!(Instant::now() < deadline, "{dev} in {ns} never got IPv6 multicast");
+                assert!(
+                    Instant::now() < deadline,
+                    "{dev} in {ns} never got IPv6 multicast"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -78,7 +106,10 @@ impl NsPair {
     /// The MAC of `dev` in `ns`, as `ip` prints it.
     pub(crate) fn mac(&self, ns: &str, dev: &str) -> String {
         let link = self.json(ns, &["link", "show", "dev", dev]);
-        link[0]["address"].as_str().expect("link has an address").to_owned()
+        link[0]["address"]
+            .as_str()
+            .expect("link has an address")
+            .to_owned()
     }
 
     /// The addresses on `dev` in `ns`, as strings.
@@ -86,7 +117,11 @@ impl NsPair {
         let v = self.json(ns, &["addr", "show", "dev", dev]);
         v[0]["addr_info"]
             .as_array()
-            .map(|a| a.iter().filter_map(|i| i["local"].as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["local"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

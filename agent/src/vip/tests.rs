@@ -25,10 +25,22 @@ fn vip_is_added_listed_and_removed_through_netlink() {
     .expect("thread");
     assert!(added && added6);
     assert!(!again, "a second add reports the address as already there");
-    assert!(listed.contains(&IfAddress { addr: vip4, prefix_len: 24 }), "{listed:?}");
-    assert!(listed.contains(&IfAddress { addr: IpAddr::V4(v4(1)), prefix_len: 24 }));
+    assert!(
+        listed.contains(&IfAddress {
+            addr: vip4,
+            prefix_len: 24
+        }),
+        "{listed:?}"
+    );
+    assert!(listed.contains(&IfAddress {
+        addr: IpAddr::V4(v4(1)),
+        prefix_len: 24
+    }));
     let seen = net.addresses(&net.a, IF_A);
-    assert!(seen.contains(&vip4.to_string()) && seen.contains(&vip6.to_string()), "{seen:?}");
+    assert!(
+        seen.contains(&vip4.to_string()) && seen.contains(&vip6.to_string()),
+        "{seen:?}"
+    );
     // nodad: the IPv6 VIP is usable at once, not tentative.
     let info = net.json(&net.a, &["addr", "show", "dev", IF_A]);
     let v6_entry = info[0]["addr_info"]
@@ -47,14 +59,25 @@ fn vip_is_added_listed_and_removed_through_netlink() {
         let removed = nl.remove(IF_A, vip4).await.expect("remove v4");
         let removed6 = nl.remove(IF_A, vip6).await.expect("remove v6");
         let gone = nl.remove(IF_A, vip4).await.expect("remove absent");
-        (removed, removed6, gone, nl.contains(IF_A, vip4).await.expect("contains"))
+        (
+            removed,
+            removed6,
+            gone,
+            nl.contains(IF_A, vip4).await.expect("contains"),
+        )
     })
     .join()
     .expect("thread");
     assert!(removed && removed6 && !gone && !contains);
     let seen = net.addresses(&net.a, IF_A);
-    assert!(!seen.contains(&vip4.to_string()) && !seen.contains(&vip6.to_string()), "{seen:?}");
-    assert!(seen.contains(&v4(1).to_string()), "the primary address stays: {seen:?}");
+    assert!(
+        !seen.contains(&vip4.to_string()) && !seen.contains(&vip6.to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&v4(1).to_string()),
+        "the primary address stays: {seen:?}"
+    );
 }
 
 #[test]
@@ -79,10 +102,18 @@ fn gratuitous_arp_moves_the_peers_neighbour_entry() {
     let vip = v4(50).to_string();
     // With arp_accept=0 an announcement updates an entry but creates none: make one
     // that points elsewhere, as after a failover.
-    net.ip(&net.b, &["neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale"]);
+    net.ip(
+        &net.b,
+        &[
+            "neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale",
+        ],
+    );
     let mac = run_in(&net.a, || async {
         let announcer = Announcer::open(IF_A, IpAddr::V4(v4(50))).expect("announcer");
-        announcer.burst(2, Duration::from_millis(50)).await.expect("burst");
+        announcer
+            .burst(2, Duration::from_millis(50))
+            .await
+            .expect("burst");
         announcer.mac()
     })
     .join()
@@ -96,7 +127,12 @@ fn announcer_refreshes_periodically() {
     let net = NsPair::new("refresh");
     let vip = v4(51).to_string();
     let a = net.a.clone();
-    net.ip(&net.b, &["neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale"]);
+    net.ip(
+        &net.b,
+        &[
+            "neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale",
+        ],
+    );
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let runner = run_in(&a, move || async move {
         let announcer = Announcer::open(IF_A, IpAddr::V4(v4(51))).expect("announcer");
@@ -114,11 +150,19 @@ fn announcer_refreshes_periodically() {
     });
     std::thread::sleep(Duration::from_millis(200));
     // Point the entry elsewhere again after the burst: only a refresh can fix it.
-    net.ip(&net.b, &["neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale"]);
+    net.ip(
+        &net.b,
+        &[
+            "neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     tx.send(()).expect("stop");
     runner.join().expect("thread");
-    assert_eq!(net.neighbour(&net.b, IF_B, &vip), Some(net.mac(&net.a, IF_A)));
+    assert_eq!(
+        net.neighbour(&net.b, IF_B, &vip),
+        Some(net.mac(&net.a, IF_A))
+    );
 }
 
 #[test]
@@ -127,7 +171,9 @@ fn arp_probe_finds_the_holder_and_only_the_holder() {
     let vip = v4(50);
     let probe_from_a = |net: &NsPair| {
         run_in(&net.a, move || async move {
-            probe(IF_A, vip, ProbeConfig::default()).await.expect("probe")
+            probe(IF_A, IpAddr::V4(vip), ProbeConfig::default())
+                .await
+                .expect("probe")
         })
         .join()
         .expect("thread")
@@ -148,13 +194,45 @@ fn arp_probe_finds_the_holder_and_only_the_holder() {
 }
 
 #[test]
+fn ipv6_probe_finds_the_holder() {
+    let net = NsPair::new("probe6");
+    let vip = v6(0x50);
+    let probe_from_a = |net: &NsPair| {
+        run_in(&net.a, move || async move {
+            probe(IF_A, IpAddr::V6(vip), ProbeConfig::default())
+                .await
+                .expect("probe")
+        })
+        .join()
+        .expect("thread")
+    };
+    assert_eq!(probe_from_a(&net), ProbeOutcome::Free);
+    net.ip(
+        &net.b,
+        &["addr", "add", &format!("{vip}/64"), "dev", IF_B, "nodad"],
+    );
+    match probe_from_a(&net) {
+        ProbeOutcome::Held(mac) => assert_eq!(mac.to_string(), net.mac(&net.b, IF_B)),
+        other => panic!("holder not found: {other:?}"),
+    }
+}
+
+#[test]
 fn unsolicited_neighbour_advertisement_moves_the_peers_entry() {
     let net = NsPair::new("na");
     let vip = v6(0x50).to_string();
-    net.ip(&net.b, &["-6", "neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale"]);
+    net.ip(
+        &net.b,
+        &[
+            "-6", "neigh", "replace", &vip, "lladdr", STALE_MAC, "dev", IF_B, "nud", "stale",
+        ],
+    );
     let mac = run_in(&net.a, || async {
         let announcer = Announcer::open(IF_A, IpAddr::V6(v6(0x50))).expect("announcer");
-        announcer.burst(2, Duration::from_millis(50)).await.expect("burst");
+        announcer
+            .burst(2, Duration::from_millis(50))
+            .await
+            .expect("burst");
         announcer.mac()
     })
     .join()
