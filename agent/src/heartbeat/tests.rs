@@ -74,12 +74,12 @@ async fn pair_delivers_on_every_network_and_measures_rtt() {
     let (_tx_a, payload_a) = watch::channel(payload("PRIM", 7));
     let (_tx_b, payload_b) = watch::channel(payload("SECOND", 7));
     let (hb_a, mut rx_a) = Heartbeats::start(
-        config("a", "b", vec![net("n1", a1, b1), net("n2", a2, b2)], 20),
+        config("a", "b", vec![net("n1", a1, b1), net("n2", a2, b2)], 100),
         payload_a,
     )
     .expect("start a");
     let (hb_b, mut rx_b) = Heartbeats::start(
-        config("b", "a", vec![net("n1", b1, a1), net("n2", b2, a2)], 20),
+        config("b", "a", vec![net("n1", b1, a1), net("n2", b2, a2)], 100),
         payload_b,
     )
     .expect("start b");
@@ -93,10 +93,10 @@ async fn pair_delivers_on_every_network_and_measures_rtt() {
         networks.insert(r.network.clone());
         rtts.extend(r.rtt);
     }
-    assert!(
-        rtts.iter().all(|rtt| *rtt < Duration::from_millis(15)),
-        "{rtts:?}"
-    );
+    // Loopback answers in microseconds. Without taking off the time the peer held
+    // our packet, the figures would spread over the 100 ms interval.
+    rtts.sort();
+    assert!(rtts[rtts.len() / 2] < Duration::from_millis(20), "{rtts:?}");
     assert_eq!(next(&mut rx_a).await.payload, payload("SECOND", 7));
 
     for (name, c) in hb_b.counters() {
