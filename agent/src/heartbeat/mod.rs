@@ -277,8 +277,17 @@ impl Drop for Heartbeats {
     }
 }
 
-fn bind(spec: &NetworkSpec) -> std::io::Result<UdpSocket> {
+/// Binds a network's socket, marked as network control traffic (DSCP CS6, as VRRP
+/// does) so that switches and qdiscs that honour it keep heartbeats ahead of bulk
+/// replication traffic.
+pub(crate) fn bind(spec: &NetworkSpec) -> std::io::Result<UdpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
     let socket = std::net::UdpSocket::bind(spec.local)?;
+    if spec.local.is_ipv4() {
+        setsockopt(&socket, sockopt::Ipv4Tos, &TOS_NETWORK_CONTROL)?;
+    } else {
+        setsockopt(&socket, sockopt::Ipv6TClass, &TOS_NETWORK_CONTROL)?;
+    }
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
 }
@@ -289,5 +298,7 @@ fn random_u64() -> std::io::Result<u64> {
     Ok(u64::from_ne_bytes(bytes))
 }
 
+/// DSCP CS6 in the (former) TOS byte.
+const TOS_NETWORK_CONTROL: i32 = 0xc0;
 /// How many accepted heartbeats may wait for the consumer before new ones are dropped.
 const RECEIVED_QUEUE: usize = 1024;

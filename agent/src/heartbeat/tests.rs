@@ -166,6 +166,21 @@ fn invalid_configurations_are_refused() {
     drop(held);
 }
 
+#[tokio::test]
+async fn sockets_are_marked_as_network_control() {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let v4 = bind(&net(
+        "n",
+        free_addr([127, 0, 19, 1]),
+        free_addr([127, 0, 19, 2]),
+    ))
+    .expect("v4");
+    assert_eq!(getsockopt(&v4, sockopt::Ipv4Tos).expect("tos"), 0xc0);
+    let any6 = "[::1]:0".parse().expect("addr");
+    let v6 = bind(&net("n", any6, any6)).expect("v6");
+    assert_eq!(getsockopt(&v6, sockopt::Ipv6TClass).expect("tclass"), 0xc0);
+}
+
 #[test]
 fn key_derivation_is_stable_and_symmetric() {
     assert_eq!(derive_key(b"x"), derive_key(b"x"));

@@ -30,7 +30,7 @@ use std::fmt;
 pub use self::{
     addr::{Addresses, IfAddress},
     announce::{AnnounceConfig, Announcer},
-    probe::{ProbeConfig, ProbeOutcome, probe},
+    probe::{ProbeConfig, ProbeOutcome, Prober, probe},
 };
 
 /// An Ethernet hardware address.

@@ -40,57 +40,90 @@ pub enum ProbeOutcome {
     Held(MacAddr),
 }
 
-/// Probes for `ip` on `ifname` (in the calling thread's network namespace) and
-/// reports whether another host answers for it. Returns at the first answer, or
-/// after `interval × (count − 1) + wait` when there is none.
+/// A raw socket ready to probe for one address on one interface.
+#[derive(Debug)]
+pub struct Prober {
+    socket: PacketSocket,
+    frame: Vec<u8>,
+    ifname: String,
+    ip: IpAddr,
+}
+
+/// Opens a [`Prober`] in the calling thread's network namespace and probes once.
 pub async fn probe(
     ifname: &str,
     ip: IpAddr,
     config: ProbeConfig,
 ) -> Result<ProbeOutcome, VipError> {
-    let ethertype = if ip.is_ipv4() {
-        ETHERTYPE_ARP
-    } else {
-        ETHERTYPE_IPV6
-    };
-    let socket = PacketSocket::open(ifname, Some(ethertype))?;
-    let me = socket.mac();
-    let frame = match ip {
-        IpAddr::V4(v4) => Arp::probe(me, v4).frame(MacAddr::BROADCAST),
-        IpAddr::V6(v6) => ndp::dad_solicitation(me, v6),
-    };
-    let judge = |bytes: &[u8]| match ip {
-        IpAddr::V4(v4) => Arp::parse(bytes)?.conflict(v4, me),
-        IpAddr::V6(v6) => Nd::parse(bytes)?.conflict(v6, me),
-    };
-    let count = config.count.max(1);
-    let start = Instant::now();
-    let deadline = start + config.interval * (count - 1) + config.wait;
-    let mut next_send = start;
-    let mut sent = 0;
-    let mut buf = [0u8; 2048];
-    loop {
-        tokio::select! {
-            () = time::sleep_until(next_send), if sent < count => {
-                socket
-                    .send(&frame)
-                    .await
-                    .map_err(|source| VipError::Send { name: ifname.to_owned(), source })?;
-                sent += 1;
-                next_send += config.interval;
-            }
-            received = socket.recv(&mut buf) => {
-                let (len, outgoing) = received
-                    .map_err(|source| VipError::Receive { name: ifname.to_owned(), source })?;
-                if outgoing {
-                    continue;
+    Prober::open(ifname, ip)?.probe(config).await
+}
+
+// === impl Prober ===
+
+impl Prober {
+    /// Opens a raw socket on `ifname` in the calling thread's network namespace
+    /// (needs CAP_NET_RAW), listening for the frames that answer a probe for `ip`.
+    pub fn open(ifname: &str, ip: IpAddr) -> Result<Self, VipError> {
+        let ethertype = if ip.is_ipv4() {
+            ETHERTYPE_ARP
+        } else {
+            ETHERTYPE_IPV6
+        };
+        let socket = PacketSocket::open(ifname, Some(ethertype))?;
+        let frame = match ip {
+            IpAddr::V4(v4) => Arp::probe(socket.mac(), v4).frame(MacAddr::BROADCAST),
+            IpAddr::V6(v6) => ndp::dad_solicitation(socket.mac(), v6),
+        };
+        Ok(Self {
+            socket,
+            frame,
+            ifname: ifname.to_owned(),
+            ip,
+        })
+    }
+
+    /// Probes and reports whether another host answers for the address. Returns at
+    /// the first answer, or after `interval × (count − 1) + wait` when there is none.
+    /// Frames queued before the call are discarded, so a prober can be reused.
+    pub async fn probe(&self, config: ProbeConfig) -> Result<ProbeOutcome, VipError> {
+        let me = self.socket.mac();
+        let ip = self.ip;
+        let judge = |bytes: &[u8]| match ip {
+            IpAddr::V4(v4) => Arp::parse(bytes)?.conflict(v4, me),
+            IpAddr::V6(v6) => Nd::parse(bytes)?.conflict(v6, me),
+        };
+        self.socket.discard_queued();
+        let count = config.count.max(1);
+        let start = Instant::now();
+        let deadline = start + config.interval * (count - 1) + config.wait;
+        let mut next_send = start;
+        let mut sent = 0;
+        let mut buf = [0u8; 2048];
+        loop {
+            tokio::select! {
+                () = time::sleep_until(next_send), if sent < count => {
+                    self.socket.send(&self.frame).await.map_err(|source| VipError::Send {
+                        name: self.ifname.clone(),
+                        source,
+                    })?;
+                    sent += 1;
+                    next_send += config.interval;
                 }
-                if let Some(outcome) = judge(&buf[..len.min(buf.len())]) {
-                    debug!(%ip, ?outcome, "VIP probe answered");
-                    return Ok(outcome);
+                received = self.socket.recv(&mut buf) => {
+                    let (len, outgoing) = received.map_err(|source| VipError::Receive {
+                        name: self.ifname.clone(),
+                        source,
+                    })?;
+                    if outgoing {
+                        continue;
+                    }
+                    if let Some(outcome) = judge(&buf[..len.min(buf.len())]) {
+                        debug!(%ip, ?outcome, "VIP probe answered");
+                        return Ok(outcome);
+                    }
                 }
+                () = time::sleep_until(deadline) => return Ok(ProbeOutcome::Free),
             }
-            () = time::sleep_until(deadline) => return Ok(ProbeOutcome::Free),
         }
     }
 }

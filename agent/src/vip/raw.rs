@@ -110,6 +110,26 @@ impl PacketSocket {
         }
     }
 
+    /// Drops every frame queued so far, without waiting.
+    pub(crate) fn discard_queued(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: `buf` is valid for writes of its length and outlives the call.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            // Empty queue (EAGAIN) or any error: nothing more to drop.
+            if n < 0 {
+                return;
+            }
+        }
+    }
+
     /// Receives one frame into `buf`: its length and whether we sent it ourselves
     /// (a packet socket also sees the interface's outgoing frames).
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {

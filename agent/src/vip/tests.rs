@@ -187,8 +187,35 @@ fn arp_probe_finds_the_holder_and_only_the_holder() {
         other => panic!("holder not found: {other:?}"),
     }
 
-    // A leftover VIP on our own interface is not someone else holding it.
+    // A prober opened before a burst of announcements from B ignores those queued
+    // frames once the holder is gone.
+    let (a_ns, vip_ip) = (net.a.clone(), IpAddr::V4(vip));
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reused = run_in(&a_ns, move || async move {
+        let prober = Prober::open(IF_A, vip_ip).expect("prober");
+        opened_tx.send(()).expect("opened");
+        tokio::task::spawn_blocking(move || go_rx.recv())
+            .await
+            .expect("join")
+            .expect("go");
+        prober.probe(ProbeConfig::default()).await.expect("probe")
+    });
+    opened_rx.recv().expect("opened");
+    run_in(&net.b, move || async move {
+        let announcer = Announcer::open(IF_B, vip_ip).expect("announcer");
+        announcer
+            .burst(3, Duration::from_millis(1))
+            .await
+            .expect("burst");
+    })
+    .join()
+    .expect("thread");
     net.ip(&net.b, &["addr", "del", &format!("{vip}/24"), "dev", IF_B]);
+    go_tx.send(()).expect("go");
+    assert_eq!(reused.join().expect("thread"), ProbeOutcome::Free);
+
+    // A leftover VIP on our own interface is not someone else holding it.
     net.ip(&net.a, &["addr", "add", &format!("{vip}/24"), "dev", IF_A]);
     assert_eq!(probe_from_a(&net), ProbeOutcome::Free);
 }
