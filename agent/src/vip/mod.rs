@@ -1,11 +1,11 @@
 //! The virtual IP's I/O: adding and removing it through netlink ([`Addresses`]),
 //! announcing it after a takeover ([`Announcer`]: gratuitous ARP for IPv4,
 //! unsolicited neighbour advertisement for IPv6), and asking before a takeover
-//! whether someone already holds it ([`probe`]: RFC 5227 ARP probes, IPv6
+//! whether someone already holds it ([`Prober`], [`probe`]: RFC 5227 ARP probes, IPv6
 //! duplicate address detection).
 //!
 //! ```text
-//! takeover:  probe(VIP) == Free ──▶ Addresses::add(VIP) ──▶ Announcer::run(5 × 200 ms [+ refresh])
+//! takeover:  Prober::probe == Free ──▶ Addresses::add(VIP) ──▶ Announcer::run(5 × 200 ms [+ refresh])
 //! release:   Addresses::remove(VIP)
 //! start-up:  Addresses::contains(VIP) && not primary ──▶ Addresses::remove(VIP)
 //! ```
