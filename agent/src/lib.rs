@@ -15,6 +15,8 @@
 //!   values with every problem reported at once.
 //! - [`failover`]: the failover engine (sans-IO): SafeKit's states, heartbeats,
 //!   witnesses, VIP probe and data generations decide who runs the application.
+//! - [`heartbeat`]: heartbeats to the peer over UDP on one or more networks,
+//!   authenticated (HMAC-SHA256) and replay-proof, with round-trip times.
 //! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
 //! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
 //!   data generations, the shipper and the resync compare.
@@ -23,6 +25,8 @@
 //! - [`status`]: the status snapshot shared by the runtime and its readers.
 //! - [`transport`]: the connection to the peer: QUIC with mutual TLS pinned to the
 //!   peer's one certificate, carrying an ordered stream of length-prefixed frames.
+//! - [`vip`]: the virtual IP's I/O: netlink add/remove/list, gratuitous ARP and
+//!   unsolicited neighbour advertisements, and the RFC 5227 ARP probe.
 
 pub mod apply;
 // The barrier's seccomp filter uses x86_64 system call numbers and ABI checks.
@@ -32,8 +36,10 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod failover;
+pub mod heartbeat;
 pub mod lab;
 pub mod replication;
 pub mod runtime;
 pub mod status;
 pub mod transport;
+pub mod vip;
