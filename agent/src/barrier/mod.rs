@@ -67,6 +67,9 @@ pub mod filter;
 pub mod launcher;
 pub mod listener;
 mod notify;
+pub mod oci;
+pub mod profile;
+pub mod runc;
 
 use std::{ffi::OsString, io, path::PathBuf};
 
