@@ -110,10 +110,7 @@ pub fn bundle_to_patch(args: &[OsString]) -> Option<PathBuf> {
 /// place (written to a temporary file and renamed, keeping the file's mode).
 /// Returns the barrier calls the container's profile refuses or restricts, which the
 /// barrier leaves alone.
-pub fn patch_bundle_config(
-    config: &Path,
-    listener: &Path,
-) -> Result<Vec<&'static str>, OciError> {
+pub fn patch_bundle_config(config: &Path, listener: &Path) -> Result<Vec<&'static str>, OciError> {
     let io_err = |step: &'static str, path: &Path| {
         let path = path.to_owned();
         move |error| OciError::Io { step, path, error }

@@ -68,9 +68,7 @@ pub fn docker_profile(listener_path: &Path) -> Value {
 /// the flag combinations the barrier doesn't hold, which a profile whose default
 /// action refuses calls would otherwise refuse.
 pub fn barrier_rules(syscall: &str, deny_by_default: bool) -> Vec<Value> {
-    let masked = |index: u32, mask: u64, value: u64| {
-        json!({"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"})
-    };
+    let masked = |index: u32, mask: u64, value: u64| json!({"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"});
     let rule = |action: &str, args: Vec<Value>| json!({"names": [syscall], "action": action, "args": args});
     let flagged = |index: u32, flags: &[u64]| {
         let mut rules: Vec<Value> = flags

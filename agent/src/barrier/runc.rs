@@ -35,14 +35,12 @@ use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::socket::{
-        ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sockopt::PeerCredentials,
-    },
+    sys::socket::{ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sockopt::PeerCredentials},
 };
 use serde::Deserialize;
 
@@ -57,6 +55,8 @@ const MAX_MESSAGE: usize = 256 * 1024;
 /// Most fds we make room for per `recvmsg`; runc sends one. Extra ones are closed.
 const MAX_FDS: usize = 8;
 /// How long one client may take to send its message; runc sends it in one call.
+/// Connections are served one at a time, so this also bounds how long a stuck
+/// client delays the next container.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many recent attachments [`RuncServer::recent`] remembers.
 const RECENT: usize = 64;
@@ -107,7 +107,8 @@ struct ContainerState {
 /// notification fd received with `registrar`. A stale socket file at `path` is
 /// replaced; any other kind of file there is an error.
 pub fn serve_runc(path: &Path, registrar: Registrar) -> Result<RuncServer, BarrierError> {
-    let io_err = |step: &'static str| move |error: io::Error| BarrierError::ControlIo { step, error };
+    let io_err =
+        |step: &'static str| move |error: io::Error| BarrierError::ControlIo { step, error };
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             fs::remove_file(path).map_err(io_err("removing a stale runc socket"))?
@@ -115,7 +116,10 @@ pub fn serve_runc(path: &Path, registrar: Registrar) -> Result<RuncServer, Barri
         Ok(_) => {
             return Err(BarrierError::ControlIo {
                 step: "creating the runc socket",
-                error: io::Error::new(io::ErrorKind::AlreadyExists, "path exists and is not a socket"),
+                error: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "path exists and is not a socket",
+                ),
             });
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -256,7 +260,13 @@ fn read_message(stream: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), BarrierE
     let mut bytes = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + READ_TIMEOUT;
     loop {
+        if Instant::now() > deadline {
+            return Err(BarrierError::Protocol {
+                what: "runc message took too long",
+            });
+        }
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         // MSG_CMSG_CLOEXEC: a child the agent spawns must not inherit a notification fd.
@@ -299,13 +309,11 @@ fn read_message(stream: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), BarrierE
 
 /// Decodes runc's `ContainerProcessState` and picks the notification fd out of the
 /// received ones; the others are closed when dropped.
-fn parse_message(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<(RuncAttach, OwnedFd), BarrierError> {
-    let state: ProcessState = serde_json::from_slice(bytes).map_err(|_| BarrierError::Protocol {
-        what: "runc message is not a ContainerProcessState",
-    })?;
+fn parse_message(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(RuncAttach, OwnedFd), BarrierError> {
+    let state: ProcessState =
+        serde_json::from_slice(bytes).map_err(|_| BarrierError::Protocol {
+            what: "runc message is not a ContainerProcessState",
+        })?;
     if fds.is_empty() {
         return Err(BarrierError::MissingFd);
     }
@@ -327,10 +335,7 @@ fn parse_message(
         .ok_or(BarrierError::Protocol {
             what: "runc message has an invalid pid",
         })?;
-    let fd = fds
-        .into_iter()
-        .nth(index)
-        .ok_or(BarrierError::MissingFd)?;
+    let fd = fds.into_iter().nth(index).ok_or(BarrierError::MissingFd)?;
     Ok((
         RuncAttach {
             pid,

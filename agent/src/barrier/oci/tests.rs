@@ -17,11 +17,24 @@ fn finds_the_bundle_of_create_and_run_only() {
     let shim = "--root /var/run/docker/runtime-runc/moby --log /run/x/log.json --log-format json \
                 create --bundle /run/b1 --pid-file /run/b1/init.pid abc";
     assert_eq!(bundle_to_patch(&args(shim)), Some(PathBuf::from("/run/b1")));
-    assert_eq!(bundle_to_patch(&args("--debug run -b=/x id")), Some(PathBuf::from("/x")));
-    assert_eq!(bundle_to_patch(&args("create id")), Some(PathBuf::from(".")));
+    assert_eq!(
+        bundle_to_patch(&args("--debug run -b=/x id")),
+        Some(PathBuf::from("/x"))
+    );
+    assert_eq!(
+        bundle_to_patch(&args("create id")),
+        Some(PathBuf::from("."))
+    );
     // A global option's value that looks like a command is not the command.
     assert_eq!(bundle_to_patch(&args("--root create start id")), None);
-    for other in ["start id", "--root /r delete -f id", "state id", "kill id 9", "exec --process p id", ""] {
+    for other in [
+        "start id",
+        "--root /r delete -f id",
+        "state id",
+        "kill id 9",
+        "exec --process p id",
+        "",
+    ] {
         assert_eq!(bundle_to_patch(&args(other)), None, "{other}");
     }
 }
@@ -73,5 +86,8 @@ fn patch_bundle_config_rewrites_the_file_keeping_its_mode() {
     let mode = fs::metadata(&config).expect("stat").permissions().mode();
     assert_eq!(mode & 0o777, 0o640);
     fs::write(&config, b"garbage").expect("write");
-    assert!(matches!(patch_bundle_config(&config, Path::new("/s")), Err(OciError::Spec { .. })));
+    assert!(matches!(
+        patch_bundle_config(&config, Path::new("/s")),
+        Err(OciError::Spec { .. })
+    ));
 }

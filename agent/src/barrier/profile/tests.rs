@@ -9,7 +9,11 @@ fn rules_for<'a>(profile: &'a Value, syscall: &str) -> Vec<&'a Value> {
         .as_array()
         .expect("syscalls")
         .iter()
-        .filter(|r| r["names"].as_array().is_some_and(|n| n.iter().any(|n| n == syscall)))
+        .filter(|r| {
+            r["names"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n == syscall))
+        })
         .collect()
 }
 
@@ -26,7 +30,10 @@ fn docker_profile_holds_every_durability_call() {
     }
     let msync = rules_for(&p, "msync");
     assert_eq!(msync.len(), 1);
-    assert_eq!(msync[0]["args"][0], json!({"index": 2, "value": 4, "valueTwo": 4, "op": "SCMP_CMP_MASKED_EQ"}));
+    assert_eq!(
+        msync[0]["args"][0],
+        json!({"index": 2, "value": 4, "valueTwo": 4, "op": "SCMP_CMP_MASKED_EQ"})
+    );
     let sfr = rules_for(&p, "sync_file_range");
     assert_eq!(sfr[0]["args"][0]["index"], 3);
     assert_eq!(sfr[0]["args"][0]["value"], libc::SYNC_FILE_RANGE_WAIT_AFTER);
@@ -34,7 +41,10 @@ fn docker_profile_holds_every_durability_call() {
     let pw = rules_for(&p, "pwritev2");
     let flags: Vec<&Value> = pw.iter().map(|r| &r["args"][0]["value"]).collect();
     assert_eq!(flags, [&json!(libc::RWF_DSYNC), &json!(libc::RWF_SYNC)]);
-    assert!(pw.iter().all(|r| r["action"] == "SCMP_ACT_NOTIFY" && r["args"][0]["index"] == 5));
+    assert!(
+        pw.iter()
+            .all(|r| r["action"] == "SCMP_ACT_NOTIFY" && r["args"][0]["index"] == 5)
+    );
     let uring = rules_for(&p, "io_uring_setup");
     assert_eq!(uring[0]["action"], "SCMP_ACT_ERRNO");
     assert_eq!(uring[0]["errnoRet"], libc::ENOSYS);
@@ -56,7 +66,10 @@ fn merging_into_a_deny_profile_keeps_the_other_flag_combinations_allowed() {
     let pw = rules_for(&p, "pwritev2");
     assert_eq!(pw.len(), 3);
     assert_eq!(pw[2]["action"], "SCMP_ACT_ALLOW");
-    assert_eq!(pw[2]["args"][0], json!({"index": 5, "value": libc::RWF_DSYNC | libc::RWF_SYNC, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}));
+    assert_eq!(
+        pw[2]["args"][0],
+        json!({"index": 5, "value": libc::RWF_DSYNC | libc::RWF_SYNC, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"})
+    );
     assert_eq!(rules_for(&p, "msync")[1]["args"][0]["valueTwo"], 0);
     assert_eq!(rules_for(&p, "fsync").len(), 1);
 }
@@ -75,7 +88,10 @@ fn never_widens_a_profile() {
     let untouched = add_barrier_rules(&mut p);
     assert_eq!(untouched, BARRIER_SYSCALLS.to_vec());
     assert_eq!(p, before);
-    assert_eq!(add_barrier_rules(&mut json!("x")), BARRIER_SYSCALLS.to_vec());
+    assert_eq!(
+        add_barrier_rules(&mut json!("x")),
+        BARRIER_SYSCALLS.to_vec()
+    );
 }
 
 #[test]
@@ -91,5 +107,8 @@ fn dockers_own_default_profile_gets_all_rules() {
     });
     assert!(add_barrier_rules(&mut p).is_empty());
     assert!(uses_notify(&p));
-    assert_eq!(p["syscalls"][0]["names"], json!(["accept", "io_uring_enter"]));
+    assert_eq!(
+        p["syscalls"][0]["names"],
+        json!(["accept", "io_uring_enter"])
+    );
 }

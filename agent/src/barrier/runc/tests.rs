@@ -57,7 +57,10 @@ fn refuses_bad_messages() {
     ];
     for (text, nfds) in cases {
         let fds = (0..nfds).map(|_| pipe_fds().0).collect();
-        assert!(parse_message(text.as_bytes(), fds).is_err(), "accepted {text:?} with {nfds} fds");
+        assert!(
+            parse_message(text.as_bytes(), fds).is_err(),
+            "accepted {text:?} with {nfds} fds"
+        );
     }
 }
 
