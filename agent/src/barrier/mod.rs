@@ -37,6 +37,18 @@
 //! async-signal-safe code may run, while the hand-off needs a socket conversation,
 //! JSON and allocation.
 //!
+//! # Containers
+//! runc (≥ 1.1) installs a profile's `SCMP_ACT_NOTIFY` rules itself and hands the
+//! notification fd to the unix socket named by the profile's `listenerPath`;
+//! [`runc::serve_runc`] receives it and registers it like a launcher's. The rules
+//! come from [`profile`]: [`profile::docker_profile`] for `docker run --security-opt
+//! seccomp=FILE` on Docker ≥ 23.0, and, because Docker 20.10 drops `listenerPath`,
+//! the OCI runtime wrapper [`oci`] (a Docker runtime that merges the rules and the
+//! socket path into each container's resolved profile, keeping Docker's default
+//! one). Both are exercised against a real Docker in `tests/tests/docker`. A
+//! container whose socket has no listener fails to start; one whose agent went away
+//! gets `ENOSYS` from its durability calls, as above, until it is restarted.
+//!
 //! # Cost
 //! Measured by `tests::fsync_latency_through_the_barrier` (release build, this 2-core
 //! VM with other builds running): an immediately released fsync on tmpfs takes a
@@ -67,6 +79,9 @@ pub mod filter;
 pub mod launcher;
 pub mod listener;
 mod notify;
+pub mod oci;
+pub mod profile;
+pub mod runc;
 
 use std::{ffi::OsString, io, path::PathBuf};
 

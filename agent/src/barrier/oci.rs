@@ -1,0 +1,166 @@
+//! An OCI runtime wrapper that puts containers under the barrier on Docker versions
+//! that can't pass a seccomp `listenerPath` to runc (Docker < 23.0, e.g. 20.10).
+//!
+//! Docker 20.10 accepts `SCMP_ACT_NOTIFY` in a `--security-opt seccomp=` profile but
+//! drops its `listenerPath` (its profile struct lacks the field; moby added it in
+//! 23.0), so runc refuses such a container: "listenerPath is not set". Docker does
+//! let an administrator register extra runtimes in `/etc/docker/daemon.json`:
+//!
+//! ```json
+//! {"runtimes": {"tandem": {"path": "/usr/local/bin/tandem",
+//!   "runtimeArgs": ["oci-runtime", "--listener", "/var/lib/tandem/seccomp.sock",
+//!                   "--runc", "/usr/sbin/runc", "--"]}}}
+//! ```
+//!
+//! Containers started with `docker run --runtime tandem` (or every container, with
+//! `"default-runtime": "tandem"`) then reach [`run_oci_runtime`]: on `create` and
+//! `run` it rewrites the bundle's `config.json`, which already holds the seccomp
+//! profile the daemon resolved (Docker's default one unless the user chose another):
+//! it adds the barrier's rules ([`profile::add_barrier_rules`]) and the
+//! `listenerPath`, then execs the real runc with the unchanged arguments. Every other
+//! runc command passes straight through. A container run `--security-opt
+//! seccomp=unconfined` or `--privileged` has no seccomp section; it gets one that
+//! allows everything but the barrier's calls.
+
+use std::{
+    ffi::{OsStr, OsString},
+    fs, io,
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::{Value, json};
+
+use super::profile;
+
+/// Why the wrapper could not prepare or start the container.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// Reading or writing the bundle's `config.json` failed.
+    #[error("cannot {step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+    /// `config.json` is not a JSON object with an object `linux` section.
+    #[error("{path} is not an OCI runtime spec: {what}")]
+    Spec { path: PathBuf, what: &'static str },
+    /// The real runtime could not be executed.
+    #[error("cannot execute the OCI runtime {program:?}")]
+    Exec {
+        program: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+}
+
+/// runc's global options that take a value (as the next argument, or after `=`).
+const GLOBAL_WITH_VALUE: [&str; 5] = ["--root", "--log", "--log-format", "--criu", "--rootless"];
+
+/// Patches the bundle if `args` (runc's arguments, without the program name) start
+/// a container, then replaces this process with `runc args...`. Returns only on error.
+pub fn run_oci_runtime(runc: &Path, listener: &Path, args: &[OsString]) -> OciError {
+    if let Some(bundle) = bundle_to_patch(args)
+        && let Err(e) = patch_bundle_config(&bundle.join("config.json"), listener)
+    {
+        return e;
+    }
+    let error = Command::new(runc).args(args).exec();
+    OciError::Exec {
+        program: runc.to_owned(),
+        error,
+    }
+}
+
+/// The bundle directory of a `create` or `run` command line; `None` for every other
+/// runc command. runc's default bundle is the current directory.
+pub fn bundle_to_patch(args: &[OsString]) -> Option<PathBuf> {
+    let mut rest = args.iter().map(OsString::as_os_str);
+    // Global options come before the command.
+    let command = loop {
+        let arg = rest.next()?;
+        let text = arg.to_str()?;
+        if GLOBAL_WITH_VALUE.contains(&text) {
+            rest.next()?;
+        } else if !text.starts_with('-') {
+            break text;
+        }
+    };
+    if command != "create" && command != "run" {
+        return None;
+    }
+    while let Some(arg) = rest.next() {
+        let bytes = arg.as_bytes();
+        if arg == "--bundle" || arg == "-b" {
+            return rest.next().map(PathBuf::from);
+        }
+        for prefix in [&b"--bundle="[..], &b"-b="[..]] {
+            if let Some(value) = bytes.strip_prefix(prefix) {
+                return Some(PathBuf::from(OsStr::from_bytes(value)));
+            }
+        }
+    }
+    Some(PathBuf::from("."))
+}
+
+/// Adds the barrier's seccomp rules and `listenerPath` to an OCI `config.json`, in
+/// place (written to a temporary file and renamed, keeping the file's mode).
+/// Returns the barrier calls the container's profile refuses or restricts, which the
+/// barrier leaves alone.
+pub fn patch_bundle_config(config: &Path, listener: &Path) -> Result<Vec<&'static str>, OciError> {
+    let io_err = |step: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |error| OciError::Io { step, path, error }
+    };
+    let text = fs::read(config).map_err(io_err("read", config))?;
+    let mode = fs::metadata(config)
+        .map_err(io_err("stat", config))?
+        .permissions()
+        .mode();
+    let mut spec: Value = serde_json::from_slice(&text).map_err(|_| OciError::Spec {
+        path: config.to_owned(),
+        what: "not JSON",
+    })?;
+    let untouched = patch_spec(&mut spec, listener).map_err(|what| OciError::Spec {
+        path: config.to_owned(),
+        what,
+    })?;
+    let out = serde_json::to_vec(&spec).map_err(|_| OciError::Spec {
+        path: config.to_owned(),
+        what: "cannot serialise",
+    })?;
+    let tmp = config.with_extension("json.tandem-tmp");
+    fs::write(&tmp, out).map_err(io_err("write", &tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(io_err("chmod", &tmp))?;
+    fs::rename(&tmp, config).map_err(io_err("replace", config))?;
+    Ok(untouched)
+}
+
+/// The in-memory part of [`patch_bundle_config`].
+pub fn patch_spec(spec: &mut Value, listener: &Path) -> Result<Vec<&'static str>, &'static str> {
+    let linux = spec
+        .as_object_mut()
+        .ok_or("not an object")?
+        .entry("linux")
+        .or_insert_with(|| json!({}));
+    let linux = linux.as_object_mut().ok_or("linux is not an object")?;
+    let seccomp = linux.entry("seccomp").or_insert_with(|| {
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": []})
+    });
+    if !seccomp.is_object() {
+        return Err("linux.seccomp is not an object");
+    }
+    let untouched = profile::add_barrier_rules(seccomp);
+    // runc refuses a NOTIFY rule without a listener, and needs none without one.
+    if profile::uses_notify(seccomp) {
+        profile::set_listener_path(seccomp, listener);
+    }
+    Ok(untouched)
+}
+
+#[cfg(test)]
+mod tests;
