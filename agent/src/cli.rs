@@ -39,6 +39,22 @@ enum Command {
     Exec(ExecArgs),
     /// Writes a node key and self-signed certificate, and prints its fingerprint.
     Keygen(KeygenArgs),
+    /// An OCI runtime for Docker that puts containers under the durability barrier,
+    /// then runs runc (registered in /etc/docker/daemon.json, see docs).
+    OciRuntime(OciArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OciArgs {
+    /// The agent's runc listener socket (`<state_dir>/seccomp.sock`).
+    #[arg(long, value_name = "SOCKET")]
+    listener: PathBuf,
+    /// The real runc.
+    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/runc")]
+    runc: PathBuf,
+    /// runc's own arguments, as Docker passes them.
+    #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
+    args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +145,9 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Exec(args) => exec(&args),
         Command::Keygen(args) => keygen(&args),
+        Command::OciRuntime(args) => {
+            Err(crate::barrier::oci::run_oci_runtime(&args.runc, &args.listener, &args.args).into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -201,6 +201,21 @@ fn test(root: &Path, seeds: &str, no_lint: bool, oracle: bool) -> anyhow::Result
         ],
         &[("TANDEM_BIN", &bin)],
     )?;
+    // Containers under the durability barrier, through a real Docker daemon.
+    run(
+        root,
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "tandem-tests",
+            "--test",
+            "docker",
+            "--",
+            "--test-threads=1",
+        ],
+        &[("TANDEM_BIN", &bin)],
+    )?;
     if !oracle {
         eprintln!("xtask: capture oracle not run (pass --oracle); see issue 2's note");
         return Ok(());

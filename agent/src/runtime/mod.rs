@@ -197,6 +197,11 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         ctx.status.clone(),
         listener.registrar(),
     )?;
+    // Containers started by Docker through `tandem oci-runtime` hand their seccomp
+    // listener to this socket (runc's seccomp agent protocol).
+    let runc_socket = ctx.cfg.state_dir.join("seccomp.sock");
+    let runc = crate::barrier::runc::serve_runc(&runc_socket, listener.registrar())
+        .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
 
     let result = if primary {
         run_primary(&ctx, breq_rx, stop_rx).await
@@ -211,6 +216,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
     };
     ctx.status.transition(State::Stop, "the agent stopped");
     control.stop();
+    runc.stop();
     listener.shutdown();
     result
 }

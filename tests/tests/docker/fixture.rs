@@ -238,7 +238,7 @@ fn reload_until(done: impl Fn(&str) -> bool) -> bool {
     }
 }
 
-/// The tests' wrapper binary.
+/// The OCI runtime wrapper: `tandem oci-runtime` of the binary under test.
 pub(crate) fn wrapper_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tandem-oci-runtime"))
+    tandem_tests::lab::tandem_bin()
 }

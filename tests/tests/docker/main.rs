@@ -4,7 +4,7 @@
 //! runc hands each container's seccomp notification fd to the barrier's runc socket
 //! (`tandem::barrier::runc`). Docker 20.10 can't name that socket in a profile (it
 //! drops `listenerPath`), so the tests register the OCI runtime wrapper
-//! (`tandem::barrier::oci`, built here as `tandem-oci-runtime`) as a temporary
+//! (`tandem oci-runtime`, `tandem::barrier::oci`) as a temporary
 //! Docker runtime. Every image, container, runtime entry and socket a test creates
 //! is removed when it ends, also on failure.
 
@@ -147,7 +147,14 @@ fn docker_runtime_wrapper_holds_container_fsync_until_release() {
     let mut barrier = Barrier::start();
     let runtime = Runtime::register(
         &wrapper_binary(),
-        &["--listener", barrier.sock(), "--runc", RUNC, "--"],
+        &[
+            "oci-runtime",
+            "--listener",
+            barrier.sock(),
+            "--runc",
+            RUNC,
+            "--",
+        ],
     );
     let profile = barrier.write_profile();
     let name = ContainerName::new();
@@ -231,7 +238,14 @@ fn docker_runtime_wrapper_keeps_dockers_default_profile() {
     let barrier = Barrier::start();
     let runtime = Runtime::register(
         &wrapper_binary(),
-        &["--listener", barrier.sock(), "--runc", RUNC, "--"],
+        &[
+            "oci-runtime",
+            "--listener",
+            barrier.sock(),
+            "--runc",
+            RUNC,
+            "--",
+        ],
     );
     let name = ContainerName::new();
     // Docker's default profile refuses unshare(2) to unprivileged containers; the
@@ -283,7 +297,14 @@ fn docker_exec_processes_are_held_too() {
     let barrier = Barrier::start();
     let runtime = Runtime::register(
         &wrapper_binary(),
-        &["--listener", barrier.sock(), "--runc", RUNC, "--"],
+        &[
+            "oci-runtime",
+            "--listener",
+            barrier.sock(),
+            "--runc",
+            RUNC,
+            "--",
+        ],
     );
     let name = ContainerName::new();
     let child = run(
@@ -336,6 +357,7 @@ fn docker_container_start_fails_without_seccomp_agent() {
     let runtime = Runtime::register(
         &wrapper_binary(),
         &[
+            "oci-runtime",
             "--listener",
             missing.to_str().expect("utf-8"),
             "--runc",

@@ -65,7 +65,14 @@ fn docker_barrier_holds_each_durability_call_only_with_its_flag() {
     let barrier = Barrier::start();
     let runtime = Runtime::register(
         &wrapper_binary(),
-        &["--listener", barrier.sock(), "--runc", RUNC, "--"],
+        &[
+            "oci-runtime",
+            "--listener",
+            barrier.sock(),
+            "--runc",
+            RUNC,
+            "--",
+        ],
     );
     let security = format!("seccomp={}", barrier.write_profile().display());
     // The generated profile (default action ALLOW) ...

@@ -35,7 +35,13 @@ fn workload_copy_is_identical_on_the_peer() {
     })
     .expect("workload");
     eprintln!("seed {seed:#x}: {}", counts.report());
-    let diffs = wait_identical(&data, &lab.nodes[1].data_dir, Duration::from_secs(90));
+    let wait: u64 = std::env::var("TANDEM_REPL_WAIT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    let started = std::time::Instant::now();
+    let diffs = wait_identical(&data, &lab.nodes[1].data_dir, Duration::from_secs(wait));
+    eprintln!("copies compared for {:?}", started.elapsed());
     assert!(
         diffs.is_empty(),
         "seed {seed:#x}: node2's copy differs from node1's:\n{}\n--- node1 log ---\n{}\n--- node2 log ---\n{}",
