@@ -191,6 +191,11 @@ fn is_zombie(pid: i32) -> bool {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(keep) = std::env::var_os("TANDEM_LAB_KEEP_LOGS") {
+            for n in &self.nodes {
+                let _ = std::fs::copy(&n.log, Path::new(&keep).join(format!("{}.log", n.name)));
+            }
+        }
         if let Err(e) = self.cmd(&["lab", "down"]) {
             eprintln!("lab down failed: {e}");
         }
