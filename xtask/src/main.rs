@@ -93,11 +93,16 @@ fn bench(root: &Path, which: &str, args: &[String]) -> anyhow::Result<()> {
             run(root, "apt-get", &["install", "-y", "rsync"], &[])?;
         }
         run(root, "cargo", &["build", "--release", "-p", "tandem"], &[])?;
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root.join("target"), PathBuf::from);
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let bin = target.join("release/tandem");
         let bin = bin.to_string_lossy();
-        run(root, "cargo", &bench_bin("repl-bench"), &[("TANDEM_BIN", &bin)])?;
+        run(
+            root,
+            "cargo",
+            &bench_bin("repl-bench"),
+            &[("TANDEM_BIN", &bin)],
+        )?;
     }
     Ok(())
 }

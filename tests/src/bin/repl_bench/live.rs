@@ -99,7 +99,16 @@ fn both_modes(lab: &Lab, name: &str, rounds: usize, args: &[String], syncfs: boo
             if diag {
                 a.push("syncfs".to_owned());
             }
-            let v = run_worker(lab, 0, mode, &a)?;
+            let timeouts = released_on_timeout(lab);
+            let mut v = run_worker(lab, 0, mode, &a)?;
+            if mode == Mode::Barrier {
+                // When the pair has everything: the final fsync may have been released
+                // on the barrier's timeout before that.
+                let t = Instant::now();
+                settle(lab)?;
+                v["settle_secs"] = t.elapsed().as_secs_f64().into();
+                v["released_on_timeout"] = (released_on_timeout(lab) - timeouts).into();
+            }
             let _ = std::fs::remove_file(&path);
             match (mode, diag) {
                 (Mode::Plain, true) => pair.plain_syncfs.push(v),
@@ -116,6 +125,14 @@ fn both_modes(lab: &Lab, name: &str, rounds: usize, args: &[String], syncfs: boo
     settle(lab)?;
     sync_all();
     Ok(pair)
+}
+
+/// Durability calls node1's agent released on its timeout so far (from its log): they
+/// returned without the peer having the data.
+pub(crate) fn released_on_timeout(lab: &Lab) -> i64 {
+    std::fs::read_to_string(&lab.nodes[0].log)
+        .map(|t| t.matches("released on timeout").count() as i64)
+        .unwrap_or(0)
 }
 
 fn label(m: Mode) -> &'static str {

@@ -134,12 +134,13 @@ fn run(o: &Options) -> Results {
         match pair("rb") {
             Err(e) => r.errors.push(format!("lab: {e}")),
             Ok(lab) => {
-                if want("seq") {
-                    r.seq = Some(live::sequential(&lab, &o.live));
-                }
+                // Latency first: it is the most sensitive to the agents' state.
                 if want("lat") {
                     r.rtt = Some(live::link_rtt(&lab, &o.live));
                     r.lat = Some(live::latency(&lab, &o.live));
+                }
+                if want("seq") {
+                    r.seq = Some(live::sequential(&lab, &o.live));
                 }
                 if want("lag") {
                     r.lag = Some(live::lag(&lab, &o.live));

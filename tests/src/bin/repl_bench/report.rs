@@ -45,19 +45,29 @@ fn seq_section(s: &mut String, sum: &mut Summary, p: &Pair) {
     let _ = writeln!(s, "### 1. Sequential write throughput\n");
     let _ = writeln!(
         s,
-        "| directory | runs | MiB/s (median) | min–max | write phase, s | final fsync, s |\n|---|---:|---:|---:|---:|---:|"
+        "| directory | runs | MiB/s to fsync return (median) | min–max | write phase, s | final fsync, s | fsyncs released on timeout | MiB/s until the peer had it all (lag 0) |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for (name, runs) in [("unreplicated", &p.plain), ("replicated, under the barrier", &p.repl)] {
+    for (name, runs) in [
+        ("unreplicated", &p.plain),
+        ("replicated, under the barrier", &p.repl),
+    ] {
         let rates: Vec<f64> = runs.iter().map(seq_mibs).collect();
         let _ = writeln!(
             s,
-            "| {name} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} |",
+            "| {name} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.0} |",
             runs.len(),
             median(&rates),
             quantile(&rates, 0.0),
             quantile(&rates, 1.0),
             med_of(runs, |v| num(v, "/write_secs")),
             med_of(runs, |v| num(v, "/fsync_secs")),
+            runs.iter()
+                .map(|v| num(v, "/released_on_timeout"))
+                .filter(|x| !x.is_nan())
+                .sum::<f64>(),
+            med_of(runs, |v| num(v, "/bytes")
+                / MIB as f64
+                / (num(v, "/secs") + num(v, "/settle_secs"))),
         );
     }
     let ratio = med_of(&p.repl, seq_mibs) / med_of(&p.plain, seq_mibs);
@@ -106,6 +116,11 @@ fn lat_section(s: &mut String, sum: &mut Summary, p: &Pair, rtt: Option<&Res<Val
         _ => Vec::new(),
     };
     let rtt50 = quantile(&rtt_v, 0.5);
+    let timeouts: f64 = p.repl.iter().map(|v| num(v, "/released_on_timeout")).sum();
+    let _ = writeln!(
+        s,
+        "\nReplicated fsyncs released on the barrier's timeout (1 s; returned without the peer having the data): {timeouts}."
+    );
     let _ = writeln!(
         s,
         "\nLab link UDP round trip (node1 ↔ node2, 64-byte datagrams, {} pings): p50 {rtt50:.0} µs, p99 {:.0} µs, lost {}.",
@@ -191,12 +206,19 @@ fn resync_section(s: &mut String, sum: &mut Summary, rows: &[Row]) {
             mib(r.rsync_link_bytes),
             r.tandem_secs / r.rsync_secs,
             r.tandem_data_bytes as f64 / r.rsync_sent.max(1) as f64,
-            if r.tandem_identical && r.rsync_identical { "yes" } else { "**NO**" },
+            if r.tandem_identical && r.rsync_identical {
+                "yes"
+            } else {
+                "**NO**"
+            },
             yes_no(faster),
             yes_no(fewer),
         );
         sum.push((
-            format!("resync of {} MiB faster than rsync, fewer bytes", r.changed_mib),
+            format!(
+                "resync of {} MiB faster than rsync, fewer bytes",
+                r.changed_mib
+            ),
             format!(
                 "{:.2} s vs {:.2} s; {:.2} vs {:.2} MiB sent ({:.2} vs {:.2} MiB on the link)",
                 r.tandem_secs,
@@ -218,7 +240,11 @@ pub(crate) fn render(r: &Results) -> (String, bool) {
     let mut sum = Summary::new();
     let mut errors = r.errors.clone();
     let _ = writeln!(s, "#### Run\n\n{}", r.machine);
-    let _ = writeln!(s, "- load average (1, 5, 15 min) at start: {}\n", r.load_start);
+    let _ = writeln!(
+        s,
+        "- load average (1, 5, 15 min) at start: {}\n",
+        r.load_start
+    );
     let mut part = |name: &str, e: &String| errors.push(format!("{name}: {e}"));
     match &r.seq {
         Some(Ok(p)) => seq_section(&mut s, &mut sum, p),
@@ -243,11 +269,18 @@ pub(crate) fn render(r: &Results) -> (String, bool) {
         Some(Err(e)) => part("resync", e),
         None => {}
     }
-    let _ = writeln!(s, "#### Summary\n\n| target | measured | met |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "#### Summary\n\n| target | measured | met |\n|---|---|---|"
+    );
     for (t, m, ok) in &sum {
         let _ = writeln!(s, "| {t} | {m} | {ok} |");
     }
-    let _ = writeln!(s, "\nLoad average (1, 5, 15 min) at the end: {}.", r.load_end);
+    let _ = writeln!(
+        s,
+        "\nLoad average (1, 5, 15 min) at the end: {}.",
+        r.load_end
+    );
     for e in &errors {
         let _ = writeln!(s, "\n**FAILED** {e}");
     }

@@ -68,7 +68,10 @@ fn make_data_set(root: &Path, o: &ResyncOptions, rng: &mut Rng) -> Res<()> {
         io(&d, fs::create_dir_all(&d))?;
         let p = d.join(format!("f-{j}.dat"));
         let len = 1024 + rng.below(7 * 1024);
-        io(&p, fs::write(&p, rng.bytes(usize::try_from(len).unwrap_or(1024))))?;
+        io(
+            &p,
+            fs::write(&p, rng.bytes(usize::try_from(len).unwrap_or(1024))),
+        )?;
     }
     Ok(())
 }
@@ -183,17 +186,26 @@ fn rsync_daemon(lab: &Lab, dst: &Path) -> Res<Guard> {
     );
     io(&conf, fs::write(&conf, text))?;
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &lab.nodes[1].namespace, "rsync", "--daemon"])
-        .args(["--no-detach", "--port", &RSYNC_PORT.to_string()])
-        .arg(format!("--address={}", lab.nodes[1].address))
-        .arg(format!("--config={}", conf.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args([
+        "netns",
+        "exec",
+        &lab.nodes[1].namespace,
+        "rsync",
+        "--daemon",
+    ])
+    .args(["--no-detach", "--port", &RSYNC_PORT.to_string()])
+    .arg(format!("--address={}", lab.nodes[1].address))
+    .arg(format!("--config={}", conf.display()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let g = Guard::spawn(c)?;
     // Ready once a module list comes back over the link.
     for _ in 0..100 {
-        let ok = rsync_client(lab, &[format!("rsync://{}:{RSYNC_PORT}/", lab.nodes[1].address)])
-            .is_ok_and(|o| o.status.success());
+        let ok = rsync_client(
+            lab,
+            &[format!("rsync://{}:{RSYNC_PORT}/", lab.nodes[1].address)],
+        )
+        .is_ok_and(|o| o.status.success());
         if ok {
             return Ok(g);
         }

@@ -65,7 +65,11 @@ pub(crate) fn worker_cmd(lab: &Lab, i: usize, mode: Mode, args: &[String]) -> Re
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &node.namespace]);
     if mode == Mode::Barrier {
-        c.arg(tandem_bin()).arg("exec").arg("-c").arg(&node.config).arg("--");
+        c.arg(tandem_bin())
+            .arg("exec")
+            .arg("-c")
+            .arg(&node.config)
+            .arg("--");
     }
     c.arg(me).arg("worker").args(args);
     Ok(c)
@@ -90,7 +94,9 @@ pub(crate) struct Guard(pub(crate) Child);
 
 impl Guard {
     pub(crate) fn spawn(mut c: Command) -> Res<Guard> {
-        c.spawn().map(Guard).map_err(|e| format!("spawn {c:?}: {e}"))
+        c.spawn()
+            .map(Guard)
+            .map_err(|e| format!("spawn {c:?}: {e}"))
     }
 }
 
@@ -194,9 +200,11 @@ fn first_line_with(file: &str, prefix: &str) -> String {
     fs::read_to_string(file)
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(prefix))
-                .map(|l| l[prefix.len()..].trim_matches([' ', '\t', ':', '"']).to_owned())
+            s.lines().find(|l| l.starts_with(prefix)).map(|l| {
+                l[prefix.len()..]
+                    .trim_matches([' ', '\t', ':', '"'])
+                    .to_owned()
+            })
         })
         .unwrap_or_default()
 }
@@ -214,8 +222,8 @@ pub(crate) fn machine_report() -> String {
     } else {
         "release"
     };
-    let fs_of_tmp = command_output("findmnt", &["-n", "-o", "FSTYPE,SOURCE", "-T", "/tmp"])
-        .unwrap_or_default();
+    let fs_of_tmp =
+        command_output("findmnt", &["-n", "-o", "FSTYPE,SOURCE", "-T", "/tmp"]).unwrap_or_default();
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -240,7 +248,11 @@ pub(crate) fn machine_report() -> String {
     let _ = writeln!(
         s,
         "- sources: commit {commit}{}",
-        if dirty { " plus uncommitted changes" } else { "" }
+        if dirty {
+            " plus uncommitted changes"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         s,

@@ -30,7 +30,12 @@ pub(crate) fn main(args: &[String]) -> Res<()> {
     };
     let out = match arg(0)? {
         "seq" => sequential(arg(1)?, int(2)?, int(3)?)?,
-        "lat" => latency(arg(1)?, int(2)?, int(3)?, arg(4).is_ok_and(|a| a == "syncfs"))?,
+        "lat" => latency(
+            arg(1)?,
+            int(2)?,
+            int(3)?,
+            arg(4).is_ok_and(|a| a == "syncfs"),
+        )?,
         "stream" => stream(arg(1)?, int(2)?, int(3)?, int(4)?)?,
         "udp-echo" => udp_echo(arg(1)?)?,
         "udp-ping" => udp_ping(arg(1)?, int(2)?)?,
@@ -94,7 +99,12 @@ fn latency(path: &str, iters: u64, warmup: u64, syncfs: bool) -> Res<serde_json:
     let mut buf = noise(4096, iters);
     let f = create(path)?;
     let mut samples = Vec::with_capacity(usize::try_from(iters).unwrap_or(0));
+    // A cap, so that a run whose every fsync waits out the barrier's timeout ends.
+    let end = Instant::now() + Duration::from_secs(120);
     for i in 0..warmup + iters {
+        if Instant::now() > end {
+            break;
+        }
         buf[..8].copy_from_slice(&i.to_le_bytes());
         let t = Instant::now();
         f.write_all_at(&buf, i * 4096)
@@ -120,13 +130,16 @@ fn stream(path: &str, size: u64, chunk: u64, secs: u64) -> Res<serde_json::Value
     let mut buf = noise(usize::try_from(chunk).map_err(|e| e.to_string())?, size);
     let f = create(path)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "start").and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+    writeln!(out, "start")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(secs);
     let (mut off, mut written, mut n) = (0u64, 0u64, 0u64);
     while Instant::now() < end {
         buf[..8].copy_from_slice(&n.to_le_bytes());
-        f.write_all_at(&buf, off).map_err(|e| format!("pwrite: {e}"))?;
+        f.write_all_at(&buf, off)
+            .map_err(|e| format!("pwrite: {e}"))?;
         written += chunk;
         n += 1;
         off = (off + chunk) % size;
@@ -152,7 +165,8 @@ fn udp_echo(addr: &str) -> Res<serde_json::Value> {
 /// Sends `count` 64-byte datagrams one at a time and times each round trip.
 fn udp_ping(addr: &str, count: u64) -> Res<serde_json::Value> {
     let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    s.connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.connect(addr)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(|e| e.to_string())?;
     let mut samples = Vec::new();
