@@ -38,6 +38,14 @@ fn med_of(runs: &[Value], f: impl Fn(&Value) -> f64) -> f64 {
     median(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
+fn dash_nan(x: f64) -> String {
+    if x.is_nan() {
+        "–".to_owned()
+    } else {
+        format!("{x:.0}")
+    }
+}
+
 /// The summary rows: (target, measured, met).
 type Summary = Vec<(String, String, String)>;
 
@@ -54,7 +62,7 @@ fn seq_section(s: &mut String, sum: &mut Summary, p: &Pair) {
         let rates: Vec<f64> = runs.iter().map(seq_mibs).collect();
         let _ = writeln!(
             s,
-            "| {name} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.0} |",
+            "| {name} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {} |",
             runs.len(),
             median(&rates),
             quantile(&rates, 0.0),
@@ -65,9 +73,9 @@ fn seq_section(s: &mut String, sum: &mut Summary, p: &Pair) {
                 .map(|v| num(v, "/released_on_timeout"))
                 .filter(|x| !x.is_nan())
                 .sum::<f64>(),
-            med_of(runs, |v| num(v, "/bytes")
+            dash_nan(med_of(runs, |v| num(v, "/bytes")
                 / MIB as f64
-                / (num(v, "/secs") + num(v, "/settle_secs"))),
+                / (num(v, "/secs") + num(v, "/settle_secs")))),
         );
     }
     let ratio = med_of(&p.repl, seq_mibs) / med_of(&p.plain, seq_mibs);

@@ -179,7 +179,7 @@ fn stat(out: &str, label: &str) -> u64 {
 fn rsync_daemon(lab: &Lab, dst: &Path) -> Res<Guard> {
     let conf = lab.dir.join("rsyncd.conf");
     let text = format!(
-        "use chroot = no\nuid = root\ngid = root\nmax connections = 4\nlog file = {}\n\
+        "use chroot = no\nreverse lookup = no\nuid = root\ngid = root\nmax connections = 4\nlog file = {}\n\
          [dst]\n  path = {}\n  read only = false\n",
         lab.dir.join("rsyncd.log").display(),
         dst.display()
