@@ -38,8 +38,16 @@ enum Task {
         #[arg(long)]
         oracle: bool,
     },
-    /// Builds the agent and runs the capture benchmarks, printing a table.
-    Bench,
+    /// Builds the agent in release mode and runs the benchmarks, printing their
+    /// reports: `capture` (issue 2), `repl` (issue 3, two-node lab), or both.
+    Bench {
+        /// Which benchmark: `capture`, `repl` or `all`.
+        #[arg(default_value = "all", value_parser = ["all", "capture", "repl"])]
+        which: String,
+        /// Options passed on to the benchmark binary (with one benchmark only).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,20 +61,50 @@ fn main() -> anyhow::Result<()> {
             no_lint,
             oracle,
         } => test(&root, &seeds, no_lint, oracle),
-        Task::Bench => run(
-            &root,
-            "cargo",
-            &[
-                "run",
-                "--release",
-                "-p",
-                "tandem-tests",
-                "--bin",
-                "capture-bench",
-            ],
-            &[],
-        ),
+        Task::Bench { which, args } => bench(&root, &which, &args),
     }
+}
+
+/// Runs the chosen benchmarks against the release build of the agent.
+fn bench(root: &Path, which: &str, args: &[String]) -> anyhow::Result<()> {
+    if which == "all" && !args.is_empty() {
+        bail!("options after `--` need one benchmark: `cargo xtask bench capture|repl -- ...`");
+    }
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bench_bin = |name: &'static str| {
+        let mut a = vec!["run", "--release", "-p", "tandem-tests", "--bin", name];
+        if !extra.is_empty() {
+            a.push("--");
+            a.extend(&extra);
+        }
+        a
+    };
+    if which != "repl" {
+        // capture-bench builds the release agent itself.
+        run(root, "cargo", &bench_bin("capture-bench"), &[])?;
+    }
+    if which != "capture" {
+        // The replication benchmark compares Tandem's resync with rsync.
+        if !Command::new("rsync")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            run(root, "apt-get", &["install", "-y", "rsync"], &[])?;
+        }
+        run(root, "cargo", &["build", "--release", "-p", "tandem"], &[])?;
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let bin = target.join("release/tandem");
+        let bin = bin.to_string_lossy();
+        run(
+            root,
+            "cargo",
+            &bench_bin("repl-bench"),
+            &[("TANDEM_BIN", &bin)],
+        )?;
+    }
+    Ok(())
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
