@@ -97,6 +97,17 @@ pub struct Record {
     pub op: WireOp,
 }
 
+impl Record {
+    /// Bytes of file data the record carries (its share of the replication lag).
+    #[must_use]
+    pub fn data_len(&self) -> u64 {
+        match &self.op {
+            WireOp::Write { data, .. } => data.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
 /// The kind of a directory entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {

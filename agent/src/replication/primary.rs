@@ -141,7 +141,7 @@ impl Primary {
                             self.send(r, now, out);
                         }
                         Link::Resyncing => {
-                            self.held_bytes += data_len(&r);
+                            self.held_bytes += r.data_len();
                             self.held.push_back(r);
                         }
                         // Nobody to send to: the resync on return covers it.
@@ -213,7 +213,7 @@ impl Primary {
         }
         self.last_seq += 1;
         r.seq = self.last_seq;
-        let bytes = data_len(&r);
+        let bytes = r.data_len();
         self.inflight.push_back((r.seq, bytes));
         self.inflight_bytes += bytes;
         out.push(Command::Send(Frame::Record(r)));
@@ -268,13 +268,6 @@ fn barrier() -> Record {
         dir: 0,
         path: Vec::new(),
         op: WireOp::Barrier,
-    }
-}
-
-fn data_len(r: &Record) -> u64 {
-    match &r.op {
-        WireOp::Write { data, .. } => data.len() as u64,
-        _ => 0,
     }
 }
 

@@ -62,9 +62,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let timeout = ctx.cfg.heartbeat.timeout;
     let mut core = Primary::new(timeout, Instant::now());
-    let mut link: Option<Link> = None;
-    let mut frames: Option<mpsc::Receiver<Result<Frame, String>>> = None;
-    let mut resync_rx: Option<mpsc::Receiver<ResyncMsg>> = None;
+    let mut session = Session::default();
     let (conn_tx, mut conn_rx) = mpsc::channel::<Result<Link, String>>(1);
     let mut dialing = false;
     let mut next_dial = Instant::now();
@@ -87,8 +85,8 @@ pub async fn run(
         let wants = core.wants_more(MAX_LAG_BYTES);
         let ev = tokio::select! {
             m = captured.recv(), if wants => Event::Captured(m),
-            f = recv_opt(&mut frames) => Event::Frame(f),
-            r = recv_opt(&mut resync_rx) => Event::Resync(r),
+            f = recv_opt(&mut session.frames) => Event::Frame(f),
+            r = recv_opt(&mut session.resync) => Event::Resync(r),
             c = conn_rx.recv() => match c { Some(c) => Event::Connected(c), None => Event::Tick },
             _ = tick.tick() => Event::Tick,
             _ = stop.changed() => Event::Stop,
@@ -119,7 +117,7 @@ pub async fn run(
                 dialing = false;
                 let (tx, rx) = mpsc::channel(1024);
                 l.spawn_reader(tx);
-                frames = Some(rx);
+                session.frames = Some(rx);
                 manifest.clear();
                 let peer_gen = l.hello.generations.clone();
                 let rel = ctx.relate(&peer_gen);
@@ -146,7 +144,7 @@ pub async fn run(
                     None => ManifestScope::All,
                 };
                 l.send(Frame::ManifestRequest(request));
-                link = Some(l);
+                session.link = Some(l);
                 core.handle(Input::Linked, now, &mut out);
                 ctx.status.update(|s| {
                     s.replication.resync_total_bytes = 0;
@@ -162,7 +160,7 @@ pub async fn run(
                     }
                 }
                 Frame::ManifestDone => {
-                    resync_rx = Some(start_compare(
+                    session.resync = Some(start_compare(
                         &ctx,
                         std::mem::take(&mut manifest),
                         scope.take(),
@@ -170,51 +168,23 @@ pub async fn run(
                 }
                 Frame::Error { message } => {
                     tracing::error!(%message, "peer refused");
-                    drop_link(
-                        &mut link,
-                        &mut frames,
-                        &mut resync_rx,
-                        &mut core,
-                        now,
-                        &mut out,
-                    );
+                    drop_link(&mut session, &mut core, now, &mut out);
                 }
                 other => {
                     tracing::error!(
                         frame = crate::replication::secondary::frame_name(&other),
                         "unexpected frame from the peer"
                     );
-                    drop_link(
-                        &mut link,
-                        &mut frames,
-                        &mut resync_rx,
-                        &mut core,
-                        now,
-                        &mut out,
-                    );
+                    drop_link(&mut session, &mut core, now, &mut out);
                 }
             },
             Event::Frame(Some(Err(e))) | Event::Resync(Some(ResyncMsg::Failed(e))) => {
                 tracing::warn!(error = %e, "replication link lost");
-                drop_link(
-                    &mut link,
-                    &mut frames,
-                    &mut resync_rx,
-                    &mut core,
-                    now,
-                    &mut out,
-                );
+                drop_link(&mut session, &mut core, now, &mut out);
             }
             Event::Frame(None) => {
                 tracing::warn!("peer closed the replication stream");
-                drop_link(
-                    &mut link,
-                    &mut frames,
-                    &mut resync_rx,
-                    &mut core,
-                    now,
-                    &mut out,
-                );
+                drop_link(&mut session, &mut core, now, &mut out);
             }
             Event::Resync(Some(ResyncMsg::Records(r))) => {
                 core.handle(Input::Resync(r), now, &mut out)
@@ -226,13 +196,13 @@ pub async fn run(
                     sent_bytes = t.data_bytes,
                     "resync compare done"
                 );
-                resync_rx = None;
+                session.resync = None;
                 core.handle(Input::ResyncComplete, now, &mut out);
             }
-            Event::Resync(None) => resync_rx = None,
+            Event::Resync(None) => session.resync = None,
             Event::Tick => {
                 core.handle(Input::Tick, now, &mut out);
-                if armed && link.is_none() && !dialing && now >= next_dial {
+                if armed && session.link.is_none() && !dialing && now >= next_dial {
                     dialing = true;
                     next_dial = now + Duration::from_millis(500);
                     let ctx2 = ctx.clone();
@@ -260,7 +230,7 @@ pub async fn run(
                         };
                         unacked.push_back((r.seq, p, moved));
                     }
-                    if let Some(l) = &link
+                    if let Some(l) = &session.link
                         && !l.send(f)
                     {
                         tracing::warn!("replication link lost while sending");
@@ -284,20 +254,12 @@ pub async fn run(
                 }
                 Command::Drop(reason) => {
                     tracing::warn!(reason, "giving the peer up");
-                    if let Some(l) = link.take() {
-                        l.close(reason);
-                    }
-                    frames = None;
-                    resync_rx = None;
+                    session.close(reason);
                 }
             }
         }
-        if core.link() == LinkState::Down && link.is_some() {
-            if let Some(l) = link.take() {
-                l.close("link down");
-            }
-            frames = None;
-            resync_rx = None;
+        if core.link() == LinkState::Down && session.link.is_some() {
+            session.close("link down");
         }
         let in_sync = core.in_sync();
         let durable = core.acked().durable;
@@ -309,12 +271,7 @@ pub async fn run(
         }
         if core.link() == LinkState::Down || (was_in_sync && !in_sync) {
             // What the peer may lack goes to the change log.
-            for (_, p, moved) in unacked.drain(..) {
-                if moved {
-                    log.note_moved();
-                }
-                log.note(p);
-            }
+            spill(&mut unacked, &mut log);
         }
         if in_sync && !was_in_sync {
             log.reset(ctx.generations().current)
@@ -339,7 +296,7 @@ pub async fn run(
         let acked = core.acked();
         let unprotected = core.released_unprotected;
         ctx.status.update(|s| {
-            s.peer.connected = link.is_some();
+            s.peer.connected = session.link.is_some();
             s.replication.in_sync = in_sync;
             s.replication.lag_bytes = lag;
             // While the peer is not in sync, what it still lacks of the resync is the
@@ -347,20 +304,13 @@ pub async fn run(
             s.replication.resync_remaining_bytes = if in_sync { 0 } else { lag };
             s.replication.seq = acked.durable;
             s.replication.released_unprotected = unprotected;
-            if link.is_none() {
+            if session.link.is_none() {
                 s.peer.state = None;
             }
         });
     }
-    if let Some(l) = link.take() {
-        l.close("agent stopping");
-    }
-    for (_, p, moved) in unacked.drain(..) {
-        if moved {
-            log.note_moved();
-        }
-        log.note(p);
-    }
+    session.close("agent stopping");
+    spill(&mut unacked, &mut log);
     log.close_clean()
         .map_err(|e| anyhow::anyhow!("cannot close the change log: {e}"))?;
     Ok(())
@@ -381,20 +331,38 @@ fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drop_link(
-    link: &mut Option<Link>,
-    frames: &mut Option<mpsc::Receiver<Result<Frame, String>>>,
-    resync: &mut Option<mpsc::Receiver<ResyncMsg>>,
-    core: &mut Primary,
-    now: Instant,
-    out: &mut Vec<Command>,
-) {
-    if let Some(l) = link.take() {
-        l.close("link dropped");
+/// One connection to the peer and the channels that live with it.
+#[derive(Default)]
+struct Session {
+    link: Option<Link>,
+    frames: Option<mpsc::Receiver<Result<Frame, String>>>,
+    resync: Option<mpsc::Receiver<ResyncMsg>>,
+}
+
+impl Session {
+    /// Closes the connection (if any) and forgets its channels.
+    fn close(&mut self, reason: &str) {
+        if let Some(l) = self.link.take() {
+            l.close(reason);
+        }
+        self.frames = None;
+        self.resync = None;
     }
-    *frames = None;
-    *resync = None;
+}
+
+fn drop_link(session: &mut Session, core: &mut Primary, now: Instant, out: &mut Vec<Command>) {
+    session.close("link dropped");
     core.handle(Input::Unlinked, now, out);
+}
+
+/// Moves the records the peer may lack into the change log.
+fn spill(unacked: &mut VecDeque<(u64, ScopedPath, bool)>, log: &mut ChangeLog) {
+    for (_, p, moved) in unacked.drain(..) {
+        if moved {
+            log.note_moved();
+        }
+        log.note(p);
+    }
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -418,7 +386,7 @@ fn start_compare(
         for (i, root) in dirs.iter().enumerate() {
             let Ok(dir) = u16::try_from(i) else { break };
             let mut send = |records: Vec<Record>| {
-                let bytes: u64 = records.iter().map(record_bytes).sum();
+                let bytes: u64 = records.iter().map(Record::data_len).sum();
                 status.update(|s| s.replication.resync_total_bytes += bytes);
                 tx.blocking_send(ResyncMsg::Records(records)).is_ok()
             };
@@ -452,11 +420,4 @@ fn start_compare(
         let _ = tx.blocking_send(ResyncMsg::Done(totals));
     });
     rx
-}
-
-fn record_bytes(r: &Record) -> u64 {
-    match &r.op {
-        WireOp::Write { data, .. } => data.len() as u64,
-        _ => 0,
-    }
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::wire::{Frame, ManifestScope, Record};
+use agent_common::wire::{Frame, ManifestScope};
 use tokio::sync::{mpsc, watch};
 
 use super::{Ctx, conflict::Conflicts, link};
@@ -202,7 +202,7 @@ async fn serve(
                     if let Some(k) = conflicts.as_mut().filter(|_| !core.in_sync()) {
                         k.keep_before(local, a, &record);
                     }
-                    let bytes = record_bytes(&record);
+                    let bytes = record.data_len();
                     match tokio::task::block_in_place(|| a.apply(&record.path, &record.op)) {
                         Ok(()) => ctx.status.update(|s| s.replication.bytes_total += bytes),
                         Err(e) if e.is_hostile() => {
@@ -297,11 +297,4 @@ fn list(
     }
     let _ = tx.blocking_send(Frame::ManifestDone);
     Ok(())
-}
-
-fn record_bytes(r: &Record) -> u64 {
-    match &r.op {
-        agent_common::wire::WireOp::Write { data, .. } => data.len() as u64,
-        _ => 0,
-    }
 }

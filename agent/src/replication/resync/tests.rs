@@ -30,28 +30,45 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>, u32)> {
         .collect()
 }
 
-fn resync(source: &Path, target: &Path) -> Totals {
-    let applier = Applier::open(target).expect("open target");
+/// A resync from `source` to `target` as the runtime runs one: the target's
+/// manifest (all of it, or of `scope` only), the compare, every record applied.
+fn run_resync(source: &Path, target: &Path, scope: Option<&[&str]>) -> Totals {
+    let mut applier = Applier::open(target).expect("open target");
+    let scope: Option<Vec<Vec<u8>>> = scope.map(|s| {
+        let mut v: Vec<Vec<u8>> = s.iter().map(|p| p.as_bytes().to_vec()).collect();
+        v.sort();
+        v
+    });
     let mut view = TargetView::new();
-    applier
-        .manifest(0, 4096, &mut |m| {
-            view.insert((m.dir, m.path.clone()), m);
-            Ok(())
-        })
-        .expect("manifest");
+    let mut keep = |m: Manifest| {
+        view.insert((m.dir, m.path.clone()), m);
+        Ok(())
+    };
+    match &scope {
+        Some(paths) => applier.manifest_paths(0, 4096, paths, &mut keep),
+        None => applier.manifest(0, 4096, &mut keep),
+    }
+    .expect("manifest");
     let mut records = Vec::new();
-    let totals = compare(0, source, &view, &mut |r| {
+    let mut collect = |r: Vec<Record>| {
         records.extend(r);
         true
-    })
+    };
+    let totals = match &scope {
+        Some(paths) => compare_paths(0, source, paths, &view, &mut collect),
+        None => compare(0, source, &view, &mut collect),
+    }
     .expect("compare");
-    let mut applier = applier;
     for r in &records {
         applier
             .apply(&r.path, &r.op)
             .unwrap_or_else(|e| panic!("{:?}: {e}", r.op));
     }
     totals
+}
+
+fn resync(source: &Path, target: &Path) -> Totals {
+    run_resync(source, target, None)
 }
 
 #[test]
@@ -101,29 +118,7 @@ fn resync_makes_the_target_identical_sending_only_differing_blocks() {
 /// The scoped resync: the target lists only `scope` (and scoped directories'
 /// children by name), and only what is in scope is compared.
 fn resync_paths(source: &Path, target: &Path, scope: &[&str]) -> Totals {
-    let applier = Applier::open(target).expect("open target");
-    let mut scope: Vec<Vec<u8>> = scope.iter().map(|s| s.as_bytes().to_vec()).collect();
-    scope.sort();
-    let mut view = TargetView::new();
-    applier
-        .manifest_paths(0, 4096, &scope, &mut |m| {
-            view.insert((m.dir, m.path.clone()), m);
-            Ok(())
-        })
-        .expect("manifest");
-    let mut records = Vec::new();
-    let totals = compare_paths(0, source, &scope, &view, &mut |r| {
-        records.extend(r);
-        true
-    })
-    .expect("compare");
-    let mut applier = applier;
-    for r in &records {
-        applier
-            .apply(&r.path, &r.op)
-            .unwrap_or_else(|e| panic!("{:?}: {e}", r.op));
-    }
-    totals
+    run_resync(source, target, Some(scope))
 }
 
 #[test]
