@@ -14,7 +14,7 @@ die() { echo "quickstart: $*" >&2; exit 1; }
 
 install_packages() {
     local need=()
-    for pkg in clang llvm libbpf-dev bpftool gcc make pkg-config attr acl rsync util-linux; do
+    for pkg in clang llvm libbpf-dev bpftool gcc make pkg-config attr acl rsync util-linux iproute2; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
     done
     if [ "${#need[@]}" -gt 0 ]; then
@@ -100,9 +100,19 @@ replication_demo() {
     trap - EXIT
 }
 
+# The Docker tests need a running Docker engine (Debian's docker.io).
+ensure_docker() {
+    if ! command -v docker >/dev/null; then
+        echo "quickstart: installing docker.io"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    fi
+    docker info >/dev/null 2>&1 || systemctl start docker 2>/dev/null || service docker start >/dev/null 2>&1 || true
+    docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info); the Docker tests need it"
+}
+
 install_packages
 case "${1:-}" in
     demo) demo && replication_demo ;;
-    test) cargo xtask test ;;
+    test) ensure_docker && cargo xtask test ;;
     *) die "usage: $0 demo|test" ;;
 esac

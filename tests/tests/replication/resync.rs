@@ -124,8 +124,29 @@ fn resync_after_kill_9_of_the_primary_while_alone() {
     check_ratio("primary killed while alone", resync_bytes(&lab), changed);
 }
 
+/// An agent this test started by hand: stopped when dropped, also if the test fails
+/// (`ip netns exec` execs it, so the child is the agent itself).
+struct ManualAgent(Child);
+
+impl ManualAgent {
+    fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ManualAgent {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
 /// Starts node `i`'s agent by hand with another configuration (a child of this test).
-fn run_agent(lab: &Lab, i: usize, config: &Path) -> Child {
+fn run_agent(lab: &Lab, i: usize, config: &Path) -> ManualAgent {
     let log = std::fs::File::create(lab.dir.join(format!("manual-{i}.log"))).expect("log");
     Command::new("ip")
         .args(["netns", "exec", &lab.nodes[i].namespace])
@@ -136,6 +157,7 @@ fn run_agent(lab: &Lab, i: usize, config: &Path) -> Child {
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
+        .map(ManualAgent)
         .expect("start agent")
 }
 
@@ -179,11 +201,7 @@ fn divergence_keeps_the_losing_sides_files() {
     std::fs::write(d2.join("theirs.txt"), b"node2 alone\n").expect("write");
     std::fs::write(d2.join("shared.txt"), b"node2's version\n").expect("write");
     std::thread::sleep(Duration::from_millis(300));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid")),
-        Signal::SIGTERM,
-    );
-    let _ = agent.wait();
+    agent.stop();
     // The operator picks node1's data; node2 returns as secondary.
     std::fs::write(lab.nodes[1].state_dir.join("role"), "secondary\n").expect("role");
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
