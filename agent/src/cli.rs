@@ -35,6 +35,18 @@ enum Command {
     Run(ConfigArg),
     /// Shows the agent's state (STOP when no agent answers).
     Status(StatusArgs),
+    /// Makes this node run the application (with --force: even on data that may be
+    /// older than the peer's; recorded in the log).
+    Prim(PrimArgs),
+    /// Makes this node SECOND: it hands the application to its peer, or does not
+    /// take it.
+    Second(ConfigArg),
+    /// Exchanges the roles of the two nodes with no data loss, and waits for it.
+    Swap(SwapArgs),
+    /// Stops the module on this node: application, VIP, replication (state STOP).
+    Stop(ConfigArg),
+    /// Starts the module on this node after `stop`.
+    Start(ConfigArg),
     /// Runs a command under the durability barrier: its fsyncs wait for the peer.
     Exec(ExecArgs),
     /// Writes a node key and self-signed certificate, and prints its fingerprint.
@@ -71,6 +83,27 @@ struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PrimArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Run the application even if the peer may hold newer data.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SwapArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Return once the agent has the command instead of waiting for the swap.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the swap, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +176,11 @@ pub fn main() -> ExitCode {
         Command::Lab(args) => crate::lab::cmd::run_cli(&args, &TransportKeygen),
         Command::Run(args) => crate::runtime::run(&args.config),
         Command::Status(args) => status(&args),
+        Command::Prim(args) => admin(&args.config, "prim", args.force),
+        Command::Second(args) => admin(&args, "second", false),
+        Command::Swap(args) => swap(&args),
+        Command::Stop(args) => admin(&args, "stop", false),
+        Command::Start(args) => admin(&args, "start", false),
         Command::Exec(args) => exec(&args),
         Command::Keygen(args) => keygen(&args),
         Command::OciRuntime(args) => {
@@ -200,6 +238,46 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
         print!("{}", crate::status::render(&status));
     }
     Ok(())
+}
+
+fn admin(config: &ConfigArg, op: &str, force: bool) -> anyhow::Result<()> {
+    let cfg = crate::config::Config::load(&config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::runtime::control::send_admin(&cfg.control_socket, op, force)
+}
+
+/// Asks for a swap and waits until this node's role has flipped.
+fn swap(args: &SwapArgs) -> anyhow::Result<()> {
+    use crate::status::State;
+    let cfg =
+        crate::config::Config::load(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let before = crate::runtime::control::query_status(&cfg.control_socket)?.state;
+    let want: &[State] = match before {
+        State::Prim | State::Alone => &[State::Second],
+        State::Second => &[State::Prim, State::Alone],
+        other => anyhow::bail!("this node is {}: swap needs PRIM or SECOND", other.as_str()),
+    };
+    crate::runtime::control::send_admin(&cfg.control_socket, "swap", false)?;
+    if args.no_wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    loop {
+        let s = crate::runtime::control::query_status(&cfg.control_socket)?;
+        if want.contains(&s.state) {
+            println!("{} is {} ({})", s.node, s.state.as_str(), s.reason);
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the swap did not finish in {} s: {} is {} ({})",
+                args.timeout,
+                s.node,
+                s.state.as_str(),
+                s.reason
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn exec(args: &ExecArgs) -> anyhow::Result<()> {

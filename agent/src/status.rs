@@ -46,6 +46,10 @@ pub struct Peer {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Replication {
     pub in_sync: bool,
+    /// The replication connection to the peer is up.
+    pub linked: bool,
+    /// A SECOND receiving a resync: its copy mixes old and new data until it ends.
+    pub resyncing: bool,
     /// Data captured here and not yet applied by the peer (primary), or 0.
     pub lag_bytes: u64,
     pub resync_remaining_bytes: u64,

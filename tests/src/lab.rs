@@ -49,9 +49,45 @@ fn s(v: &Value, k: &str) -> String {
         .to_string()
 }
 
+/// The port the lab's service answers on.
+pub const SERVICE_PORT: u16 = 7000;
+
 impl Lab {
     /// Brings a lab up with a prefix unique to this process and test.
     pub fn up(tag: &str) -> Result<Lab, String> {
+        Self::up_with(tag, true)
+    }
+
+    /// Brings a lab up whose nodes run the lab's service as their application
+    /// (`lab-service`, answering its node name on [`SERVICE_PORT`]), with a TCP
+    /// checker on it.
+    pub fn up_with_service(tag: &str, service_bin: &Path) -> Result<Lab, String> {
+        let lab = Self::up_with(tag, false)?;
+        for n in &lab.nodes {
+            let pid = n.state_dir.join("service.pid");
+            let log = n.state_dir.join("service.log");
+            let (pid, log, bin) = (pid.display(), log.display(), service_bin.display());
+            let section = format!(
+                "application:\n  start: \"if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} >>{log} 2>&1 </dev/null & echo $! > {pid}\"\n  stop: \"if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true\"\n  timeout: 10s\n",
+                name = n.name,
+            );
+            let mut text = std::fs::read_to_string(&n.config)
+                .map_err(|e| format!("{}: {e}", n.config.display()))?;
+            text.push_str(&section);
+            std::fs::write(&n.config, text).map_err(|e| format!("{}: {e}", n.config.display()))?;
+        }
+        lab.restart_missing()?;
+        Ok(lab)
+    }
+
+    /// The pid of node `i`'s service, if it runs.
+    pub fn service_pid(&self, i: usize) -> Option<i32> {
+        let text = std::fs::read_to_string(self.nodes[i].state_dir.join("service.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    fn up_with(tag: &str, agents: bool) -> Result<Lab, String> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("tt{}{tag}{n}", std::process::id() % 10000);
         let dir = std::env::temp_dir().join(format!("tandem-lab-{prefix}"));
@@ -61,7 +97,11 @@ impl Lab {
             layout: Value::Null,
             nodes: Vec::new(),
         };
-        let out = lab.cmd(&["lab", "up", "--json"])?;
+        let out = if agents {
+            lab.cmd(&["lab", "up", "--json"])?
+        } else {
+            lab.cmd(&["lab", "up", "--json", "--no-agents"])?
+        };
         lab.layout =
             serde_json::from_str(&out).map_err(|e| format!("lab up --json: {e}: {out}"))?;
         lab.nodes = lab

@@ -5,4 +5,5 @@ pub mod compare;
 pub mod lab;
 pub mod shadow;
 pub mod sys;
+pub mod vip_client;
 pub mod workload;

@@ -16,9 +16,10 @@ use super::{
     locate,
     raw::{RawApplication, RawConfig, RawHeartbeat, RawPeer, RawReplicated, RawResync, Text},
     types::{
-        Application, Config, DEFAULT_APPLICATION_TIMEOUT, DEFAULT_BLOCK_SIZE,
-        DEFAULT_CONTROL_SOCKET_NAME, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
-        Heartbeat, Identity, Peer, PeerPinSpec, Replicated, Resync, Role,
+        Application, Config, DEFAULT_APPLICATION_TIMEOUT, DEFAULT_BLOCK_SIZE, DEFAULT_BOOT_WAIT,
+        DEFAULT_CONTROL_SOCKET_NAME, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_NETWORK,
+        DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW, Failover,
+        Heartbeat, HeartbeatNetwork, Identity, Peer, PeerPinSpec, Replicated, Resync, Role,
     },
 };
 
@@ -106,18 +107,31 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             Some(resync),
             Some(application),
         ) if errors.is_empty() => Ok(Config {
+            failover: Failover {
+                preferred: None,
+                boot_wait: DEFAULT_BOOT_WAIT,
+                witnesses: vec![],
+            },
             origin: origin.to_path_buf(),
             node,
             listen,
             identity,
-            peer,
             state_dir,
             control_socket,
             role,
             replicated,
-            heartbeat,
+            heartbeat: Heartbeat {
+                networks: vec![HeartbeatNetwork {
+                    name: DEFAULT_HEARTBEAT_NETWORK.into(),
+                    local: SocketAddr::new(listen.ip(), listen.port() + 1),
+                    peer: SocketAddr::new(peer.address.ip(), peer.address.port() + 1),
+                }],
+                ..heartbeat
+            },
+            peer,
             resync,
             application,
+            vip: None,
         }),
         _ => Err(ConfigErrors::sorted(errors)),
     }

@@ -116,7 +116,7 @@ impl Default for Memory {
 
 /// The heartbeat's content: what a node tells its peer several times a second.
 /// The runtime adds authentication and anti-replay around it.
-#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
 pub struct Beacon {
     /// The sender's [`Params::incarnation`].
     pub incarnation: u64,

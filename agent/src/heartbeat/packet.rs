@@ -15,18 +15,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-/// What a node tells its peer in every heartbeat, as set by the failover engine.
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
-pub struct Payload {
-    /// The sender's state in the engine's vocabulary (for example `"PRIM"`).
-    pub state: String,
-    /// The sender's current data generation.
-    pub generation: u64,
-    /// Whether the sender's copy is in sync with its peer.
-    pub in_sync: bool,
-    /// Engine-defined bits (for example "application running", "forced").
-    pub flags: u32,
-}
+/// What a node tells its peer in every heartbeat: the failover engine's beacon.
+pub use crate::failover::Beacon as Payload;
 
 /// The shared heartbeat key; both nodes must hold the same one.
 ///

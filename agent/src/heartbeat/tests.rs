@@ -9,10 +9,13 @@ use std::{
 use proptest::prelude::*;
 use tokio::{sync::watch, time::timeout};
 
+use agent_common::wire::Generations;
+
 use super::{
     packet::{Body, Echo, seal, seal_raw},
     *,
 };
+use crate::status::State;
 use crate::vip::testnet::{NsPair, run_in, v4};
 
 mod fake_peer;
@@ -52,11 +55,21 @@ pub(super) fn net(name: &str, local: SocketAddr, peer: SocketAddr) -> NetworkSpe
 }
 
 pub(super) fn payload(state: &str, generation: u64) -> Payload {
+    let state = match state {
+        "PRIM" => State::Prim,
+        "SECOND" => State::Second,
+        "ALONE" => State::Alone,
+        "WAIT" => State::Wait,
+        _ => State::Stop,
+    };
     Payload {
-        state: state.to_owned(),
-        generation,
-        in_sync: true,
-        flags: 0,
+        state,
+        generations: Generations {
+            current: generation,
+            history: vec![],
+        },
+        consistent: true,
+        ..Payload::default()
     }
 }
 
@@ -203,14 +216,14 @@ fn heartbeats_cross_a_namespace_pair() {
         move || async move {
             let local = SocketAddr::from((v4(me), HB_PORT));
             let remote = SocketAddr::from((v4(them), HB_PORT));
-            let (_t, p) = watch::channel(payload(node, 1));
+            let (_t, p) = watch::channel(payload("PRIM", u64::from(me)));
             let (hb, mut rx) =
                 Heartbeats::start(config(node, peer, vec![net("lan", local, remote)], 20), p)
                     .expect("start");
             let mut with_rtt = 0;
             while with_rtt < 5 {
                 let r = next(&mut rx).await;
-                assert_eq!(r.payload.state, peer);
+                assert_eq!(r.payload.generations.current, u64::from(them));
                 with_rtt += usize::from(r.rtt.is_some());
             }
             // Keep answering a little so that the other side gets its echoes too.
@@ -247,13 +260,21 @@ proptest! {
     /// Whatever we seal opens to the same body, and any single bit flip is caught.
     #[test]
     fn seal_round_trips_and_detects_flips(
-        state in "[A-Z]{0,8}", generation: u64, in_sync: bool, flags: u32,
+        generation: u64, consistent: bool, can_run: bool, incarnation: u64,
         epoch: u64, seq: u64, flip in any::<proptest::sample::Index>(),
     ) {
         let body = Body {
             node: "b".into(), network: "n".into(), epoch, seq,
             echo: Some(Echo { epoch: !epoch, seq: 3, held_us: 9 }),
-            payload: Payload { state, generation, in_sync, flags },
+            payload: Payload {
+                incarnation,
+                seq: 1,
+                state: State::Prim,
+                generations: Generations { current: generation, history: vec![generation ^ 1] },
+                consistent,
+                can_run,
+                ..Payload::default()
+            },
         };
         let mut bytes = seal(&key(), &body).expect("seal");
         prop_assert_eq!(packet::open(&key(), &bytes).expect("open"), body);

@@ -4,6 +4,9 @@
 //! - `{"op":"status"}` answers the status as one JSON line (`tandem status`).
 //! - `{"op":"barrier-attach"}` hands a process's seccomp listener to the barrier
 //!   (`tandem exec`, see `barrier::attach`).
+//! - `{"op":"prim","force":false}`, `second`, `swap`, `stop`, `start`: the
+//!   administrator's commands, handed to the failover engine; the answer
+//!   (`{"ok":true}`) says the engine has them, not that they are done.
 
 use std::{
     io::Write,
@@ -26,6 +29,7 @@ use crate::{
         Registrar,
         attach::{ATTACH_OP, read_request_line, serve_attach},
     },
+    failover::Event,
     status::{Shared, Status},
 };
 
@@ -46,7 +50,12 @@ impl Control {
 }
 
 /// Binds the socket (replacing a stale one) and serves it on a thread.
-pub fn serve(path: &Path, status: Shared, registrar: Registrar) -> anyhow::Result<Control> {
+pub fn serve(
+    path: &Path,
+    status: Shared,
+    registrar: Registrar,
+    admin: tokio::sync::mpsc::Sender<Event>,
+) -> anyhow::Result<Control> {
     // A predecessor that is still exiting may answer for a moment; a live one
     // answers throughout.
     let mut tries = 0;
@@ -77,9 +86,10 @@ pub fn serve(path: &Path, status: Shared, registrar: Registrar) -> anyhow::Resul
                 let Ok(conn) = conn else { continue };
                 let status = status.clone();
                 let registrar = registrar.clone();
+                let admin = admin.clone();
                 let _ = std::thread::Builder::new()
                     .name("control-conn".into())
-                    .spawn(move || handle(&conn, &status, &registrar));
+                    .spawn(move || handle(&conn, &status, &registrar, &admin));
             }
         })
         .context("cannot start the control thread")?;
@@ -92,15 +102,46 @@ pub fn serve(path: &Path, status: Shared, registrar: Registrar) -> anyhow::Resul
 #[derive(serde::Deserialize)]
 struct Request {
     op: String,
+    #[serde(default)]
+    force: bool,
 }
 
-fn handle(conn: &UnixStream, status: &Shared, registrar: &Registrar) {
+/// The administrator's command named `op`, if it is one.
+fn admin_event(op: &str, force: bool) -> Option<Event> {
+    Some(match op {
+        "prim" => Event::AdminPrim { force },
+        "second" => Event::AdminSecond,
+        "swap" => Event::AdminSwap,
+        "stop" => Event::Stop,
+        "start" => Event::Start,
+        _ => return None,
+    })
+}
+
+fn handle(
+    conn: &UnixStream,
+    status: &Shared,
+    registrar: &Registrar,
+    admin: &tokio::sync::mpsc::Sender<Event>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(line) = read_request_line(conn) else {
         return;
     };
-    let op = serde_json::from_str::<Request>(&line).map(|r| r.op);
+    let req = serde_json::from_str::<Request>(&line);
+    let force = req.as_ref().is_ok_and(|r| r.force);
+    let op = req.map(|r| r.op);
     let mut w = conn;
+    if let Some(ev) = op.as_deref().ok().and_then(|op| admin_event(op, force)) {
+        tracing::info!(command = ?ev, "administrator command");
+        let answer: &[u8] = if admin.blocking_send(ev).is_ok() {
+            b"{\"ok\":true}\n"
+        } else {
+            b"{\"error\":\"the agent is stopping\"}\n"
+        };
+        let _ = w.write_all(answer);
+        return;
+    }
     match op.as_deref() {
         Ok("status") => {
             let mut text = serde_json::to_string(&status.get()).unwrap_or_default();
@@ -127,4 +168,23 @@ pub fn query_status(path: &Path) -> anyhow::Result<Status> {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
     serde_json::from_str(&line).context("the agent's status is not valid JSON")
+}
+
+/// Sends an administrator command (`prim`, `second`, `swap`, `stop`, `start`) to the
+/// agent at `path`.
+pub fn send_admin(path: &Path, op: &str, force: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut s = UnixStream::connect(path)
+        .with_context(|| format!("no agent answers on {}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let req = serde_json::json!({ "op": op, "force": force });
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).context("the agent's answer is not valid JSON")?;
+    match v.get("error").and_then(serde_json::Value::as_str) {
+        Some(e) => anyhow::bail!("the agent refused: {e}"),
+        None => Ok(()),
+    }
 }

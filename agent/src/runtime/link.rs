@@ -140,9 +140,9 @@ fn check(ctx: &Ctx, h: &Hello) -> anyhow::Result<()> {
         ctx.cfg.peer.name
     );
     anyhow::ensure!(
-        h.primary != ctx.primary,
+        h.primary != ctx.is_primary(),
         "both nodes are {}: refusing to replicate",
-        if ctx.primary {
+        if ctx.is_primary() {
             "primary (split brain)"
         } else {
             "secondary"

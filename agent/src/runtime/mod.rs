@@ -1,8 +1,9 @@
-//! `tandem run`: the agent. One tokio runtime holds the replication task (primary or
-//! secondary) and the control socket; capture and the barrier listener are OS
-//! threads of their own. Shutdown is one path: SIGINT/SIGTERM flips a watch channel,
-//! every task winds down, and what is still running after the grace period is
-//! abandoned.
+//! `tandem run`: the agent. One tokio runtime holds the failover actor (the engine,
+//! heartbeats, the application, the VIP), the replication role it commands (primary
+//! or secondary task) and the control socket; capture and the barrier listener are
+//! OS threads of their own. Shutdown is one path: SIGINT/SIGTERM flips a watch
+//! channel, the actor stops the module (application, VIP, replication) and every
+//! task winds down; what is still running after the grace period is abandoned.
 //!
 //! ```text
 //!  application --(seccomp notif)--> barrier::Listener --BarrierRequest--> bridge
@@ -16,16 +17,23 @@
 //!                                                  + apply::Applier) on the peer
 //! ```
 
+pub mod app;
 pub mod capture;
 pub mod conflict;
 pub mod control;
+pub mod failover;
 pub mod link;
 pub mod primary;
+pub mod role;
 pub mod secondary;
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc,
+    },
     time::Duration,
 };
 
@@ -35,14 +43,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     barrier::{BarrierRequest, Listener, ListenerConfig},
-    config::{Config, PeerPinSpec, Role},
+    config::{Config, PeerPinSpec},
     replication::generation::{GenerationStore, Relation, relate},
     status::{Shared, State, Status},
     transport::{Endpoint, Identity, PeerPin, Timing, TransportError},
 };
-
-/// How long the agent waits for its tasks after being asked to stop.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What every task of the agent shares.
 pub struct Ctx {
@@ -50,8 +55,8 @@ pub struct Ctx {
     pub status: Shared,
     pub generations: Mutex<GenerationStore>,
     pub endpoint: Endpoint,
-    /// Whether this node runs the application (until the failover engine decides).
-    pub primary: bool,
+    /// Whether the primary replication role runs (set by [`role::Roles`]).
+    pub primary: AtomicBool,
 }
 
 impl Ctx {
@@ -63,9 +68,15 @@ impl Ctx {
             node: self.cfg.node.clone(),
             dirs: self.cfg.replicated.iter().map(|r| r.name.clone()).collect(),
             generations: self.generations().clone(),
-            primary: self.primary,
+            primary: self.is_primary(),
             unsure: self.unsure_marker().exists(),
         }
+    }
+
+    /// Whether the primary replication role runs.
+    #[must_use]
+    pub fn is_primary(&self) -> bool {
+        self.primary.load(Ordering::Relaxed)
     }
 
     /// Present while this node's copy may hold changes its generations do not
@@ -124,19 +135,6 @@ fn create_private_dir(p: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict {}", p.display()))
 }
 
-/// Whether this node starts as primary.
-fn decide_role(cfg: &Config) -> bool {
-    match cfg.role {
-        Role::Primary => true,
-        Role::Secondary => false,
-        Role::Auto => match std::fs::read_to_string(cfg.state_dir.join("role")) {
-            Ok(s) => s.trim() == "primary",
-            // A pair that never ran: the node whose name sorts first starts.
-            Err(_) => cfg.node < cfg.peer.name,
-        },
-    }
-}
-
 async fn agent(cfg: Config) -> anyhow::Result<()> {
     let identity = Identity::load(&cfg.identity.certificate, &cfg.identity.key)?;
     let pin = match &cfg.peer.pin {
@@ -148,17 +146,14 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         idle_timeout: cfg.heartbeat.timeout,
     };
     let endpoint = bind_when_free(&cfg, &identity, &pin, timing).await?;
+    let own = PeerPin::parse_fingerprint(&identity.fingerprint())?.digest();
+    let fingerprints = (own, pin.digest());
     let generations = GenerationStore::open(&cfg.state_dir).with_context(|| {
         format!(
             "cannot read the data generations in {}",
             cfg.state_dir.display()
         )
     })?;
-    let primary = decide_role(&cfg);
-    let _ = std::fs::write(
-        cfg.state_dir.join("role"),
-        if primary { "primary\n" } else { "secondary\n" },
-    );
     let status = Shared::new(Status {
         node: cfg.node.clone(),
         state: State::Wait,
@@ -174,7 +169,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         status,
         generations: Mutex::new(generations),
         endpoint,
-        primary,
+        primary: AtomicBool::new(false),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -192,82 +187,33 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         },
         breq_tx,
     )?;
+    let (admin_tx, admin_rx) = mpsc::channel(64);
     let control = control::serve(
         &ctx.cfg.control_socket,
         ctx.status.clone(),
         listener.registrar(),
+        admin_tx.clone(),
     )?;
     // Containers started by Docker through `tandem oci-runtime` hand their seccomp
     // listener to this socket (runc's seccomp agent protocol).
     let runc_socket = ctx.cfg.state_dir.join("seccomp.sock");
     let runc = crate::barrier::runc::serve_runc(&runc_socket, listener.registrar())
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
+    let gate = Arc::new(role::Gate::default());
+    role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
 
-    let result = if primary {
-        run_primary(&ctx, breq_rx, stop_rx).await
-    } else {
-        // A secondary runs no application; a process attached anyway is let through.
-        std::thread::spawn(move || {
-            for r in breq_rx {
-                r.release();
-            }
-        });
-        secondary::run(ctx.clone(), stop_rx).await
-    };
+    let result = failover::run(
+        ctx.clone(),
+        gate,
+        fingerprints,
+        (admin_tx, admin_rx),
+        stop_rx,
+    )
+    .await;
     ctx.status.transition(State::Stop, "the agent stopped");
     control.stop();
     runc.stop();
     listener.shutdown();
-    result
-}
-
-async fn run_primary(
-    ctx: &Arc<Ctx>,
-    breq_rx: std_mpsc::Receiver<BarrierRequest>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let (cap_tx, cap_rx) = mpsc::channel(64);
-    let roots = ctx.cfg.replicated.iter().map(|r| r.path.clone()).collect();
-    let capture =
-        capture::spawn(roots, Duration::from_millis(5), cap_tx).context("cannot start capture")?;
-    let capture = Arc::new(capture);
-    let waiters: primary::Waiters = Arc::default();
-    {
-        let waiters = waiters.clone();
-        let capture = capture.clone();
-        let status = ctx.status.clone();
-        std::thread::Builder::new()
-            .name("barrier-bridge".into())
-            .spawn(move || {
-                let mut next = 0u64;
-                for r in breq_rx {
-                    next += 1;
-                    let (_call, releaser) = r.into_parts();
-                    waiters
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(next, releaser);
-                    status.update(|s| s.replication.barriers += 1);
-                    capture.flush_for(next);
-                }
-            })
-            .context("cannot start the barrier bridge")?;
-    }
-    let task = primary::run(ctx.clone(), cap_rx, waiters.clone(), stop);
-    let result = task.await;
-    // Nothing waits on a stopped agent: release what is held.
-    for (_, r) in waiters
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .drain()
-    {
-        r.release();
-    }
-    let t = std::thread::spawn(move || capture.stop());
-    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
-    while !t.is_finished() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     result
 }
 

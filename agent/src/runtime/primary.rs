@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -19,15 +19,11 @@ use super::{
     capture::Captured,
     link::{self, Link},
 };
-use crate::{
-    barrier::Releaser,
-    replication::{
-        changelog::ChangeLog,
-        generation::Relation,
-        primary::{Command, Input, Link as LinkState, Primary, WaiterId},
-        resync::{self, TargetView},
-    },
-    status::State,
+use crate::replication::{
+    changelog::ChangeLog,
+    generation::Relation,
+    primary::{Command, Input, Link as LinkState, Primary},
+    resync::{self, TargetView},
 };
 
 /// Bytes of data captured but not yet applied by the peer before capture is
@@ -35,8 +31,7 @@ use crate::{
 /// ring overflow is verified by content).
 const MAX_LAG_BYTES: u64 = 256 << 20;
 
-/// Held durability calls, by id.
-pub type Waiters = Arc<Mutex<HashMap<WaiterId, Releaser>>>;
+pub use super::role::Waiters;
 
 enum Event {
     Captured(Option<Captured>),
@@ -80,7 +75,11 @@ pub async fn run(
     let mut scope: Option<Vec<ScopedPath>> = None;
     let mut was_in_sync = false;
     let mut last_checkpoint = Instant::now();
-    go_alone(&ctx, &mut alone_generation, "started without the peer")?;
+    // A role that starts with its follower in sync (PRIM) keeps the generation they
+    // share; one that goes on without it starts a new one (below) before anything
+    // the peer lacks is acknowledged.
+    let started = Instant::now();
+    let mut had_link = false;
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
         let ev = tokio::select! {
@@ -148,8 +147,7 @@ pub async fn run(
                 core.handle(Input::Linked, now, &mut out);
                 ctx.status.update(|s| {
                     s.replication.resync_total_bytes = 0;
-                    s.peer.connected = true;
-                    s.peer.state = Some(State::Second);
+                    s.replication.linked = true;
                 });
             }
             Event::Frame(Some(Ok(f))) => match f {
@@ -244,12 +242,16 @@ pub async fn run(
                         log.flush()
                             .map_err(|e| anyhow::anyhow!("cannot write the change log: {e}"))?;
                     }
-                    let r = waiters
+                    let w = waiters
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&id);
-                    if let Some(r) = r {
-                        r.release();
+                    if let Some(w) = w {
+                        let protected = core.link() != LinkState::Down && core.in_sync();
+                        if !protected {
+                            go_alone(&ctx, &mut alone_generation, "released without the peer")?;
+                        }
+                        super::role::release(w, protected);
                     }
                 }
                 Command::Drop(reason) => {
@@ -285,18 +287,17 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("cannot write the change log: {e}"))?;
             last_checkpoint = Instant::now();
         }
-        if core.link() == LinkState::Down {
+        had_link |= core.link() != LinkState::Down;
+        if core.link() == LinkState::Down && (had_link || started.elapsed() >= timeout) {
             go_alone(&ctx, &mut alone_generation, "the peer is not connected")?;
         } else if in_sync {
             alone_generation = false;
-            ctx.status
-                .transition(State::Prim, "the peer is connected and in sync");
         }
         let lag = core.lag_bytes();
         let acked = core.acked();
         let unprotected = core.released_unprotected;
         ctx.status.update(|s| {
-            s.peer.connected = session.link.is_some();
+            s.replication.linked = session.link.is_some();
             s.replication.in_sync = in_sync;
             s.replication.lag_bytes = lag;
             // While the peer is not in sync, what it still lacks of the resync is the
@@ -304,9 +305,6 @@ pub async fn run(
             s.replication.resync_remaining_bytes = if in_sync { 0 } else { lag };
             s.replication.seq = acked.durable;
             s.replication.released_unprotected = unprotected;
-            if session.link.is_none() {
-                s.peer.state = None;
-            }
         });
     }
     session.close("agent stopping");
@@ -327,7 +325,7 @@ fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot record a new data generation: {e}"))?;
         *started = true;
     }
-    ctx.status.transition(State::Alone, reason);
+    tracing::info!(reason, "replicating without the peer");
     Ok(())
 }
 

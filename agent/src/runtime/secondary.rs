@@ -22,7 +22,6 @@ use crate::{
         generation::Relation,
         secondary::{Command, Secondary, frame_name},
     },
-    status::State,
 };
 
 /// Block size of the manifest's hashes: 4 KiB makes a resync send little more than
@@ -31,8 +30,6 @@ const MANIFEST_BLOCK: u32 = 4096;
 
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    ctx.status
-        .transition(State::Second, "waiting for the primary");
     loop {
         let conn = tokio::select! {
             c = ctx.endpoint.accept() => c,
@@ -55,20 +52,17 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         };
         let result = serve(&ctx, link, &mut stop).await;
         ctx.status.update(|s| {
-            s.peer.connected = false;
-            s.peer.state = None;
+            s.replication.linked = false;
             s.replication.in_sync = false;
+            s.replication.resyncing = false;
         });
         match result {
             Ok(true) => return Ok(()),
-            Ok(false) => ctx
-                .status
-                .transition(State::Second, "the primary left; waiting for it"),
+            Ok(false) => tracing::info!("the primary left; waiting for it"),
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "replication session ended");
-                ctx.status.transition(
-                    State::Second,
-                    "the replication session failed; waiting for the primary",
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "replication session ended; waiting for the primary"
                 );
             }
         }
@@ -117,12 +111,11 @@ async fn serve(
         _ => None,
     };
     ctx.status.update(|s| {
-        s.peer.connected = true;
-        s.peer.state = Some(State::Prim);
+        s.replication.linked = true;
         s.replication.in_sync = false;
+        s.replication.resyncing = true;
     });
-    ctx.status
-        .transition(State::Second, "resynchronising from the primary");
+    tracing::info!("resynchronising from the primary");
     let (ftx, mut frx) = mpsc::channel(1024);
     link.spawn_reader(ftx);
     // The primary says what to list: everything, or the paths its change log names.
@@ -243,9 +236,11 @@ async fn serve(
                     if let Some(k) = conflicts.take() {
                         k.report();
                     }
-                    ctx.status.update(|s| s.replication.in_sync = true);
-                    ctx.status
-                        .transition(State::Second, "in sync with the primary");
+                    ctx.status.update(|s| {
+                        s.replication.in_sync = true;
+                        s.replication.resyncing = false;
+                    });
+                    tracing::info!("in sync with the primary");
                 }
                 Command::Close(reason) => {
                     tracing::error!(%reason, "closing the replication link");

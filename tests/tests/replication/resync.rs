@@ -161,6 +161,21 @@ fn run_agent(lab: &Lab, i: usize, config: &Path) -> ManualAgent {
         .expect("start agent")
 }
 
+/// Runs `tandem ARGS -c <node i's config>` and checks it succeeded.
+fn admin(lab: &Lab, i: usize, args: &[&str]) {
+    let out = Command::new(tandem_bin())
+        .args(args)
+        .arg("-c")
+        .arg(&lab.nodes[i].config)
+        .output()
+        .expect("tandem");
+    assert!(
+        out.status.success(),
+        "tandem {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn status_of(config: &Path) -> Option<Value> {
     let out = Command::new(tandem_bin())
         .args(["status", "--json", "-c"])
@@ -184,29 +199,38 @@ fn divergence_keeps_the_losing_sides_files() {
     std::fs::write(d1.join("shared.txt"), b"node1's version\n").expect("write");
     std::thread::sleep(Duration::from_millis(300));
     stop_agent(&lab, 0, Signal::SIGTERM);
-    // node2 runs the application alone too (an operator forced it).
-    let text = std::fs::read_to_string(&lab.nodes[1].config).expect("config");
+    // node2 starts without its peer: it waits, since node1 may hold newer data,
+    // until an operator forces it to run the application alone.
+    let mut agent = run_agent(&lab, 1, &lab.nodes[1].config);
+    let waiting = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        status_of(&lab.nodes[1].config).is_some_and(|s| s["state"] == "WAIT")
+    });
     assert!(
-        text.contains("role: auto"),
-        "lab config has no role line:\n{text}"
+        waiting,
+        "node2 did not wait for its peer\n{}",
+        lab.log_tail(1, 30)
     );
-    let forced = lab.dir.join("node2-forced.yaml");
-    std::fs::write(&forced, text.replace("role: auto", "role: primary")).expect("write");
-    let mut agent = run_agent(&lab, 1, &forced);
+    admin(&lab, 1, &["prim", "--force"]);
     let alone = (0..300).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        status_of(&forced).is_some_and(|s| s["state"] == "ALONE")
+        status_of(&lab.nodes[1].config).is_some_and(|s| s["state"] == "ALONE")
     });
     assert!(alone, "node2 never went ALONE");
     std::fs::write(d2.join("theirs.txt"), b"node2 alone\n").expect("write");
     std::fs::write(d2.join("shared.txt"), b"node2's version\n").expect("write");
     std::thread::sleep(Duration::from_millis(300));
     agent.stop();
-    // The operator picks node1's data; node2 returns as secondary.
-    std::fs::write(lab.nodes[1].state_dir.join("role"), "secondary\n").expect("role");
+    // Both return; their data diverged, so neither runs until the operator picks
+    // node1's data. node2 then follows and keeps its own changes aside.
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..2 {
+        lab.wait_state(i, "WAIT", false, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    admin(&lab, 0, &["prim", "--force"]);
     lab.wait_state(1, "SECOND", true, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
     let diffs = wait_identical(&d1, &d2, Duration::from_secs(30));
     assert!(diffs.is_empty(), "copies differ: {diffs:?}");
     assert_eq!(

@@ -190,7 +190,12 @@ impl Checker<'_> {
             );
             return None;
         }
-        Some(Heartbeat { interval, timeout })
+        Some(Heartbeat {
+            interval,
+            timeout,
+            networks: vec![],
+            secret_file: None,
+        })
     }
 
     pub(super) fn resync(&mut self, raw: Option<&RawResync>) -> Option<Resync> {
@@ -243,6 +248,9 @@ impl Checker<'_> {
             start: start?,
             stop: stop?,
             timeout: timeout?,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_window: DEFAULT_RESTART_WINDOW,
+            checkers: vec![],
         })
     }
 }

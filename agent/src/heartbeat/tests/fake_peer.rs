@@ -23,7 +23,7 @@ async fn payload_change_is_sent_at_once() {
     cfg.window = Duration::from_secs(10);
     let (_hb, _rx) = Heartbeats::start(cfg, p).expect("a");
     let peer = FakePeer::new(b, a).await;
-    assert_eq!(peer.heard().await.payload.state, "SECOND");
+    assert_eq!(peer.heard().await.payload.state.as_str(), "SECOND");
     tx.send_replace(payload("PRIM", 2));
     let next = timeout(Duration::from_millis(500), peer.heard())
         .await

@@ -1,0 +1,246 @@
+//! The protected application's commands and checkers.
+//!
+//! Start and stop are shell commands run with a timeout and an environment that tells
+//! them why they run (`TANDEM_ACTION`, `TANDEM_STATE`, `TANDEM_NODE`, `TANDEM_PEER`);
+//! their output goes to the agent's log line by line. The start command runs under
+//! the durability barrier (through `tandem exec`), so the application and every
+//! process it forks have their durability calls held until the peer has the data.
+//!
+//! Checkers run only while the application runs here; each one reports to the
+//! failover actor when it crosses its failure threshold and when it passes again.
+
+use std::{net::SocketAddr, process::Stdio, time::Instant};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    config::{Application, Checker, CheckerKind},
+    failover::{CheckerAction, Event},
+    status::State,
+};
+
+/// Why a command runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Action {
+    Start,
+    Stop,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+/// What a command's environment says about the node.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub node: String,
+    pub peer: String,
+    pub state: State,
+}
+
+/// Runs the start or stop command; `Ok` when it exited with status 0 in time.
+pub async fn run_command(
+    app: &Application,
+    action: Action,
+    env: &Env,
+    control_socket: &std::path::Path,
+) -> anyhow::Result<()> {
+    let shell = match action {
+        Action::Start => &app.start,
+        Action::Stop => &app.stop,
+    };
+    let mut cmd = match action {
+        // The application inherits the barrier from the process that starts it.
+        Action::Start => {
+            let exe = std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find the tandem executable: {e}"))?;
+            Command::from(crate::barrier::barrier_command(&exe, control_socket, shell))
+        }
+        Action::Stop => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(shell);
+            c
+        }
+    };
+    cmd.env("TANDEM_ACTION", action.as_str())
+        .env("TANDEM_STATE", env.state.as_str())
+        .env("TANDEM_NODE", &env.node)
+        .env("TANDEM_PEER", &env.peer)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A command that outlives its timeout is killed with its shell; what it
+        // started in the background (the application) is not.
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run the {} command: {e}", action.as_str()))?;
+    // The application started in the background may keep the pipes open for its
+    // whole life: the readers log what comes and are never waited for.
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(log_lines(out, action, "stdout"));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(log_lines(err, action, "stderr"));
+    }
+    match tokio::time::timeout(app.timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {
+            tracing::info!(
+                action = action.as_str(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "application command succeeded"
+            );
+            Ok(())
+        }
+        Ok(Ok(status)) => anyhow::bail!("the {} command failed: {status}", action.as_str()),
+        Ok(Err(e)) => anyhow::bail!("cannot wait for the {} command: {e}", action.as_str()),
+        Err(_) => {
+            let _ = child.start_kill();
+            anyhow::bail!(
+                "the {} command did not finish within {:?}",
+                action.as_str(),
+                app.timeout
+            )
+        }
+    }
+}
+
+async fn log_lines(r: impl tokio::io::AsyncRead + Unpin, action: Action, stream: &'static str) {
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(action = action.as_str(), stream, "{line}");
+    }
+}
+
+/// The checkers of a running application; dropping this stops them.
+pub struct Checkers {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Checkers {
+    /// Starts every checker; events go to the failover actor.
+    #[must_use]
+    pub fn start(
+        checkers: &[Checker],
+        events: &mpsc::Sender<Event>,
+        running: &watch::Receiver<bool>,
+    ) -> Self {
+        let tasks = checkers
+            .iter()
+            .map(|c| tokio::spawn(check_loop(c.clone(), events.clone(), running.clone())))
+            .collect();
+        Self { tasks }
+    }
+}
+
+impl Drop for Checkers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Checks every interval while the application runs; reports crossing the threshold
+/// (and every further failure, so that a restart policy sees repeated failures) and
+/// recovery.
+async fn check_loop(c: Checker, events: mpsc::Sender<Event>, mut running: watch::Receiver<bool>) {
+    let action = match c.action {
+        crate::config::CheckerAction::Restart => CheckerAction::Restart,
+        crate::config::CheckerAction::Failover => CheckerAction::Failover,
+    };
+    let mut failures = 0u32;
+    let mut failed = false;
+    let mut tick = tokio::time::interval(c.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !*running.borrow_and_update() {
+            // A stopped application is not checked; a start begins a fresh count.
+            failures = 0;
+            if running.changed().await.is_err() {
+                return;
+            }
+            // Give the application one interval to come up.
+            tokio::time::sleep(c.interval).await;
+            continue;
+        }
+        let ok = tokio::time::timeout(c.timeout, check_once(&c.kind))
+            .await
+            .unwrap_or(false);
+        if ok {
+            failures = 0;
+            if failed {
+                failed = false;
+                tracing::info!(checker = %c.name, "checker passes again");
+                let _ = events
+                    .send(Event::CheckerOk {
+                        checker: c.name.clone(),
+                    })
+                    .await;
+            }
+            continue;
+        }
+        failures += 1;
+        if failures >= c.failures {
+            if !failed {
+                tracing::warn!(checker = %c.name, failures, "checker failed");
+            }
+            failed = true;
+            failures = 0;
+            let _ = events
+                .send(Event::CheckerFailed {
+                    checker: c.name.clone(),
+                    action,
+                })
+                .await;
+        }
+    }
+}
+
+async fn check_once(kind: &CheckerKind) -> bool {
+    match kind {
+        CheckerKind::Tcp(addr) => tcp(*addr).await,
+        CheckerKind::Command(shell) => Command::new("/bin/sh")
+            .arg("-c")
+            .arg(shell)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .is_ok_and(|s| s.success()),
+        CheckerKind::Process(name) => process_alive(name),
+    }
+}
+
+async fn tcp(addr: SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_ok()
+}
+
+/// Whether a process whose `comm` is `name` exists.
+fn process_alive(name: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+}

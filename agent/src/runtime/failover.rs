@@ -1,0 +1,602 @@
+//! The failover actor: owns the sans-IO [`Engine`], feeds it heartbeats, witness
+//! reachability, replication progress, administrator commands, the results of what
+//! it commanded, and time; performs its commands.
+//!
+//! ```text
+//!  Heartbeats ──Received──┐
+//!  witness probes ────────┤                        ┌─▶ heartbeat payload (watch)
+//!  checkers, admin ───────┼─Event─▶ Engine ─Command┼─▶ status, log, persisted memory
+//!  executor results ──────┘                        └─▶ executor (one at a time):
+//!                                                      application, VIP, replication role
+//! ```
+//!
+//! Fast commands (heartbeats, transitions, persisting, new generations) run in the
+//! actor, in order; slow ones (the application's commands, VIP probes, switching the
+//! replication role) run one after another in the executor task, so that a stop has
+//! finished before the next command starts while heartbeats keep flowing.
+
+use std::{
+    collections::VecDeque,
+    io::Write,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use agent_common::wire::Generations;
+use anyhow::Context;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use super::{
+    Ctx,
+    app::{self, Action, Checkers},
+    role::{Gate, Kind, Roles},
+};
+use crate::{
+    config::Vip,
+    failover::{Beacon, Command, Engine, Event, Memory, Params, Preference},
+    heartbeat::{self, HeartbeatConfig, Heartbeats, NetworkSpec},
+    status::State,
+    vip::{Addresses, AnnounceConfig, Announcer, ProbeConfig, ProbeOutcome},
+};
+
+/// How often the actor looks at replication progress when nothing else happens.
+const POLL: Duration = Duration::from_millis(50);
+/// How often each witness is probed.
+const WITNESS_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the executor gets to finish after `Stop` at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// Sends administrator commands (`tandem prim`, …) to the actor.
+pub type Admin = mpsc::Sender<Event>;
+
+/// The file holding the engine's [`Memory`].
+fn memory_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("failover.json")
+}
+
+/// Reads what a previous run persisted; a node that never ran starts from the
+/// default (which assumes the peer may be newer).
+fn load_memory(state_dir: &Path) -> anyhow::Result<Memory> {
+    let p = memory_path(state_dir);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{} is not a failover memory file", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Memory::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
+
+/// Stores the memory crash-safely: a new file, synced, renamed over the old one,
+/// and the directory synced, so that a crash leaves either version whole.
+fn store_memory(state_dir: &Path, m: &Memory) -> std::io::Result<()> {
+    let p = memory_path(state_dir);
+    let tmp = p.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(m).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &p)?;
+    std::fs::File::open(state_dir)?.sync_all()
+}
+
+fn params(ctx: &Ctx) -> anyhow::Result<Params> {
+    let cfg = &ctx.cfg;
+    let preference = match (&cfg.failover.preferred, cfg.role) {
+        (Some(n), _) if *n == cfg.node => Preference::ThisNode,
+        (Some(_), _) => Preference::PeerNode,
+        (None, crate::config::Role::Primary) => Preference::ThisNode,
+        (None, crate::config::Role::Secondary) => Preference::PeerNode,
+        (None, crate::config::Role::Auto) => Preference::None,
+    };
+    let (max_restarts, restart_window) = cfg
+        .application
+        .as_ref()
+        .map_or((3, Duration::from_secs(3600)), |a| {
+            (a.max_restarts, a.restart_window)
+        });
+    Ok(Params {
+        heartbeat_interval: cfg.heartbeat.interval,
+        heartbeat_timeout: cfg.heartbeat.timeout,
+        boot_wait: cfg.failover.boot_wait,
+        networks: cfg.heartbeat.networks.len(),
+        witnesses: cfg.failover.witnesses.len(),
+        preference,
+        ties_won: cfg.node < cfg.peer.name,
+        max_restarts,
+        restart_window,
+        incarnation: random_u64()?,
+        ..Params::default()
+    })
+}
+
+fn random_u64() -> anyhow::Result<u64> {
+    let mut b = [0u8; 8];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?,
+        &mut b,
+    )
+    .context("cannot read /dev/urandom")?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// The heartbeat key: from the configured secret, else from both certificates.
+fn heartbeat_key(ctx: &Ctx, own: [u8; 32], peer: [u8; 32]) -> anyhow::Result<heartbeat::Key> {
+    Ok(match &ctx.cfg.heartbeat.secret_file {
+        Some(p) => {
+            let s = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            heartbeat::derive_key(s.trim_ascii())
+        }
+        None => heartbeat::derive_key(&heartbeat::fingerprint_secret(&own, &peer)),
+    })
+}
+
+/// Runs the actor until `stop`; then stops the module (application, VIP,
+/// replication) and returns.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    gate: Arc<Gate>,
+    fingerprints: ([u8; 32], [u8; 32]),
+    admin: (Admin, mpsc::Receiver<Event>),
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let memory = load_memory(&ctx.cfg.state_dir)?;
+    let mut engine = Engine::new(params(&ctx)?, ctx.generations(), memory, Instant::now());
+    let (payload_tx, payload_rx) = watch::channel(Beacon::default());
+    let networks: Vec<NetworkSpec> = ctx
+        .cfg
+        .heartbeat
+        .networks
+        .iter()
+        .map(|n| NetworkSpec {
+            name: n.name.clone(),
+            local: n.local,
+            peer: n.peer,
+        })
+        .collect();
+    let (heartbeats, mut received) = Heartbeats::start(
+        HeartbeatConfig {
+            networks: networks.clone(),
+            interval: ctx.cfg.heartbeat.interval,
+            window: (ctx.cfg.heartbeat.timeout * 2).max(HeartbeatConfig::DEFAULT_WINDOW),
+            key: heartbeat_key(&ctx, fingerprints.0, fingerprints.1)?,
+            node: ctx.cfg.node.clone(),
+            peer_node: ctx.cfg.peer.name.clone(),
+        },
+        payload_rx,
+    )
+    .context("cannot start heartbeats")?;
+    let (events_tx, mut events) = admin;
+    let (role_failed_tx, mut role_failed) = mpsc::channel(4);
+    let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+    let executor = tokio::spawn(
+        Executor {
+            ctx: ctx.clone(),
+            roles: Roles::new(ctx.clone(), gate, role_failed_tx),
+            events: events_tx.clone(),
+            queue: exec_tx.downgrade(),
+            addresses: None,
+            announcer: None,
+            checkers: None,
+            app_running: watch::channel(false).0,
+        }
+        .run(exec_rx),
+    );
+    let witnesses = spawn_witnesses(&ctx, events_tx.clone());
+    let mut actor = Actor {
+        ctx: ctx.clone(),
+        exec: exec_tx,
+        payload: payload_tx,
+        repl: None,
+        gens: ctx.generations(),
+        follow_ups: VecDeque::new(),
+    };
+    actor.feed(&mut engine, Event::Start)?;
+    loop {
+        let deadline = engine.poll_timeout().min(Instant::now() + POLL);
+        let ev = tokio::select! {
+            r = received.recv() => match r {
+                Some(r) => match networks.iter().position(|n| n.name == r.network) {
+                    Some(network) => Event::Heartbeat { network, beacon: r.payload },
+                    None => continue,
+                },
+                None => anyhow::bail!("the heartbeat tasks ended"),
+            },
+            e = events.recv() => e.unwrap_or(Event::Tick),
+            e = role_failed.recv() => {
+                if let Some(e) = e {
+                    tracing::error!(error = %e, "the replication role failed");
+                }
+                Event::Tick
+            }
+            () = tokio::time::sleep_until(deadline.into()) => Event::Tick,
+            _ = stop.changed() => break,
+        };
+        actor.feed(&mut engine, ev)?;
+        actor.poll_replication(&mut engine)?;
+        actor.show_peer(&engine);
+    }
+    // The module stops with the agent: application, VIP, then replication.
+    actor.feed(&mut engine, Event::Stop)?;
+    drop(actor);
+    for w in witnesses {
+        w.abort();
+    }
+    match tokio::time::timeout(STOP_GRACE, executor).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the executor failed"),
+        Err(_) => tracing::error!("the module did not stop in time"),
+    }
+    heartbeats.stop().await;
+    Ok(())
+}
+
+struct Actor {
+    ctx: Arc<Ctx>,
+    exec: mpsc::UnboundedSender<Command>,
+    payload: watch::Sender<Beacon>,
+    /// The replication status last reported to the engine.
+    repl: Option<(bool, bool)>,
+    gens: Generations,
+    follow_ups: VecDeque<Event>,
+}
+
+impl Actor {
+    /// Hands one event to the engine and performs what it commands, including the
+    /// events those commands produce at once (new generations).
+    fn feed(&mut self, engine: &mut Engine, ev: Event) -> anyhow::Result<()> {
+        self.follow_ups.push_back(ev);
+        while let Some(ev) = self.follow_ups.pop_front() {
+            for c in engine.handle(Instant::now(), ev) {
+                self.perform(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn perform(&mut self, c: Command) -> anyhow::Result<()> {
+        match c {
+            Command::SendHeartbeat(b) => {
+                self.payload.send_replace(b);
+            }
+            Command::Transition { from, to, reason } => {
+                tracing::info!(from = from.as_str(), to = to.as_str(), %reason, "state change");
+                self.ctx.status.update(|s| {
+                    s.state = to;
+                    s.reason = reason;
+                });
+            }
+            Command::Note(n) => tracing::info!("{n}"),
+            Command::Persist(m) => store_memory(&self.ctx.cfg.state_dir, &m)
+                .context("cannot store the failover memory")?,
+            Command::NewGeneration => {
+                let g = {
+                    let mut store = self
+                        .ctx
+                        .generations
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    store
+                        .start_new()
+                        .map_err(|e| anyhow::anyhow!("cannot record a new data generation: {e}"))?;
+                    store.get().clone()
+                };
+                self.gens = g.clone();
+                self.follow_ups.push_back(Event::Generations(g));
+            }
+            other => {
+                // The executor lives as long as the actor; a send fails only when
+                // it ended with an error, which it logged.
+                let _ = self.exec.send(other);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the engine what the replication layer did on its own: generations
+    /// adopted or started, and a SECOND's progress.
+    fn poll_replication(&mut self, engine: &mut Engine) -> anyhow::Result<()> {
+        let g = self.ctx.generations();
+        if g != self.gens {
+            self.gens = g.clone();
+            self.feed(engine, Event::Generations(g))?;
+        }
+        if engine.state() != State::Second {
+            self.repl = None;
+            return Ok(());
+        }
+        let r = self.ctx.status.get().replication;
+        // A lost connection is not news: the last value stands until a new
+        // session starts a resync.
+        let now = if r.resyncing {
+            Some((false, true))
+        } else if r.in_sync {
+            Some((true, false))
+        } else {
+            None
+        };
+        if let Some(v) = now
+            && self.repl != Some(v)
+        {
+            self.repl = Some(v);
+            self.feed(
+                engine,
+                Event::ReplicationStatus {
+                    in_sync: v.0,
+                    resyncing: v.1,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn show_peer(&self, engine: &Engine) {
+        let now = Instant::now();
+        let connected = engine.peer_connected(now);
+        let state = engine.peer_state();
+        self.ctx.status.update(|s| {
+            s.peer.connected = connected;
+            s.peer.state = if connected { state } else { None };
+        });
+    }
+}
+
+/// Performs the slow commands one after another.
+struct Executor {
+    ctx: Arc<Ctx>,
+    roles: Roles,
+    events: mpsc::Sender<Event>,
+    /// For drains that must be asked again; weak, so that the executor ends once
+    /// the actor is gone and the queue is empty.
+    queue: mpsc::WeakUnboundedSender<Command>,
+    addresses: Option<Addresses>,
+    announcer: Option<JoinHandle<()>>,
+    checkers: Option<Checkers>,
+    app_running: watch::Sender<bool>,
+}
+
+impl Executor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(c) = rx.recv().await {
+            if let Err(e) = self.perform(c).await {
+                tracing::error!(error = format!("{e:#}"), "command failed");
+            }
+        }
+        self.roles.stop().await;
+    }
+
+    async fn perform(&mut self, c: Command) -> anyhow::Result<()> {
+        match c {
+            Command::AddVip => self.add_vip().await?,
+            Command::RemoveVip => self.remove_vip().await?,
+            Command::AnnounceVip => self.announce(),
+            Command::ProbeVip => {
+                let someone_answers = self.probe_vip().await;
+                let _ = self
+                    .events
+                    .send(Event::VipProbeResult { someone_answers })
+                    .await;
+            }
+            Command::StartApplication => {
+                let ok = self.app(Action::Start).await;
+                let _ = self.app_running.send_replace(ok);
+                self.ctx.status.update(|s| s.application.running = ok);
+                if ok && self.checkers.is_none() {
+                    if let Some(a) = &self.ctx.cfg.application {
+                        self.checkers = Some(Checkers::start(
+                            &a.checkers,
+                            &self.events,
+                            &self.app_running.subscribe(),
+                        ));
+                    }
+                }
+                let ev = if ok {
+                    Event::AppStarted
+                } else {
+                    Event::AppStartFailed
+                };
+                let _ = self.events.send(ev).await;
+            }
+            Command::StopApplication => {
+                let _ = self.app_running.send_replace(false);
+                self.checkers = None;
+                self.app(Action::Stop).await;
+                self.ctx.status.update(|s| s.application.running = false);
+                let _ = self.events.send(Event::AppStopped).await;
+            }
+            Command::ReplicatePrimary | Command::ReplicateAlone => {
+                self.roles.set(Kind::Primary).await?;
+            }
+            Command::ReplicateSecondary { diverged } => {
+                if diverged {
+                    tracing::warn!(
+                        "this node's own changes are kept aside as the primary's data replaces them"
+                    );
+                }
+                self.roles.set(Kind::Secondary).await?;
+            }
+            Command::ReplicateStop => self.roles.stop().await,
+            Command::DrainReplication => {
+                let rx = self.roles.drain();
+                let events = self.events.clone();
+                let queue = self.queue.clone();
+                tokio::spawn(async move {
+                    if rx.await.unwrap_or(false) {
+                        let _ = events.send(Event::Drained).await;
+                    } else {
+                        // Not yet in sync (or the role is switching): ask again.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if let Some(q) = queue.upgrade() {
+                            let _ = q.send(Command::DrainReplication);
+                        }
+                    }
+                });
+            }
+            // The actor performs these itself.
+            Command::SendHeartbeat(_)
+            | Command::Transition { .. }
+            | Command::Note(_)
+            | Command::Persist(_)
+            | Command::NewGeneration => {}
+        }
+        Ok(())
+    }
+
+    /// Runs the application's start or stop command; true when it succeeded (or
+    /// there is no application to run).
+    async fn app(&self, action: Action) -> bool {
+        let Some(a) = &self.ctx.cfg.application else {
+            return true;
+        };
+        let env = app::Env {
+            node: self.ctx.cfg.node.clone(),
+            peer: self.ctx.cfg.peer.name.clone(),
+            state: self.ctx.status.get().state,
+        };
+        match app::run_command(a, action, &env, &self.ctx.cfg.control_socket).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "application command failed");
+                false
+            }
+        }
+    }
+
+    fn vip(&self) -> Option<&Vip> {
+        self.ctx.cfg.vip.as_ref()
+    }
+
+    fn addresses(&mut self) -> anyhow::Result<&Addresses> {
+        if self.addresses.is_none() {
+            self.addresses = Some(Addresses::open()?);
+        }
+        self.addresses
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no netlink handle"))
+    }
+
+    async fn add_vip(&mut self) -> anyhow::Result<()> {
+        let Some(v) = self.vip().cloned() else {
+            return Ok(());
+        };
+        self.addresses()?
+            .add(&v.interface, v.address, v.prefix_len)
+            .await?;
+        tracing::info!(vip = %v.address, interface = %v.interface, "VIP added");
+        self.ctx.status.update(|s| s.vip.held = true);
+        Ok(())
+    }
+
+    async fn remove_vip(&mut self) -> anyhow::Result<()> {
+        if let Some(a) = self.announcer.take() {
+            a.abort();
+        }
+        let Some(v) = self.vip().cloned() else {
+            return Ok(());
+        };
+        if self.addresses()?.remove(&v.interface, v.address).await? {
+            tracing::info!(vip = %v.address, interface = %v.interface, "VIP removed");
+        }
+        self.ctx.status.update(|s| s.vip.held = false);
+        Ok(())
+    }
+
+    fn announce(&mut self) {
+        let Some(v) = self.vip().cloned() else {
+            return;
+        };
+        if let Some(a) = self.announcer.take() {
+            a.abort();
+        }
+        self.announcer = Some(tokio::spawn(async move {
+            let config = AnnounceConfig {
+                count: v.announce_count,
+                interval: v.announce_interval,
+                refresh: v.refresh,
+            };
+            let r = match Announcer::open(&v.interface, v.address) {
+                Ok(a) => a.run(config).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot announce the VIP");
+            }
+        }));
+    }
+
+    /// Whether another host answers for the VIP. A probe that cannot be made counts
+    /// as an answer: no takeover is safer than a second holder.
+    async fn probe_vip(&self) -> bool {
+        let Some(v) = self.vip() else {
+            return false;
+        };
+        let config = ProbeConfig {
+            count: 2,
+            interval: Duration::from_millis(50),
+            wait: v.probe_wait,
+        };
+        match crate::vip::probe(&v.interface, v.address, config).await {
+            Ok(ProbeOutcome::Free) => false,
+            Ok(o) => {
+                tracing::info!(outcome = ?o, vip = %v.address, "the VIP answers");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot probe for the VIP");
+                true
+            }
+        }
+    }
+}
+
+/// Probes each witness by ARP on the VIP's interface and reports changes.
+fn spawn_witnesses(ctx: &Ctx, events: mpsc::Sender<Event>) -> Vec<JoinHandle<()>> {
+    let Some(v) = ctx.cfg.vip.clone() else {
+        return Vec::new();
+    };
+    ctx.cfg
+        .failover
+        .witnesses
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(index, ip)| tokio::spawn(witness(index, ip, v.interface.clone(), events.clone())))
+        .collect()
+}
+
+async fn witness(index: usize, ip: IpAddr, interface: String, events: mpsc::Sender<Event>) {
+    let config = ProbeConfig {
+        count: 2,
+        interval: Duration::from_millis(100),
+        wait: Duration::from_millis(200),
+    };
+    let mut last = None;
+    let mut tick = tokio::time::interval(WITNESS_INTERVAL);
+    loop {
+        tick.tick().await;
+        let reachable = match crate::vip::probe(&interface, ip, config).await {
+            Ok(ProbeOutcome::Held(_) | ProbeOutcome::Contested(_)) => true,
+            Ok(ProbeOutcome::Free) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, witness = %ip, "cannot probe the witness");
+                false
+            }
+        };
+        if last != Some(reachable) {
+            if last.is_some() {
+                tracing::info!(witness = %ip, reachable, "witness reachability changed");
+            }
+            last = Some(reachable);
+            if events
+                .send(Event::Witness { index, reachable })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

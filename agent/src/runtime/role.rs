@@ -1,0 +1,278 @@
+//! The replication role of this node, as the failover engine commands it: none,
+//! primary (capture + the primary task, also while ALONE) or secondary (the
+//! secondary task). One role runs at a time; switching stops the running one
+//! completely (its task, its capture thread, its held calls) before the next starts.
+//!
+//! Held durability calls reach the role through [`Gate`]: while a primary runs they
+//! wait for the peer, otherwise they are let through at once (nothing is
+//! replicated, so nothing can be waited for).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+        mpsc as std_mpsc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+use super::{
+    Ctx,
+    capture::{self, CaptureHandle},
+    primary, secondary,
+};
+use crate::{barrier::BarrierRequest, replication::primary::WaiterId};
+
+/// How long a role gets to stop before it is abandoned.
+const ROLE_GRACE: Duration = Duration::from_secs(10);
+
+/// Something waiting for a durability point: a held call, or a drain.
+pub enum Waiter {
+    /// An application's durability call, answered by releasing it.
+    Call(crate::barrier::Releaser),
+    /// [`Roles::drain`]: told whether the peer held everything when it was released.
+    Drain(oneshot::Sender<bool>),
+}
+
+/// Held durability points, by id.
+pub type Waiters = Arc<Mutex<HashMap<WaiterId, Waiter>>>;
+
+/// Where held calls go: the running primary's capture, or nowhere.
+#[derive(Default)]
+pub struct Gate {
+    capture: Mutex<Option<Arc<CaptureHandle>>>,
+    waiters: Waiters,
+    next: AtomicU64,
+}
+
+impl Gate {
+    /// Routes one held call: waits behind a flush while a primary runs; released
+    /// at once otherwise.
+    fn route(&self, waiter: Waiter) -> Option<WaiterId> {
+        let capture = self
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(capture) = capture else {
+            release(waiter, false);
+            return None;
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, waiter);
+        capture.flush_for(id);
+        Some(id)
+    }
+
+    /// Lets every held call through (the primary role ended).
+    fn release_all(&self) {
+        let held: Vec<_> = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
+        for w in held {
+            release(w, false);
+        }
+    }
+}
+
+/// Answers a waiter; `protected`: the peer held what it covers.
+pub fn release(w: Waiter, protected: bool) {
+    match w {
+        Waiter::Call(r) => r.release(),
+        Waiter::Drain(tx) => {
+            let _ = tx.send(protected);
+        }
+    }
+}
+
+/// Starts the thread that routes the barrier listener's held calls through `gate`.
+pub fn spawn_bridge(
+    ctx: &Arc<Ctx>,
+    gate: Arc<Gate>,
+    requests: std_mpsc::Receiver<BarrierRequest>,
+) -> anyhow::Result<()> {
+    let status = ctx.status.clone();
+    std::thread::Builder::new()
+        .name("barrier-bridge".into())
+        .spawn(move || {
+            for r in requests {
+                let (_call, releaser) = r.into_parts();
+                if gate.route(Waiter::Call(releaser)).is_some() {
+                    status.update(|s| s.replication.barriers += 1);
+                }
+            }
+        })
+        .context("cannot start the barrier bridge")?;
+    Ok(())
+}
+
+/// Which role runs.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Kind {
+    None,
+    Primary,
+    Secondary,
+}
+
+/// The running role.
+pub struct Roles {
+    ctx: Arc<Ctx>,
+    gate: Arc<Gate>,
+    kind: Kind,
+    running: Option<Running>,
+    /// Tells the failover actor when a role's task ends on its own (an error).
+    failed: mpsc::Sender<String>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+    capture: Option<Arc<CaptureHandle>>,
+}
+
+impl Roles {
+    #[must_use]
+    pub fn new(ctx: Arc<Ctx>, gate: Arc<Gate>, failed: mpsc::Sender<String>) -> Self {
+        Self {
+            ctx,
+            gate,
+            kind: Kind::None,
+            running: None,
+            failed,
+        }
+    }
+
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Makes `kind` the running role (nothing happens when it already is).
+    pub async fn set(&mut self, kind: Kind) -> anyhow::Result<()> {
+        if kind == self.kind && self.running.as_ref().is_some_and(|r| !r.task.is_finished()) {
+            return Ok(());
+        }
+        self.stop().await;
+        self.ctx
+            .primary
+            .store(kind == Kind::Primary, Ordering::Relaxed);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = match kind {
+            Kind::None => None,
+            Kind::Primary => {
+                let (cap_tx, cap_rx) = mpsc::channel(64);
+                let roots = self
+                    .ctx
+                    .cfg
+                    .replicated
+                    .iter()
+                    .map(|r| r.path.clone())
+                    .collect();
+                let capture = Arc::new(
+                    capture::spawn(roots, Duration::from_millis(5), cap_tx)
+                        .context("cannot start capture")?,
+                );
+                *self
+                    .gate
+                    .capture
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(capture.clone());
+                let task = self.watch(primary::run(
+                    self.ctx.clone(),
+                    cap_rx,
+                    self.gate.waiters.clone(),
+                    stop_rx,
+                ));
+                Some(Running {
+                    stop: stop_tx,
+                    task,
+                    capture: Some(capture),
+                })
+            }
+            Kind::Secondary => {
+                let task = self.watch(secondary::run(self.ctx.clone(), stop_rx));
+                Some(Running {
+                    stop: stop_tx,
+                    task,
+                    capture: None,
+                })
+            }
+        };
+        self.kind = kind;
+        self.running = running;
+        Ok(())
+    }
+
+    /// Spawns a role's task; an error ending it is reported to the failover actor.
+    fn watch(
+        &self,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> JoinHandle<anyhow::Result<()>> {
+        let failed = self.failed.clone();
+        tokio::spawn(async move {
+            let r = task.await;
+            if let Err(e) = &r {
+                let _ = failed.send(format!("{e:#}")).await;
+            }
+            r
+        })
+    }
+
+    /// Stops the running role and waits (up to the grace period) for it to end.
+    pub async fn stop(&mut self) {
+        let Some(r) = self.running.take() else {
+            self.kind = Kind::None;
+            return;
+        };
+        let _ = r.stop.send(true);
+        match tokio::time::timeout(ROLE_GRACE, r.task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(
+                error = format!("{e:#}"),
+                "the replication role ended with an error"
+            ),
+            Ok(_) => {}
+            Err(_) => tracing::error!("the replication role did not stop in time; abandoned"),
+        }
+        *self
+            .gate
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        // Nothing replicates any more: what is held is let through.
+        self.gate.release_all();
+        if let Some(c) = r.capture {
+            let t = std::thread::spawn(move || c.stop());
+            let deadline = std::time::Instant::now() + ROLE_GRACE;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.kind = Kind::None;
+    }
+
+    /// Returns once the peer holds everything captured until now (`true`), or
+    /// `false` when the primary role does not run or the peer is not in sync.
+    pub fn drain(&self) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if self.kind == Kind::Primary {
+            self.gate.route(Waiter::Drain(tx));
+        } else {
+            let _ = tx.send(false);
+        }
+        rx
+    }
+}

@@ -1,0 +1,323 @@
+//! Failover's acceptance tests, in the two-node lab with the lab service as the
+//! application and a client in its own namespace connecting to the VIP every 20 ms:
+//! who serves, when, and that never more than one node does.
+//!
+//! Each scenario prints its measured outage; the figures over many runs are the
+//! failover benchmark's business (BENCHMARKS.md), not a pass criterion here.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test binary: a failed set-up step must panic with its error"
+)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tandem_tests::{
+    compare::compare_trees,
+    lab::{Lab, SERVICE_PORT, tandem_bin},
+    vip_client::{self, Client, Sample},
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    let g = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the failover tests need root (eBPF, namespaces)"
+    );
+    g
+}
+
+fn service_bin() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_lab-service")).to_path_buf()
+}
+
+/// A lab whose node1 runs the service (PRIM) and node2 follows in sync.
+fn pair(tag: &str) -> Lab {
+    let lab = Lab::up_with_service(tag, &service_bin()).unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 30)));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
+    lab
+}
+
+fn layout_str(lab: &Lab, pointer: &str) -> String {
+    lab.layout
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("lab layout has no {pointer}"))
+        .to_string()
+}
+
+fn client(lab: &Lab) -> Client {
+    let vip: std::net::IpAddr = layout_str(lab, "/vip").parse().expect("vip");
+    Client::start(
+        &layout_str(lab, "/namespaces/client"),
+        SocketAddr::new(vip, SERVICE_PORT),
+        Duration::from_millis(20),
+    )
+}
+
+/// Waits until the client has been served by `node` (the pair is serving).
+fn wait_served(c: &Client, node: &str, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if c.last_answer().as_deref() == Some(node) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the client was not served by {node} within {timeout:?}");
+}
+
+fn state(lab: &Lab, i: usize) -> String {
+    lab.status(i)
+        .ok()
+        .and_then(|v| v.get("state").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Sets node `i`'s only link down or up (its end of the lab bridge).
+fn link(lab: &Lab, i: usize, up: bool) {
+    let st = Command::new("ip")
+        .args(["-n", &lab.nodes[i].namespace, "link", "set", "eth0"])
+        .arg(if up { "up" } else { "down" })
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip link set eth0 failed");
+}
+
+/// Restores a cut link when dropped, so that a failing test still leaves a lab
+/// `lab down` can remove cleanly.
+struct LinkGuard<'a>(&'a Lab, usize);
+
+impl Drop for LinkGuard<'_> {
+    fn drop(&mut self) {
+        link(self.0, self.1, true);
+    }
+}
+
+/// Who answered, in order, after `from`; at most one node may answer at a time, so
+/// after a takeover only the survivor appears.
+fn assert_single_server(samples: &[Sample], from: Instant, expected: &[&str]) {
+    let seen = vip_client::answered_after(samples, from);
+    assert_eq!(seen, expected, "servers seen after the fault, in order");
+}
+
+#[test]
+fn cut_links_move_the_service_and_fence_the_isolated_node() {
+    let _g = serial();
+    let lab = pair("cut");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let t0 = Instant::now();
+    link(&lab, 0, false);
+    let guard = LinkGuard(&lab, 0);
+    lab.wait_state(1, "ALONE", false, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    wait_served(&c, "node2", Duration::from_secs(10));
+    let took = t0.elapsed();
+    // node1 hears neither its peer nor the witness: it stops the service and
+    // drops the VIP.
+    lab.wait_state(0, "WAIT", false, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    assert!(
+        lab.service_pid(0).is_none(),
+        "the fenced node still runs the service"
+    );
+    // Data written while ALONE reaches node1 when it returns.
+    std::fs::write(lab.nodes[1].data_dir.join("alone.txt"), b"written alone").expect("write");
+    drop(guard);
+    lab.wait_state(0, "SECOND", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    lab.wait_state(1, "PRIM", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    let d = compare_trees(&lab.nodes[1].data_dir, &lab.nodes[0].data_dir, 20).expect("compare");
+    assert!(d.is_empty(), "copies differ after the return: {d:?}");
+    let samples = c.stop().expect("client");
+    let outage = vip_client::first_answer_from(&samples, t0, "node2").expect("node2 answered");
+    eprintln!("links cut: node2 served {outage:?} after the cut (seen at {took:?})");
+    assert_single_server(&samples, t0 + outage, &["node2"]);
+}
+
+#[test]
+fn agent_death_is_not_node_death() {
+    let _g = serial();
+    let lab = pair("ad");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let t0 = Instant::now();
+    lab.signal_agent(0, Signal::SIGKILL)
+        .expect("kill node1's agent");
+    assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
+    // The service and the VIP stay on node1; node2 finds the VIP answering and
+    // does not become a second server.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(state(&lab, 1), "SECOND", "node2 took over from a live node");
+    lab.restart_missing().expect("restart node1's agent");
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    let samples = c.stop().expect("client");
+    assert_single_server(&samples, t0, &["node1"]);
+}
+
+#[test]
+fn killed_agent_and_service_resume_on_restart() {
+    let _g = serial();
+    let lab = pair("ka");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let t0 = Instant::now();
+    lab.signal_agent(0, Signal::SIGKILL)
+        .expect("kill node1's agent");
+    if let Some(pid) = lab.service_pid(0) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
+    // As systemd would: the agent comes back and resumes its role, restarting the
+    // service, since the VIP it left kept node2 from taking over.
+    lab.restart_missing().expect("restart node1's agent");
+    wait_served(&c, "node1", Duration::from_secs(30));
+    let samples = c.stop().expect("client");
+    let back = vip_client::first_answer_from(&samples, t0 + Duration::from_millis(100), "node1");
+    eprintln!("agent and service killed: served again after {back:?}");
+    assert_eq!(state(&lab, 1), "SECOND");
+    assert_single_server(&samples, t0, &["node1"]);
+}
+
+#[test]
+fn frozen_agent_does_not_cause_a_takeover() {
+    let _g = serial();
+    let lab = pair("fz");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let t0 = Instant::now();
+    lab.signal_agent(0, Signal::SIGSTOP)
+        .expect("freeze node1's agent");
+    std::thread::sleep(Duration::from_secs(4));
+    let second = state(&lab, 1);
+    lab.signal_agent(0, Signal::SIGCONT)
+        .expect("thaw node1's agent");
+    assert_eq!(second, "SECOND", "node2 took over from a frozen agent");
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    let samples = c.stop().expect("client");
+    assert_single_server(&samples, t0, &["node1"]);
+}
+
+#[test]
+fn swap_both_ways_keeps_the_data() {
+    let _g = serial();
+    let lab = pair("sw");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    for (from, to) in [(0usize, 1usize), (1, 0)] {
+        let marker = format!("before-swap-to-{}", lab.nodes[to].name);
+        std::fs::write(lab.nodes[from].data_dir.join(&marker), b"x").expect("write");
+        let t0 = Instant::now();
+        let out = Command::new(tandem_bin())
+            .args(["swap", "-c"])
+            .arg(&lab.nodes[from].config)
+            .output()
+            .expect("tandem swap");
+        assert!(
+            out.status.success(),
+            "swap failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab.log_tail(from, 40)
+        );
+        lab.wait_state(to, "PRIM", true, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(to, 40)));
+        lab.wait_state(from, "SECOND", true, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(from, 40)));
+        wait_served(&c, &lab.nodes[to].name, Duration::from_secs(10));
+        eprintln!("swap to {}: {:?}", lab.nodes[to].name, t0.elapsed());
+        assert!(
+            lab.nodes[to].data_dir.join(&marker).exists(),
+            "{marker} did not reach the new primary"
+        );
+    }
+    let samples = c.stop().expect("client");
+    let seen = vip_client::answered_after(&samples, samples[0].at);
+    assert_eq!(seen, ["node1", "node2"], "servers seen, in order");
+    assert_eq!(
+        samples.last().and_then(|s| s.answer.as_deref()),
+        Some("node1"),
+        "node1 serves again after the swap back"
+    );
+}
+
+/// An application whose agent died cannot make anything durable: its durability
+/// calls fail (the barrier's listener closed with the agent), so a database stops
+/// rather than acknowledge commits the peer does not have.
+#[test]
+fn orphaned_writer_cannot_make_data_durable() {
+    use std::io::{BufRead, BufReader};
+    let _g = serial();
+    let lab = pair("or");
+    let node1 = &lab.nodes[0];
+    let file = node1.data_dir.join("orphan.log");
+    let writer = Path::new(env!("CARGO_BIN_EXE_rpo-writer"));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &node1.namespace])
+        .arg(tandem_bin())
+        .args(["exec", "-c"])
+        .arg(&node1.config)
+        .arg("--")
+        .arg(writer)
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start writer");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // The writer makes progress through the barrier while the agent lives.
+    for _ in 0..20 {
+        lines.next().expect("a durable record").expect("read");
+    }
+    lab.signal_agent(0, Signal::SIGKILL)
+        .expect("kill node1's agent");
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if Instant::now() > end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the orphaned writer still makes records durable 10 s after its agent died");
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(!status.success(), "the writer should have failed: {err}");
+    assert!(
+        err.contains("Function not implemented") || err.contains("os error 38"),
+        "the durability call should fail with ENOSYS: {err}"
+    );
+    lab.restart_missing().expect("restart node1's agent");
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+}
