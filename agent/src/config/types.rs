@@ -1,7 +1,11 @@
 //! The validated configuration: typed values only, so code that holds a
 //! [`Config`] never re-checks addresses, paths or durations.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 /// A validated configuration (see docs/configuration.md for every key).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +32,12 @@ pub struct Config {
     pub heartbeat: Heartbeat,
     /// Full resynchronisation settings (`resync`).
     pub resync: Resync,
-    /// How to start and stop the protected application (`application`), if any.
+    /// How to start, stop and check the protected application (`application`), if any.
     pub application: Option<Application>,
+    /// The virtual IP clients use (`vip`), if any.
+    pub vip: Option<Vip>,
+    /// How the pair decides who runs the application (`failover`).
+    pub failover: Failover,
 }
 
 /// This node's TLS identity.
@@ -83,13 +91,65 @@ pub struct Replicated {
     pub path: PathBuf,
 }
 
-/// Heartbeat timing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Heartbeat timing and networks.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     /// How often a heartbeat is sent.
     pub interval: Duration,
     /// How long without one before the peer is considered gone (> 3 × interval).
     pub timeout: Duration,
+    /// The networks heartbeats travel on (`heartbeat.networks`), at least one. When
+    /// not given: one network named `replication` from `listen`'s address to
+    /// `peer.address`'s, both on the replication port + 1.
+    pub networks: Vec<HeartbeatNetwork>,
+    /// A file holding the shared heartbeat secret (`heartbeat.secret_file`); when
+    /// absent the key is derived from both nodes' certificate fingerprints.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// One heartbeat network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatNetwork {
+    /// Its name, unique in the file and the same on both nodes.
+    pub name: String,
+    /// Our UDP address on it (a concrete address, not 0.0.0.0).
+    pub local: SocketAddr,
+    /// The peer's UDP address on it (same address family as `local`).
+    pub peer: SocketAddr,
+}
+
+/// The virtual IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vip {
+    /// The address (`vip.address`, written `IP/PREFIX`).
+    pub address: IpAddr,
+    /// Its prefix length (at most 32 for IPv4, 128 for IPv6).
+    pub prefix_len: u8,
+    /// The interface it is added to (`vip.interface`).
+    pub interface: String,
+    /// Gratuitous ARPs / neighbour advertisements sent on takeover (`vip.announce_count`, default 5).
+    pub announce_count: u32,
+    /// Time between two of them (`vip.announce_interval`, default 200ms).
+    pub announce_interval: Duration,
+    /// After the burst, one more every this long (`vip.refresh`, default none).
+    pub refresh: Option<Duration>,
+    /// How long the probe before a takeover listens for a holder (`vip.probe_wait`, default 200ms).
+    pub probe_wait: Duration,
+}
+
+/// Failover policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failover {
+    /// The node that runs the application when both could, and takes it back once
+    /// it is in sync again (`failover.preferred`: this node's or the peer's name).
+    /// `None`: the survivor stays primary.
+    pub preferred: Option<String>,
+    /// How long a starting node waits to hear its peer before deciding alone
+    /// (`failover.boot_wait`, default 2s).
+    pub boot_wait: Duration,
+    /// Addresses on the VIP's network probed (by ARP) to tell isolation from a
+    /// peer failure (`failover.witnesses`); requires `vip`.
+    pub witnesses: Vec<IpAddr>,
 }
 
 /// Resynchronisation settings.
@@ -108,6 +168,50 @@ pub struct Application {
     pub stop: String,
     /// How long either command may take.
     pub timeout: Duration,
+    /// Local restarts allowed within `restart_window` before failing over
+    /// (`application.max_restarts`, default 3).
+    pub max_restarts: u32,
+    /// (`application.restart_window`, default 1h).
+    pub restart_window: Duration,
+    /// Health checks of the running application (`application.checkers`).
+    pub checkers: Vec<Checker>,
+}
+
+/// One health check of the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checker {
+    /// Its name, unique among the checkers (`name`).
+    pub name: String,
+    /// What it checks: exactly one of `tcp`, `command`, `process`.
+    pub kind: CheckerKind,
+    /// Time between two checks (`interval`, default 1s).
+    pub interval: Duration,
+    /// How long one check may take (`timeout`, default 1s).
+    pub timeout: Duration,
+    /// Consecutive failures before it counts as failed (`failures`, default 3).
+    pub failures: u32,
+    /// What a failure does (`action`: `restart` (default) or `failover`).
+    pub action: CheckerAction,
+}
+
+/// What a checker checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckerKind {
+    /// A TCP connection to this address succeeds (`tcp: IP:PORT`).
+    Tcp(SocketAddr),
+    /// This shell command exits with 0 (`command: ...`).
+    Command(String),
+    /// A process with this exact name (comm) is alive (`process: NAME`).
+    Process(String),
+}
+
+/// What a checker's failure does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckerAction {
+    /// Restart locally up to `max_restarts`, then fail over.
+    Restart,
+    /// Fail over at once.
+    Failover,
 }
 
 // === impl PeerPinSpec ===
@@ -152,5 +256,23 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_BLOCK_SIZE: u32 = 65_536;
 /// `application.timeout` when not given.
 pub const DEFAULT_APPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// `application.max_restarts` when not given.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// `application.restart_window` when not given.
+pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(3600);
+/// `vip.announce_count` when not given (as Pacemaker's IPaddr2).
+pub const DEFAULT_ANNOUNCE_COUNT: u32 = 5;
+/// `vip.announce_interval` when not given.
+pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
+/// `vip.probe_wait` when not given.
+pub const DEFAULT_PROBE_WAIT: Duration = Duration::from_millis(200);
+/// `failover.boot_wait` when not given.
+pub const DEFAULT_BOOT_WAIT: Duration = Duration::from_secs(2);
+/// Checker `interval` and `timeout` when not given.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Checker `failures` when not given.
+pub const DEFAULT_CHECK_FAILURES: u32 = 3;
+/// The name of the default heartbeat network.
+pub const DEFAULT_HEARTBEAT_NETWORK: &str = "replication";
 /// The file name of the control socket under `state_dir` when not given.
 pub const DEFAULT_CONTROL_SOCKET_NAME: &str = "control.sock";
