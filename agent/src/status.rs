@@ -142,8 +142,14 @@ pub fn render(s: &Status) -> String {
     } else {
         "not in sync".to_string()
     };
+    let vip = if s.vip.held { "held here" } else { "not here" };
+    let app = if s.application.running {
+        "running here"
+    } else {
+        "not running here"
+    };
     format!(
-        "{:<8} {:<6} {}\n{:<8} {:<6} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\n",
+        "{:<8} {:<6} {}\n{:<8} {:<6} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n",
         s.node,
         s.state.as_str(),
         s.reason,

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) heartbeat: Option<Spanned<RawHeartbeat>>,
     pub(super) resync: Option<Spanned<RawResync>>,
     pub(super) application: Option<Spanned<RawApplication>>,
+    pub(super) vip: Option<Spanned<RawVip>>,
+    pub(super) failover: Option<Spanned<RawFailover>>,
 }
 
 /// `identity:`
@@ -59,6 +61,17 @@ pub(super) struct RawReplicated {
 pub(super) struct RawHeartbeat {
     pub(super) interval: Option<Text>,
     pub(super) timeout: Option<Text>,
+    pub(super) secret_file: Option<Text>,
+    pub(super) networks: Option<Spanned<Vec<Spanned<RawHeartbeatNetwork>>>>,
+}
+
+/// One item of `heartbeat.networks:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeartbeatNetwork {
+    pub(super) name: Option<Text>,
+    pub(super) local: Option<Text>,
+    pub(super) peer: Option<Text>,
 }
 
 /// `resync:`
@@ -75,4 +88,42 @@ pub(super) struct RawApplication {
     pub(super) start: Option<Text>,
     pub(super) stop: Option<Text>,
     pub(super) timeout: Option<Text>,
+    pub(super) max_restarts: Option<Text>,
+    pub(super) restart_window: Option<Text>,
+    pub(super) checkers: Option<Spanned<Vec<Spanned<RawChecker>>>>,
+}
+
+/// One item of `application.checkers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChecker {
+    pub(super) name: Option<Text>,
+    pub(super) tcp: Option<Text>,
+    pub(super) command: Option<Text>,
+    pub(super) process: Option<Text>,
+    pub(super) interval: Option<Text>,
+    pub(super) timeout: Option<Text>,
+    pub(super) failures: Option<Text>,
+    pub(super) action: Option<Text>,
+}
+
+/// `vip:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVip {
+    pub(super) address: Option<Text>,
+    pub(super) interface: Option<Text>,
+    pub(super) announce_count: Option<Text>,
+    pub(super) announce_interval: Option<Text>,
+    pub(super) refresh: Option<Text>,
+    pub(super) probe_wait: Option<Text>,
+}
+
+/// `failover:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFailover {
+    pub(super) preferred: Option<Text>,
+    pub(super) boot_wait: Option<Text>,
+    pub(super) witnesses: Option<Spanned<Vec<Text>>>,
 }

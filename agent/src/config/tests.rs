@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -20,6 +20,11 @@ impl Fixture {
         for name in ["node1.crt", "node1.key", "node2.crt"] {
             std::fs::write(dir.path().join(name), "-----BEGIN TEST-----\n").expect("write");
         }
+        std::fs::write(
+            dir.path().join("hb.secret"),
+            "correct horse battery staple\n",
+        )
+        .expect("write");
         Self { dir }
     }
 
@@ -31,7 +36,8 @@ impl Fixture {
         self.path("tandem.yaml")
     }
 
-    /// Every key of the schema (with a certificate pin).
+    /// Every key of the schema (with a certificate pin). The tests below refer to
+    /// its line numbers.
     fn full(&self) -> String {
         format!(
             "\
@@ -54,16 +60,45 @@ replicated:
 heartbeat:
   interval: 200ms
   timeout: 2s
+  secret_file: {secret}
+  networks:
+    - name: lan
+      local: 10.213.7.11:7401
+      peer: 10.213.7.12:7401
+    - {{ name: direct, local: \"[fd00::1]:7401\", peer: \"[fd00::2]:7401\" }}
 resync:
   block_size: 131072
 application:
   start: systemctl start app
   stop: systemctl stop app
   timeout: 1m
+  max_restarts: 5
+  restart_window: 30m
+  checkers:
+    - name: web
+      tcp: 127.0.0.1:8080
+      interval: 2s
+      timeout: 500ms
+      failures: 4
+      action: failover
+    - {{ name: db, command: pg_isready -q, action: restart }}
+    - {{ name: worker, process: app-worker }}
+vip:
+  address: 10.213.7.50/24
+  interface: eth0
+  announce_count: 3
+  announce_interval: 100ms
+  refresh: 30s
+  probe_wait: 300ms
+failover:
+  preferred: node2
+  boot_wait: 5s
+  witnesses: [10.213.7.1, 10.213.7.2]
 ",
             crt = self.path("node1.crt").display(),
             key = self.path("node1.key").display(),
             peer = self.path("node2.crt").display(),
+            secret = self.path("hb.secret").display(),
         )
     }
 
@@ -80,7 +115,7 @@ application:
     fn minimal(&self) -> String {
         "\
 node: node1
-listen: 0.0.0.0:7400
+listen: 10.213.7.11:7400
 identity: { certificate: node1.crt, key: node1.key }
 peer: { name: node2, address: 10.213.7.12:7400, certificate: node2.crt }
 state_dir: /var/lib/tandem/app
@@ -106,6 +141,14 @@ replicated:
         assert!(base.contains(from), "{from:?} not in the example");
         self.errors(&base.replacen(from, to, 1))
     }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("IP address")
 }
 
 /// The single error for `key`, with its position checked to be known.
@@ -151,10 +194,78 @@ fn full_example_is_typed() {
     assert_eq!(c.heartbeat.interval, Duration::from_millis(200));
     assert_eq!(c.heartbeat.timeout, Duration::from_secs(2));
     assert_eq!(c.resync.block_size, 131_072);
+    assert_eq!(c.heartbeat.secret_file, Some(f.path("hb.secret")));
+    assert_eq!(
+        c.heartbeat.networks,
+        [
+            HeartbeatNetwork {
+                name: "lan".into(),
+                local: addr("10.213.7.11:7401"),
+                peer: addr("10.213.7.12:7401"),
+            },
+            HeartbeatNetwork {
+                name: "direct".into(),
+                local: addr("[fd00::1]:7401"),
+                peer: addr("[fd00::2]:7401"),
+            },
+        ]
+    );
+    assert_eq!(c.resync.block_size, 131_072);
     let app = c.application.expect("application");
     assert_eq!(app.start, "systemctl start app");
     assert_eq!(app.stop, "systemctl stop app");
     assert_eq!(app.timeout, Duration::from_secs(60));
+    assert_eq!(app.max_restarts, 5);
+    assert_eq!(app.restart_window, Duration::from_secs(30 * 60));
+    assert_eq!(
+        app.checkers,
+        [
+            Checker {
+                name: "web".into(),
+                kind: CheckerKind::Tcp(addr("127.0.0.1:8080")),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(500),
+                failures: 4,
+                action: CheckerAction::Failover,
+            },
+            Checker {
+                name: "db".into(),
+                kind: CheckerKind::Command("pg_isready -q".into()),
+                interval: DEFAULT_CHECK_INTERVAL,
+                timeout: DEFAULT_CHECK_INTERVAL,
+                failures: DEFAULT_CHECK_FAILURES,
+                action: CheckerAction::Restart,
+            },
+            Checker {
+                name: "worker".into(),
+                kind: CheckerKind::Process("app-worker".into()),
+                interval: DEFAULT_CHECK_INTERVAL,
+                timeout: DEFAULT_CHECK_INTERVAL,
+                failures: DEFAULT_CHECK_FAILURES,
+                action: CheckerAction::Restart,
+            },
+        ]
+    );
+    assert_eq!(
+        c.vip,
+        Some(Vip {
+            address: ip("10.213.7.50"),
+            prefix_len: 24,
+            interface: "eth0".into(),
+            announce_count: 3,
+            announce_interval: Duration::from_millis(100),
+            refresh: Some(Duration::from_secs(30)),
+            probe_wait: Duration::from_millis(300),
+        })
+    );
+    assert_eq!(
+        c.failover,
+        Failover {
+            preferred: Some("node2".into()),
+            boot_wait: Duration::from_secs(5),
+            witnesses: vec![ip("10.213.7.1"), ip("10.213.7.2")],
+        }
+    );
 }
 
 #[test]
@@ -170,8 +281,52 @@ fn minimal_example_gets_defaults_and_relative_paths() {
     assert_eq!(c.role, Role::Auto);
     assert_eq!(c.heartbeat.interval, DEFAULT_HEARTBEAT_INTERVAL);
     assert_eq!(c.heartbeat.timeout, DEFAULT_HEARTBEAT_TIMEOUT);
+    assert_eq!(c.heartbeat.secret_file, None);
+    assert_eq!(
+        c.heartbeat.networks,
+        [HeartbeatNetwork {
+            name: DEFAULT_HEARTBEAT_NETWORK.into(),
+            local: addr("10.213.7.11:7401"),
+            peer: addr("10.213.7.12:7401"),
+        }]
+    );
     assert_eq!(c.resync.block_size, DEFAULT_BLOCK_SIZE);
     assert_eq!(c.application, None);
+    assert_eq!(c.vip, None);
+    assert_eq!(
+        c.failover,
+        Failover {
+            preferred: None,
+            boot_wait: DEFAULT_BOOT_WAIT,
+            witnesses: Vec::new(),
+        }
+    );
+    // An application with only its commands gets the restart defaults.
+    let c = f
+        .parse(&format!(
+            "{}application: {{ start: a, stop: b }}\n",
+            f.minimal()
+        ))
+        .expect("valid");
+    let app = c.application.expect("application");
+    assert_eq!(app.timeout, DEFAULT_APPLICATION_TIMEOUT);
+    assert_eq!(app.max_restarts, DEFAULT_MAX_RESTARTS);
+    assert_eq!(app.restart_window, DEFAULT_RESTART_WINDOW);
+    assert_eq!(app.checkers, []);
+    // A VIP with only its required keys gets the announce defaults.
+    let c = f
+        .parse(&format!(
+            "{}vip: {{ address: \"fd00::50/64\", interface: bond0.12 }}\n",
+            f.minimal()
+        ))
+        .expect("valid");
+    let vip = c.vip.expect("vip");
+    assert_eq!((vip.address, vip.prefix_len), (ip("fd00::50"), 64));
+    assert_eq!(vip.interface, "bond0.12");
+    assert_eq!(vip.announce_count, DEFAULT_ANNOUNCE_COUNT);
+    assert_eq!(vip.announce_interval, DEFAULT_ANNOUNCE_INTERVAL);
+    assert_eq!(vip.refresh, None);
+    assert_eq!(vip.probe_wait, DEFAULT_PROBE_WAIT);
 }
 
 #[test]
@@ -238,7 +393,7 @@ fn several_errors_are_reported_at_once_with_positions() {
         ("listen", 2, 9),
         ("role", 12, 7),
         ("heartbeat.interval", 18, 13),
-        ("resync.block_size", 21, 15),
+        ("resync.block_size", 27, 15),
     ];
     assert_eq!(e.len(), expected.len(), "{e:#?}");
     for (key, line, column) in expected {
@@ -432,7 +587,7 @@ fn durations_are_parsed_or_rejected_in_place() {
     let f = Fixture::new();
     for bad in ["30", "1.5s", "3d", "s"] {
         let e = f.errors_with(&f.full(), "timeout: 1m", &format!("timeout: {bad}"));
-        assert_eq!(only(&e, "application.timeout").line, Some(25), "{bad}");
+        assert_eq!(only(&e, "application.timeout").line, Some(31), "{bad}");
     }
     let c = f
         .parse(&f.full().replace("timeout: 1m", "timeout: 1m30s"))
@@ -467,7 +622,7 @@ fn block_size_is_a_power_of_two_in_range() {
 fn application_commands_are_required_when_present() {
     let f = Fixture::new();
     let e = f.errors_with(&f.full(), "  stop: systemctl stop app\n", "");
-    assert_eq!(only(&e, "application.stop").line, Some(23));
+    assert_eq!(only(&e, "application.stop").line, Some(29));
     let e = f.errors_with(&f.full(), "start: systemctl start app", "start: \"  \"");
     only(&e, "application.start");
 }
@@ -537,4 +692,812 @@ fn a_file_of_comments_is_reported_as_missing_keys() {
             .any(|e| e.key == "node" && e.message == "is required"),
         "{e:#?}"
     );
+}
+
+/// A bad value and the one error it gives: replace `from` by `to` in the full
+/// example; expect exactly one error, for `key`, on `line`, saying `says`.
+struct Bad {
+    from: &'static str,
+    to: &'static str,
+    key: &'static str,
+    line: u64,
+    says: &'static str,
+}
+
+const fn bad(
+    from: &'static str,
+    to: &'static str,
+    key: &'static str,
+    line: u64,
+    says: &'static str,
+) -> Bad {
+    Bad {
+        from,
+        to,
+        key,
+        line,
+        says,
+    }
+}
+
+fn check_bad_values(f: &Fixture, cases: &[Bad]) {
+    for case in cases {
+        let e = f.errors_with(&f.full(), case.from, case.to);
+        assert_eq!(e.len(), 1, "{:?}: {e:#?}", case.to);
+        let err = only(&e, case.key);
+        assert_eq!(err.line, Some(case.line), "{:?}: {err}", case.to);
+        assert!(err.column.is_some(), "{err}");
+        assert!(
+            err.message.contains(case.says),
+            "{:?}: {:?} lacks {:?}",
+            case.to,
+            err.message,
+            case.says
+        );
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
+}
+
+/// The line of the first line of `text` that contains `what`.
+fn line_of(text: &str, what: &str) -> u64 {
+    let index = text.lines().position(|l| l.contains(what)).expect(what);
+    u64::try_from(index).expect("line") + 1
+}
+
+#[test]
+fn default_heartbeat_network_joins_the_replication_endpoints() {
+    let f = Fixture::new();
+    let networks = |text: &str| f.parse(text).expect("valid").heartbeat.networks;
+    let default = |local: &str, peer: &str| {
+        vec![HeartbeatNetwork {
+            name: DEFAULT_HEARTBEAT_NETWORK.into(),
+            local: addr(local),
+            peer: addr(peer),
+        }]
+    };
+    // Each end on its own replication port + 1.
+    let text = f
+        .minimal()
+        .replace("address: 10.213.7.12:7400", "address: 10.213.7.12:7500");
+    assert_eq!(
+        networks(&text),
+        default("10.213.7.11:7401", "10.213.7.12:7501")
+    );
+    let v6 = f
+        .minimal()
+        .replace("listen: 10.213.7.11:7400", "listen: \"[fd00::11]:7400\"")
+        .replace("address: 10.213.7.12:7400", "address: \"[fd00::12]:7400\"");
+    assert_eq!(networks(&v6), default("[fd00::11]:7401", "[fd00::12]:7401"));
+    // Listening on every address leaves the default network without an address.
+    for any in ["0.0.0.0:7400", "\"[::]:7400\""] {
+        let e = f.errors_with(
+            &f.minimal(),
+            "listen: 10.213.7.11:7400",
+            &format!("listen: {any}"),
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        let err = only(&e, "listen");
+        assert_eq!((err.line, err.column), (Some(2), Some(9)));
+        assert!(
+            err.message.contains("heartbeat.networks"),
+            "{}",
+            err.message
+        );
+    }
+    // ... which listed networks give it.
+    let listed = format!(
+        "{}heartbeat:\n  networks:\n    - {{ name: lan, local: 10.213.7.11:7401, peer: 10.213.7.12:7401 }}\n",
+        f.minimal()
+            .replace("listen: 10.213.7.11:7400", "listen: 0.0.0.0:7400")
+    );
+    assert_eq!(
+        f.parse(&listed).expect("valid").heartbeat.networks[0].name,
+        "lan"
+    );
+    // A listed network must not take the replication socket, also when
+    // listening on every address.
+    let e = f.errors_with(
+        &listed,
+        "local: 10.213.7.11:7401",
+        "local: 10.213.7.11:7400",
+    );
+    let err = only(&e, "heartbeat.networks[0].local");
+    assert!(err.message.contains("replication endpoint"), "{err}");
+    // No port above 65535.
+    let e = f.errors_with(
+        &f.minimal(),
+        "listen: 10.213.7.11:7400",
+        "listen: 10.213.7.11:65535",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(only(&e, "listen").message.contains("port 65535"));
+    let e = f.errors_with(
+        &f.minimal(),
+        "address: 10.213.7.12:7400",
+        "address: 10.213.7.12:65535",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(only(&e, "peer.address").line, Some(4));
+    // Both ends of one family.
+    let e = f.errors_with(
+        &f.minimal(),
+        "address: 10.213.7.12:7400",
+        "address: \"[fd00::12]:7400\"",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(only(&e, "listen").message.contains("address family"));
+    // An invalid endpoint has its own error and no second one about networks.
+    let e = f.errors_with(&f.minimal(), "listen: 10.213.7.11:7400", "listen: here");
+    assert_eq!(e.len(), 1, "{e:#?}");
+}
+
+#[test]
+fn heartbeat_networks_are_checked() {
+    let f = Fixture::new();
+    let direct = "{ name: direct, local: \"[fd00::1]:7401\", peer: \"[fd00::2]:7401\" }";
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "name: lan",
+                "name: LAN",
+                "heartbeat.networks[0].name",
+                22,
+                "not a network name",
+            ),
+            bad(
+                "name: direct",
+                "name: lan",
+                "heartbeat.networks[1].name",
+                25,
+                "already the name of heartbeat.networks[0]",
+            ),
+            bad(
+                "local: 10.213.7.11:7401",
+                "local: 0.0.0.0:7401",
+                "heartbeat.networks[0].local",
+                23,
+                "not an address a node can reach",
+            ),
+            bad(
+                "local: 10.213.7.11:7401",
+                "local: 10.213.7.11:0",
+                "heartbeat.networks[0].local",
+                23,
+                "port must not be 0",
+            ),
+            bad(
+                "local: 10.213.7.11:7401",
+                "local: eth0",
+                "heartbeat.networks[0].local",
+                23,
+                "not an IP address and port",
+            ),
+            bad(
+                "local: 10.213.7.11:7401",
+                "local: 10.213.7.11:7400",
+                "heartbeat.networks[0].local",
+                23,
+                "replication endpoint (`listen",
+            ),
+            bad(
+                "local: \"[fd00::1]:7401\"",
+                "local: 10.213.7.11:7401",
+                "heartbeat.networks[1].local",
+                25,
+                "already the local address of heartbeat.networks[0]",
+            ),
+            bad(
+                "peer: 10.213.7.12:7401",
+                "peer: \"[fd00::2]:7401\"",
+                "heartbeat.networks[0].peer",
+                24,
+                "same address family",
+            ),
+            bad(
+                "peer: 10.213.7.12:7401",
+                "peer: 10.213.7.11:7401",
+                "heartbeat.networks[0].peer",
+                24,
+                "must differ from `local`",
+            ),
+            bad(
+                "peer: 10.213.7.12:7401",
+                "peer: 10.213.7.12:7400",
+                "heartbeat.networks[0].peer",
+                24,
+                "`peer.address`",
+            ),
+            bad(
+                direct,
+                "{ name: direct, local: 10.213.7.11:7402, peer: 10.213.7.12:7401 }",
+                "heartbeat.networks[1].peer",
+                25,
+                "already the peer address of heartbeat.networks[0]",
+            ),
+            bad(
+                "      peer: 10.213.7.12:7401\n",
+                "",
+                "heartbeat.networks[0].peer",
+                22,
+                "is required",
+            ),
+            bad(
+                direct,
+                "{ name: direct, peer: \"[fd00::2]:7401\" }",
+                "heartbeat.networks[1].local",
+                25,
+                "is required",
+            ),
+            bad(
+                "local: 10.213.7.11:7401",
+                "address: 10.213.7.11:7401",
+                "heartbeat.networks[0].address",
+                23,
+                "address",
+            ),
+        ],
+    );
+    let listed = format!(
+        "    - name: lan\n      local: 10.213.7.11:7401\n      peer: 10.213.7.12:7401\n    - {direct}\n"
+    );
+    let e = f.errors_with(
+        &f.full(),
+        &format!("  networks:\n{listed}"),
+        "  networks: []\n",
+    );
+    assert_eq!(only(&e, "heartbeat.networks").line, Some(21));
+}
+
+#[test]
+fn heartbeat_secret_file_is_readable_and_not_empty() {
+    let f = Fixture::new();
+    let absolute = format!("secret_file: {}", f.path("hb.secret").display());
+    let c = f
+        .parse(&f.full().replace(&absolute, "secret_file: hb.secret"))
+        .expect("relative to the configuration's directory");
+    assert_eq!(c.heartbeat.secret_file, Some(f.path("hb.secret")));
+
+    std::fs::write(f.path("hb.secret"), "").expect("truncate");
+    let e = f.errors(&f.full());
+    assert_eq!(e.len(), 1, "{e:#?}");
+    let err = only(&e, "heartbeat.secret_file");
+    assert_eq!((err.line, err.column), (Some(20), Some(16)));
+    assert!(err.message.contains("is empty"), "{err}");
+
+    std::fs::remove_file(f.path("hb.secret")).expect("rm");
+    let e = f.errors(&f.full());
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        only(&e, "heartbeat.secret_file")
+            .message
+            .contains("cannot read")
+    );
+}
+
+#[test]
+fn vip_is_checked() {
+    let f = Fixture::new();
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.50",
+                "vip.address",
+                44,
+                "prefix length",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.50/ab",
+                "vip.address",
+                44,
+                "such as 10.0.0.50/24",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: vip.example/24",
+                "vip.address",
+                44,
+                "such as 10.0.0.50/24",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.50/33",
+                "vip.address",
+                44,
+                "more than 32",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: fd00::50/129",
+                "vip.address",
+                44,
+                "more than 128",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.50/0",
+                "vip.address",
+                44,
+                "at least 1",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.11/24",
+                "vip.address",
+                44,
+                "this node's address (`listen`)",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.12/24",
+                "vip.address",
+                44,
+                "the peer's address (`peer.address`)",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.0/24",
+                "vip.address",
+                44,
+                "network address",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 10.213.7.255/24",
+                "vip.address",
+                44,
+                "broadcast address",
+            ),
+            bad(
+                "address: 10.213.7.50/24",
+                "address: 127.0.0.50/8",
+                "vip.address",
+                44,
+                "loopback",
+            ),
+            bad(
+                "interface: eth0",
+                "interface: eth0/1",
+                "vip.interface",
+                45,
+                "not an interface name",
+            ),
+            bad(
+                "interface: eth0",
+                "interface: abcdefghijklmnop",
+                "vip.interface",
+                45,
+                "1 to 15 characters",
+            ),
+            bad(
+                "interface: eth0",
+                "interface: \"eth 0\"",
+                "vip.interface",
+                45,
+                "not an interface name",
+            ),
+            bad(
+                "interface: eth0",
+                "interface: \"eth0:1\"",
+                "vip.interface",
+                45,
+                "not an interface name",
+            ),
+            bad(
+                "interface: eth0",
+                "interface: \"\"",
+                "vip.interface",
+                45,
+                "not an interface name",
+            ),
+            bad(
+                "  interface: eth0\n",
+                "",
+                "vip.interface",
+                44,
+                "is required",
+            ),
+            bad(
+                "announce_count: 3",
+                "announce_count: 0",
+                "vip.announce_count",
+                46,
+                "from 1 to 100",
+            ),
+            bad(
+                "announce_count: 3",
+                "announce_count: 101",
+                "vip.announce_count",
+                46,
+                "from 1 to 100",
+            ),
+            bad(
+                "announce_count: 3",
+                "announce_count: many",
+                "vip.announce_count",
+                46,
+                "from 1 to 100",
+            ),
+            bad(
+                "announce_interval: 100ms",
+                "announce_interval: 100",
+                "vip.announce_interval",
+                47,
+                "not a duration",
+            ),
+            bad(
+                "refresh: 30s",
+                "refresh: 0s",
+                "vip.refresh",
+                48,
+                "longer than 0",
+            ),
+            bad(
+                "probe_wait: 300ms",
+                "probe_wait: 1d",
+                "vip.probe_wait",
+                49,
+                "unknown unit",
+            ),
+            bad(
+                "probe_wait: 300ms",
+                "probe_delay: 300ms",
+                "vip.probe_delay",
+                49,
+                "probe_delay",
+            ),
+        ],
+    );
+    // Nor an address of the nodes on a heartbeat network.
+    let text = f
+        .full()
+        .replace("peer: 10.213.7.12:7401", "peer: 10.213.7.22:7401");
+    let e = f.errors_with(&text, "address: 10.213.7.50/24", "address: 10.213.7.22/24");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        only(&e, "vip.address")
+            .message
+            .contains("the peer's address on heartbeat network `lan`")
+    );
+    // The largest interface name, and an IPv6 VIP with an IPv6 witness.
+    f.parse(
+        &f.full()
+            .replace("interface: eth0", "interface: abcdefghijklmno"),
+    )
+    .expect("15 characters");
+    let c = f
+        .parse(
+            &f.full()
+                .replace("address: 10.213.7.50/24", "address: fd00::50/64")
+                .replace("[10.213.7.1, 10.213.7.2]", "[\"fd00::1:1\"]"),
+        )
+        .expect("IPv6 VIP");
+    assert_eq!(c.failover.witnesses, [ip("fd00::1:1")]);
+}
+
+#[test]
+fn failover_policy_is_checked() {
+    let f = Fixture::new();
+    let witnesses = "witnesses: [10.213.7.1, 10.213.7.2]";
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "preferred: node2",
+                "preferred: node3",
+                "failover.preferred",
+                51,
+                "neither this node (`node1`) nor the peer (`node2`)",
+            ),
+            bad(
+                "preferred: node2",
+                "preferred: Node2",
+                "failover.preferred",
+                51,
+                "not a node name",
+            ),
+            bad(
+                "boot_wait: 5s",
+                "boot_wait: 5",
+                "failover.boot_wait",
+                52,
+                "not a duration",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [10.213.7.1, 10.213.7.1]",
+                "failover.witnesses[1]",
+                53,
+                "already failover.witnesses[0]",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [10.213.7.1, gateway]",
+                "failover.witnesses[1]",
+                53,
+                "not an IP address",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [10.213.7.50]",
+                "failover.witnesses[0]",
+                53,
+                "is the VIP",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [10.213.7.12]",
+                "failover.witnesses[0]",
+                53,
+                "the peer's address (`peer.address`)",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [\"fd00::2\"]",
+                "failover.witnesses[0]",
+                53,
+                "the peer's address on heartbeat network `direct`",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [\"fd00::9\"]",
+                "failover.witnesses[0]",
+                53,
+                "address family",
+            ),
+            bad(
+                witnesses,
+                "witnesses: [0.0.0.0]",
+                "failover.witnesses[0]",
+                53,
+                "unspecified",
+            ),
+            bad(
+                witnesses,
+                "witnesses: 10.213.7.1",
+                "failover.witnesses",
+                53,
+                "sequence",
+            ),
+        ],
+    );
+    // This node may be the preferred one too.
+    let c = f
+        .parse(&f.full().replace("preferred: node2", "preferred: node1"))
+        .expect("valid");
+    assert_eq!(c.failover.preferred.as_deref(), Some("node1"));
+    // Witnesses need a VIP (they are probed on its network); none without is fine.
+    let vip_block = f
+        .full()
+        .lines()
+        .skip_while(|l| *l != "vip:")
+        .take_while(|l| *l != "failover:")
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let no_vip = f.full().replace(&vip_block, "");
+    let e = f.errors(&no_vip);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    let err = only(&e, "failover.witnesses");
+    assert_eq!(err.line, Some(line_of(&no_vip, "witnesses:")));
+    assert!(err.message.contains("needs `vip`"), "{err}");
+    let c = f
+        .parse(&no_vip.replace(witnesses, "witnesses: []"))
+        .expect("no witnesses");
+    assert_eq!((c.vip, c.failover.witnesses), (None, Vec::new()));
+}
+
+#[test]
+fn application_restarts_and_checkers_are_checked() {
+    let f = Fixture::new();
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "max_restarts: 5",
+                "max_restarts: -1",
+                "application.max_restarts",
+                32,
+                "whole number, at least 0",
+            ),
+            bad(
+                "restart_window: 30m",
+                "restart_window: 30",
+                "application.restart_window",
+                33,
+                "not a duration",
+            ),
+            bad(
+                "name: web",
+                "name: db",
+                "application.checkers[1].name",
+                41,
+                "already the name of application.checkers[0]",
+            ),
+            bad(
+                "name: web",
+                "name: Web",
+                "application.checkers[0].name",
+                35,
+                "not a checker name",
+            ),
+            bad(
+                "{ name: worker, process: app-worker }",
+                "{ process: app-worker }",
+                "application.checkers[2].name",
+                42,
+                "is required",
+            ),
+            bad(
+                "      tcp: 127.0.0.1:8080\n",
+                "",
+                "application.checkers[0]",
+                35,
+                "needs one of `tcp`, `command` or `process`",
+            ),
+            bad(
+                "      tcp: 127.0.0.1:8080\n",
+                "      tcp: 127.0.0.1:8080\n      process: app\n",
+                "application.checkers[0].process",
+                37,
+                "only one of `tcp`, `command` and `process` (this one also has `tcp`)",
+            ),
+            bad(
+                "{ name: db, command: pg_isready -q, action: restart }",
+                "{ name: db, command: pg_isready -q, process: postgres, tcp: 127.0.0.1:5432 }",
+                "application.checkers[1].command",
+                41,
+                "this one also has `tcp`",
+            ),
+            bad(
+                "tcp: 127.0.0.1:8080",
+                "tcp: 127.0.0.1",
+                "application.checkers[0].tcp",
+                36,
+                "not an IP address and port",
+            ),
+            bad(
+                "tcp: 127.0.0.1:8080",
+                "tcp: 0.0.0.0:8080",
+                "application.checkers[0].tcp",
+                36,
+                "not an address a node can reach",
+            ),
+            bad(
+                "command: pg_isready -q",
+                "command: \" \"",
+                "application.checkers[1].command",
+                41,
+                "must not be empty",
+            ),
+            bad(
+                "process: app-worker",
+                "process: app-worker-process",
+                "application.checkers[2].process",
+                42,
+                "write its first 15: `app-worker-proc`",
+            ),
+            bad(
+                "interval: 2s",
+                "interval: 2",
+                "application.checkers[0].interval",
+                37,
+                "not a duration",
+            ),
+            bad(
+                "timeout: 500ms",
+                "timeout: 0ms",
+                "application.checkers[0].timeout",
+                38,
+                "longer than 0",
+            ),
+            bad(
+                "failures: 4",
+                "failures: 0",
+                "application.checkers[0].failures",
+                39,
+                "at least 1",
+            ),
+            bad(
+                "action: failover",
+                "action: stop",
+                "application.checkers[0].action",
+                40,
+                "use restart or failover",
+            ),
+            bad(
+                "failures: 4",
+                "retries: 4",
+                "application.checkers[0].retries",
+                39,
+                "retries",
+            ),
+        ],
+    );
+    let c = f
+        .parse(&f.full().replace("max_restarts: 5", "max_restarts: 0"))
+        .expect("no local restarts");
+    assert_eq!(c.application.map(|a| a.max_restarts), Some(0));
+}
+
+#[test]
+fn several_errors_in_the_failover_keys_are_reported_at_once() {
+    let f = Fixture::new();
+    let text = f
+        .full()
+        .replace("name: lan", "name: LAN")
+        .replace("max_restarts: 5", "max_restarts: some")
+        .replace("action: failover", "action: reboot")
+        .replace("interface: eth0", "interface: eth0/1")
+        .replace("[10.213.7.1, 10.213.7.2]", "[10.213.7.1, 10.213.7.50]");
+    let e = f.errors(&text);
+    let expected = [
+        ("heartbeat.networks[0].name", 22, 13),
+        ("application.max_restarts", 32, 17),
+        ("application.checkers[0].action", 40, 15),
+        ("vip.interface", 45, 14),
+        ("failover.witnesses[1]", 53, 27),
+    ];
+    assert_eq!(e.len(), expected.len(), "{e:#?}");
+    for (key, line, column) in expected {
+        let err = only(&e, key);
+        assert_eq!((err.line, err.column), (Some(line), Some(column)), "{err}");
+    }
+    let shown = ConfigErrors(e).to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), expected.len());
+    let origin = f.origin().display().to_string();
+    assert_eq!(
+        lines[4],
+        format!(
+            "{origin}:53:27: failover.witnesses[1]: 10.213.7.50 is the VIP; a witness is another machine on its network"
+        )
+    );
+}
+
+/// The Example of docs/configuration.md uses only keys of the schema and is valid
+/// but for the files it names, which do not exist here.
+#[test]
+fn documented_example_is_valid() {
+    let doc = include_str!("../../../docs/configuration.md");
+    let example = doc
+        .split("## Example\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("an Example section with a yaml block");
+    for k in locate::scan(example) {
+        let generic: Vec<String> = k
+            .path
+            .iter()
+            .map(|s| {
+                if s.starts_with('[') {
+                    "[]".to_owned()
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        let key = locate::join(&generic);
+        assert!(KEYS.contains(&key.as_str()), "{key} is not in KEYS");
+    }
+    let files = [
+        "identity.certificate",
+        "identity.key",
+        "peer.certificate",
+        "heartbeat.secret_file",
+    ];
+    match Config::parse(example, Path::new("/nonexistent/tandem.yaml")) {
+        Ok(_) => {}
+        Err(e) => {
+            for err in e.errors() {
+                assert!(
+                    files.contains(&err.key.as_str()) && err.message.contains("cannot read"),
+                    "{err}"
+                );
+            }
+        }
+    }
 }

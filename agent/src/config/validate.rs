@@ -3,23 +3,30 @@
 
 use std::{
     fs::File,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
     path::{Component, Path, PathBuf},
     time::Duration,
 };
 
-use serde_saphyr::Location;
+use serde_saphyr::{Location, Spanned};
 
 use super::{
     ConfigError, ConfigErrors,
     duration::{format_duration, parse_duration},
     locate,
-    raw::{RawApplication, RawConfig, RawHeartbeat, RawPeer, RawReplicated, RawResync, Text},
+    raw::{
+        RawApplication, RawChecker, RawConfig, RawFailover, RawHeartbeat, RawHeartbeatNetwork,
+        RawIdentity, RawPeer, RawReplicated, RawResync, RawVip, Text,
+    },
     types::{
-        Application, Config, DEFAULT_APPLICATION_TIMEOUT, DEFAULT_BLOCK_SIZE, DEFAULT_BOOT_WAIT,
+        Application, Checker, CheckerAction, CheckerKind, Config, DEFAULT_ANNOUNCE_COUNT,
+        DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_APPLICATION_TIMEOUT, DEFAULT_BLOCK_SIZE,
+        DEFAULT_BOOT_WAIT, DEFAULT_CHECK_FAILURES, DEFAULT_CHECK_INTERVAL,
         DEFAULT_CONTROL_SOCKET_NAME, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_NETWORK,
-        DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW, Failover,
-        Heartbeat, HeartbeatNetwork, Identity, Peer, PeerPinSpec, Replicated, Resync, Role,
+        DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_RESTARTS, DEFAULT_PROBE_WAIT,
+        DEFAULT_RESTART_WINDOW, Failover, Heartbeat, HeartbeatNetwork, Identity, Peer, PeerPinSpec,
+        Replicated, Resync, Role, Vip,
     },
 };
 
@@ -31,7 +38,7 @@ const MAX_BLOCK_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Validates `raw` (parsed from `text`, read from `origin`).
 pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
-    let mut c = Checker {
+    let mut c = Validator {
         origin,
         text,
         errors: Vec::new(),
@@ -74,77 +81,123 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             );
         }
     }
-    let heartbeat = c.heartbeat(raw.heartbeat.as_ref().map(|s| &s.value));
+    let ends = Ends {
+        listen: raw.listen.as_ref().zip(listen),
+        peer: raw
+            .peer
+            .as_ref()
+            .and_then(|p| p.value.address.as_ref())
+            .zip(peer.address),
+    };
+    let heartbeat = c.heartbeat(raw.heartbeat.as_ref(), ends);
     let resync = c.resync(raw.resync.as_ref().map(|s| &s.value));
     let application = match &raw.application {
         Some(a) => c.application(&a.value, a.referenced).map(Some),
         None => Some(None),
     };
+    let nodes = node_addresses(listen, peer.address, heartbeat.as_ref());
+    let (vip_address, vip) = match &raw.vip {
+        Some(v) => {
+            let (address, vip) = c.vip(&v.value, v.referenced, &nodes);
+            (address, vip.map(Some))
+        }
+        None => (VipAddress::Absent, Some(None)),
+    };
+    let failover = c.failover(
+        raw.failover.as_ref(),
+        [node.as_deref(), peer.name.as_deref()],
+        vip_address,
+        &nodes,
+    );
     let errors = c.errors;
-    match (
-        node,
-        listen,
-        identity,
-        peer,
-        state_dir,
-        control_socket,
-        role,
-        replicated,
-        heartbeat,
-        resync,
-        application,
-    ) {
-        (
-            Some(node),
-            Some(listen),
-            Some(identity),
-            Some(peer),
-            Some(state_dir),
-            Some(control_socket),
-            Some(role),
-            Some(replicated),
-            Some(heartbeat),
-            Some(resync),
-            Some(application),
-        ) if errors.is_empty() => Ok(Config {
-            failover: Failover {
-                preferred: None,
-                boot_wait: DEFAULT_BOOT_WAIT,
-                witnesses: vec![],
-            },
+    let config = (|| {
+        Some(Config {
             origin: origin.to_path_buf(),
-            node,
-            listen,
-            identity,
-            state_dir,
-            control_socket,
-            role,
-            replicated,
-            heartbeat: Heartbeat {
-                networks: vec![HeartbeatNetwork {
-                    name: DEFAULT_HEARTBEAT_NETWORK.into(),
-                    local: SocketAddr::new(listen.ip(), listen.port() + 1),
-                    peer: SocketAddr::new(peer.address.ip(), peer.address.port() + 1),
-                }],
-                ..heartbeat
-            },
-            peer,
-            resync,
-            application,
-            vip: None,
-        }),
-        _ => Err(ConfigErrors::sorted(errors)),
+            node: node?,
+            listen: listen?,
+            identity: identity?,
+            peer: peer.complete()?,
+            state_dir: state_dir?,
+            control_socket: control_socket?,
+            role: role?,
+            replicated: replicated?,
+            heartbeat: heartbeat?,
+            resync: resync?,
+            application: application?,
+            vip: vip?,
+            failover: failover?,
+        })
+    })();
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => {
+            debug_assert!(!errors.is_empty(), "a value was rejected without a message");
+            Err(ConfigErrors::sorted(errors))
+        }
+    }
+}
+
+/// The replication endpoints as written and validated, both known only when valid;
+/// the default heartbeat network is derived from them.
+#[derive(Clone, Copy)]
+struct Ends<'t> {
+    listen: Option<(&'t Text, SocketAddr)>,
+    peer: Option<(&'t Text, SocketAddr)>,
+}
+
+/// Every address the two nodes are known to have, each with how to name it in a
+/// message: the VIP and the witnesses must be other addresses.
+fn node_addresses(
+    listen: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    heartbeat: Option<&Heartbeat>,
+) -> Vec<(IpAddr, String)> {
+    let mut out = Vec::new();
+    if let Some(l) = listen.filter(|l| !l.ip().is_unspecified()) {
+        out.push((l.ip(), "this node's address (`listen`)".to_owned()));
+    }
+    if let Some(p) = peer {
+        out.push((p.ip(), "the peer's address (`peer.address`)".to_owned()));
+    }
+    for n in heartbeat.map_or(&[][..], |h| &h.networks) {
+        out.push((
+            n.local.ip(),
+            format!("this node's address on heartbeat network `{}`", n.name),
+        ));
+        out.push((
+            n.peer.ip(),
+            format!("the peer's address on heartbeat network `{}`", n.name),
+        ));
+    }
+    out
+}
+
+/// The parts of `peer` that are valid, so that checks needing only its name or
+/// address still run when its pin is wrong.
+struct PeerParts {
+    name: Option<String>,
+    address: Option<SocketAddr>,
+    pin: Option<PeerPinSpec>,
+}
+
+impl PeerParts {
+    fn complete(self) -> Option<Peer> {
+        Some(Peer {
+            name: self.name?,
+            address: self.address?,
+            pin: self.pin?,
+        })
     }
 }
 
 /// Collects problems; every check returns `None` after recording one.
-struct Checker<'a> {
+struct Validator<'a> {
     origin: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
 }
 
-impl Checker<'_> {
+impl Validator<'_> {
     /// Records a problem at `at`, or at the key's first occurrence in the text when
     /// the parser gave no position.
     fn error(&mut self, key: &str, at: Option<Location>, message: impl Into<String>) {
@@ -174,6 +227,12 @@ impl Checker<'_> {
     }
 
     fn node_name(&mut self, t: &Text, key: &str) -> Option<String> {
+        self.short_name(t, key, "node name")
+    }
+
+    /// A name of 1 to 32 characters of a-z, 0-9 and - (`what` names it in the
+    /// message).
+    fn short_name(&mut self, t: &Text, key: &str, what: &str) -> Option<String> {
         let ok = (1..=32).contains(&t.value.len())
             && t.value
                 .bytes()
@@ -185,12 +244,32 @@ impl Checker<'_> {
                 key,
                 Some(t.referenced),
                 format!(
-                    "`{}` is not a node name: use 1 to 32 of a-z, 0-9 and -",
+                    "`{}` is not a {what}: use 1 to 32 of a-z, 0-9 and -",
                     t.value.escape_debug()
                 ),
             );
             None
         }
+    }
+
+    /// A name unique among the items of a list (`earlier`: the valid names of
+    /// the items before, with their index; `list` is the list's key).
+    fn unique_name(
+        &mut self,
+        t: &Text,
+        key: &str,
+        list: &str,
+        earlier: &[(usize, String)],
+    ) -> Option<()> {
+        if let Some((j, _)) = earlier.iter().find(|(_, name)| *name == t.value) {
+            self.error(
+                key,
+                Some(t.referenced),
+                format!("`{}` is already the name of {list}[{j}]", t.value),
+            );
+            return None;
+        }
+        Some(())
     }
 
     /// An IP address and a non-zero port; `any_ip` allows 0.0.0.0 / [::] (listening).
@@ -278,10 +357,7 @@ impl Checker<'_> {
         }
     }
 
-    fn identity(
-        &mut self,
-        raw: Option<&serde_saphyr::Spanned<super::raw::RawIdentity>>,
-    ) -> Option<Identity> {
+    fn identity(&mut self, raw: Option<&Spanned<RawIdentity>>) -> Option<Identity> {
         let Some(raw) = raw else {
             self.error("identity", None, "is required");
             return None;
@@ -301,13 +377,17 @@ impl Checker<'_> {
 
     fn peer(
         &mut self,
-        raw: Option<&serde_saphyr::Spanned<RawPeer>>,
+        raw: Option<&Spanned<RawPeer>>,
         node: Option<&str>,
         listen: Option<SocketAddr>,
-    ) -> Option<Peer> {
+    ) -> PeerParts {
         let Some(raw) = raw else {
             self.error("peer", None, "is required");
-            return None;
+            return PeerParts {
+                name: None,
+                address: None,
+                pin: None,
+            };
         };
         let at = Some(raw.referenced);
         let p = &raw.value;
@@ -357,11 +437,7 @@ impl Checker<'_> {
                 None
             }
         };
-        Some(Peer {
-            name: name?,
-            address: address?,
-            pin: pin?,
-        })
+        PeerParts { name, address, pin }
     }
 
     fn fingerprint(&mut self, t: &Text) -> Option<PeerPinSpec> {
@@ -411,4 +487,8 @@ impl Checker<'_> {
     }
 }
 
+mod checkers;
+mod failover;
 mod sections;
+
+use self::failover::VipAddress;

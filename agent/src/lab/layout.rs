@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::LabOptions;
+use super::{LabOptions, netns};
 
 /// The lab subnet's prefix length.
 pub const PREFIX_LEN: u8 = 24;
@@ -216,8 +216,10 @@ impl NodeLayout {
     }
 
     /// The node's configuration file (docs/configuration.md), pinning `peer`'s
-    /// certificate. Values are written as JSON strings, which YAML reads as
-    /// double-quoted scalars, so no path can break the syntax.
+    /// certificate, with the lab's VIP on the node's lab interface and the witness
+    /// namespace as failover witness; heartbeats use the default network (the
+    /// replication addresses, port + 1). Values are written as JSON strings, which
+    /// YAML reads as double-quoted scalars, so no path can break the syntax.
     pub fn config_yaml(&self, peer: &NodeLayout) -> anyhow::Result<String> {
         let q = |v: &dyn std::fmt::Display| {
             serde_json::to_string(&v.to_string()).unwrap_or_else(|_| String::from("\"\""))
@@ -236,7 +238,9 @@ impl NodeLayout {
              control_socket: {socket}\n\
              role: auto\n\
              replicated:\n  - name: data\n    path: {data}\n\
-             heartbeat:\n  interval: 100ms\n  timeout: 1s\n",
+             heartbeat:\n  interval: 100ms\n  timeout: 1s\n\
+             vip:\n  address: {vip}\n  interface: {interface}\n\
+             failover:\n  witnesses: [{witness}]\n",
             node = q(&self.name),
             listen = q(&self.listen),
             crt = path(self.certificate.as_ref(), "this node's certificate")?,
@@ -247,6 +251,9 @@ impl NodeLayout {
             state = q(&self.state_dir.display()),
             socket = q(&self.control_socket.display()),
             data = q(&self.data_dir.display()),
+            vip = q(&format!("{VIP}/{PREFIX_LEN}")),
+            interface = q(&netns::INNER),
+            witness = q(&WITNESS_ADDR),
         ))
     }
 }

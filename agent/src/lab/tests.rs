@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     fs::File,
-    net::{Ipv4Addr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, UdpSocket},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     process::Command,
     sync::{
@@ -206,6 +206,20 @@ fn up_builds_a_lab_where_node1_reaches_everyone_and_down_removes_it() {
     );
     assert_eq!(c1.replicated[0].path, layout.nodes[0].data_dir);
     assert_eq!(c2.control_socket, layout.nodes[1].control_socket);
+    // The VIP is on the lab interface, which exists in each node's namespace.
+    for c in [&c1, &c2] {
+        let vip = c.vip.as_ref().expect("vip");
+        assert_eq!(
+            (vip.address, vip.prefix_len),
+            (IpAddr::V4(layout.vip), layout.prefix_len)
+        );
+        assert_eq!(vip.interface, netns::INNER);
+        assert_eq!(c.failover.witnesses, [IpAddr::V4(layout.addresses.witness)]);
+    }
+    assert_eq!(
+        c1.heartbeat.networks[0].peer,
+        c2.heartbeat.networks[0].local
+    );
     assert!(layout.nodes[0].data_dir.is_dir() && layout.nodes[1].state_dir.is_dir());
 
     let json = serde_json::to_value(&layout).expect("json");
@@ -414,6 +428,22 @@ fn plan_names_everything_and_writes_valid_configurations() {
     assert_eq!(c.listen.to_string(), "10.213.7.11:7400");
     assert_eq!(c.peer.address.to_string(), "10.213.7.12:7400");
     assert_eq!(c.state_dir, n1.state_dir);
+    // The default heartbeat network, the VIP on the lab interface, the witness.
+    assert_eq!(
+        c.heartbeat.networks,
+        [crate::config::HeartbeatNetwork {
+            name: crate::config::DEFAULT_HEARTBEAT_NETWORK.into(),
+            local: "10.213.7.11:7401".parse().expect("addr"),
+            peer: "10.213.7.12:7401".parse().expect("addr"),
+        }]
+    );
+    let vip = c.vip.expect("vip");
+    assert_eq!(vip.address.to_string(), "10.213.7.50");
+    assert_eq!(vip.prefix_len, 24);
+    assert_eq!(vip.interface, "eth0");
+    assert_eq!(vip.interface, netns::INNER);
+    assert_eq!(c.failover.witnesses, [IpAddr::V4(WITNESS_ADDR)]);
+    assert_eq!(c.failover.preferred, None);
 
     assert_eq!(
         opts.agent_argv(&n1.config).expect("argv")[1..3],

@@ -1,14 +1,15 @@
 //! Checks of the list and timing sections: replicated directories (names, nesting),
-//! heartbeat, resync and application.
+//! heartbeat timing, resync and application commands; shared checks of durations
+//! and counts.
 
 use super::*;
 
-impl Checker<'_> {
+impl Validator<'_> {
     /// At least one directory; unique names; absolute paths that neither equal nor
     /// contain each other (a change under both would be replicated twice).
     pub(super) fn replicated(
         &mut self,
-        raw: Option<&serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<RawReplicated>>>>,
+        raw: Option<&Spanned<Vec<Spanned<RawReplicated>>>>,
     ) -> Option<Vec<Replicated>> {
         let Some(raw) = raw else {
             self.error(
@@ -151,7 +152,8 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&mut self, t: &Text, key: &str) -> Option<Duration> {
+    /// A duration longer than 0.
+    pub(super) fn duration(&mut self, t: &Text, key: &str) -> Option<Duration> {
         match parse_duration(&t.value) {
             Ok(d) if d.is_zero() => {
                 self.error(key, Some(t.referenced), "must be longer than 0");
@@ -165,16 +167,56 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn heartbeat(&mut self, raw: Option<&RawHeartbeat>) -> Option<Heartbeat> {
-        let interval = match raw.and_then(|h| h.interval.as_ref()) {
-            Some(t) => self.duration(t, "heartbeat.interval"),
-            None => Some(DEFAULT_HEARTBEAT_INTERVAL),
-        };
+    /// An optional duration, `default` when not given.
+    pub(super) fn duration_or(
+        &mut self,
+        t: Option<&Text>,
+        key: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        t.map_or(Some(default), |t| self.duration(t, key))
+    }
+
+    /// A whole number in `range`.
+    pub(super) fn count(&mut self, t: &Text, key: &str, range: RangeInclusive<u32>) -> Option<u32> {
+        match t.value.trim().parse::<u32>() {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                let expected = if *range.end() == u32::MAX {
+                    format!("a whole number, at least {}", range.start())
+                } else {
+                    format!("a whole number from {} to {}", range.start(), range.end())
+                };
+                self.error(
+                    key,
+                    Some(t.referenced),
+                    format!("`{}` must be {expected}", t.value.escape_debug()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Timing, secret and networks; `ends` gives the default network.
+    pub(super) fn heartbeat(
+        &mut self,
+        raw: Option<&Spanned<RawHeartbeat>>,
+        ends: Ends<'_>,
+    ) -> Option<Heartbeat> {
+        let raw = raw.map(|h| &h.value);
+        let interval = self.duration_or(
+            raw.and_then(|h| h.interval.as_ref()),
+            "heartbeat.interval",
+            DEFAULT_HEARTBEAT_INTERVAL,
+        );
         let timeout_text = raw.and_then(|h| h.timeout.as_ref());
-        let timeout = match timeout_text {
-            Some(t) => self.duration(t, "heartbeat.timeout"),
-            None => Some(DEFAULT_HEARTBEAT_TIMEOUT),
+        let timeout =
+            self.duration_or(timeout_text, "heartbeat.timeout", DEFAULT_HEARTBEAT_TIMEOUT);
+        let secret_file = match raw.and_then(|h| h.secret_file.as_ref()) {
+            Some(t) => self.secret_file(t).map(Some),
+            None => Some(None),
         };
+        let networks = self.heartbeat_networks(raw.and_then(|h| h.networks.as_ref()), ends);
         let (interval, timeout) = (interval?, timeout?);
         // Three heartbeats may be lost before the peer is declared gone, so a
         // single dropped packet never triggers a failover.
@@ -193,8 +235,8 @@ impl Checker<'_> {
         Some(Heartbeat {
             interval,
             timeout,
-            networks: vec![],
-            secret_file: None,
+            networks: networks?,
+            secret_file: secret_file?,
         })
     }
 
@@ -232,25 +274,43 @@ impl Checker<'_> {
     ) -> Option<Application> {
         let command = |c: &mut Self, t: Option<&Text>, key: &str| {
             let t = c.required(t, key, Some(at))?;
-            if t.value.trim().is_empty() {
-                c.error(key, Some(t.referenced), "must not be empty");
-                return None;
-            }
-            Some(t.value.clone())
+            c.command(t, key)
         };
         let start = command(self, raw.start.as_ref(), "application.start");
         let stop = command(self, raw.stop.as_ref(), "application.stop");
-        let timeout = match &raw.timeout {
-            Some(t) => self.duration(t, "application.timeout"),
-            None => Some(DEFAULT_APPLICATION_TIMEOUT),
-        };
+        let timeout = self.duration_or(
+            raw.timeout.as_ref(),
+            "application.timeout",
+            DEFAULT_APPLICATION_TIMEOUT,
+        );
+        let max_restarts = raw
+            .max_restarts
+            .as_ref()
+            .map_or(Some(DEFAULT_MAX_RESTARTS), |t| {
+                self.count(t, "application.max_restarts", 0..=u32::MAX)
+            });
+        let restart_window = self.duration_or(
+            raw.restart_window.as_ref(),
+            "application.restart_window",
+            DEFAULT_RESTART_WINDOW,
+        );
+        let checkers = self.checkers(raw.checkers.as_ref());
         Some(Application {
             start: start?,
             stop: stop?,
             timeout: timeout?,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            restart_window: DEFAULT_RESTART_WINDOW,
-            checkers: vec![],
+            max_restarts: max_restarts?,
+            restart_window: restart_window?,
+            checkers: checkers?,
         })
+    }
+
+    /// A shell command: anything but blank.
+    pub(super) fn command(&mut self, t: &Text, key: &str) -> Option<String> {
+        if t.value.trim().is_empty() {
+            self.error(key, Some(t.referenced), "must not be empty");
+            return None;
+        }
+        Some(t.value.clone())
     }
 }

@@ -1,0 +1,168 @@
+//! Checks of `application.checkers`: unique names, exactly one kind each, and
+//! their timing.
+
+use super::*;
+
+/// The longest process name the kernel keeps (`comm`, 16 bytes with the NUL).
+const MAX_COMM: usize = 15;
+
+impl Validator<'_> {
+    /// The list of checkers (empty when not given).
+    pub(super) fn checkers(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<RawChecker>>>>,
+    ) -> Option<Vec<Checker>> {
+        let Some(raw) = raw else {
+            return Some(Vec::new());
+        };
+        let mut names: Vec<(usize, String)> = Vec::new();
+        let mut out = Vec::new();
+        for (i, item) in raw.value.iter().enumerate() {
+            let (name, checker) = self.checker(i, item, &names);
+            if let Some(name) = name {
+                names.push((i, name));
+            }
+            out.push(checker);
+        }
+        out.into_iter().collect()
+    }
+
+    /// One checker, and its name when that is valid (also when something else is
+    /// not), so that later items are still compared with it.
+    fn checker(
+        &mut self,
+        i: usize,
+        item: &Spanned<RawChecker>,
+        names: &[(usize, String)],
+    ) -> (Option<String>, Option<Checker>) {
+        let at = Some(item.referenced);
+        let raw = &item.value;
+        let key = |field: &str| format!("application.checkers[{i}].{field}");
+        let name = self
+            .required(raw.name.as_ref(), &key("name"), at)
+            .and_then(|t| {
+                let name = self.short_name(t, &key("name"), "checker name")?;
+                self.unique_name(t, &key("name"), "application.checkers", names)?;
+                Some(name)
+            });
+        let kind = self.checker_kind(i, item);
+        let interval = self.duration_or(
+            raw.interval.as_ref(),
+            &key("interval"),
+            DEFAULT_CHECK_INTERVAL,
+        );
+        let timeout = self.duration_or(
+            raw.timeout.as_ref(),
+            &key("timeout"),
+            DEFAULT_CHECK_INTERVAL,
+        );
+        let failures = raw
+            .failures
+            .as_ref()
+            .map_or(Some(DEFAULT_CHECK_FAILURES), |t| {
+                self.count(t, &key("failures"), 1..=u32::MAX)
+            });
+        let action = raw
+            .action
+            .as_ref()
+            .map_or(Some(CheckerAction::Restart), |t| {
+                self.checker_action(t, &key("action"))
+            });
+        let checker = (|| {
+            Some(Checker {
+                name: name.clone()?,
+                kind: kind?,
+                interval: interval?,
+                timeout: timeout?,
+                failures: failures?,
+                action: action?,
+            })
+        })();
+        (name, checker)
+    }
+
+    /// Exactly one of `tcp`, `command` and `process`.
+    fn checker_kind(&mut self, i: usize, item: &Spanned<RawChecker>) -> Option<CheckerKind> {
+        let raw = &item.value;
+        let given: Vec<(&str, &Text)> = [
+            ("tcp", raw.tcp.as_ref()),
+            ("command", raw.command.as_ref()),
+            ("process", raw.process.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, t)| Some((k, t?)))
+        .collect();
+        let key = |field: &str| format!("application.checkers[{i}].{field}");
+        match given.as_slice() {
+            [] => {
+                self.error(
+                    &format!("application.checkers[{i}]"),
+                    Some(item.referenced),
+                    "needs one of `tcp`, `command` or `process` to say what it checks",
+                );
+                None
+            }
+            [("tcp", t)] => self
+                .socket_addr(t, &key("tcp"), false)
+                .map(CheckerKind::Tcp),
+            [("command", t)] => self.command(t, &key("command")).map(CheckerKind::Command),
+            [(_, t)] => self
+                .process_name(t, &key("process"))
+                .map(CheckerKind::Process),
+            [(first, _), (second, t), ..] => {
+                self.error(
+                    &key(second),
+                    Some(t.referenced),
+                    format!(
+                        "a checker checks one thing: give only one of `tcp`, `command` and `process` (this one also has `{first}`)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A process name as the kernel keeps it (`comm`): 1 to 15 bytes.
+    fn process_name(&mut self, t: &Text, key: &str) -> Option<String> {
+        let name = t.value.as_str();
+        if name.trim().is_empty() {
+            self.error(key, Some(t.referenced), "must not be empty");
+            return None;
+        }
+        if name.len() > MAX_COMM {
+            let mut cut = MAX_COMM;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.error(
+                key,
+                Some(t.referenced),
+                format!(
+                    "`{}` is longer than the {MAX_COMM} bytes the kernel keeps of a process name; write its first {MAX_COMM}: `{}`",
+                    name.escape_debug(),
+                    name[..cut].escape_debug()
+                ),
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    }
+
+    fn checker_action(&mut self, t: &Text, key: &str) -> Option<CheckerAction> {
+        match t.value.as_str() {
+            "restart" => Some(CheckerAction::Restart),
+            "failover" => Some(CheckerAction::Failover),
+            other => {
+                self.error(
+                    key,
+                    Some(t.referenced),
+                    format!(
+                        "`{}` is not an action: use restart or failover",
+                        other.escape_debug()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
