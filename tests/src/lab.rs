@@ -73,6 +73,7 @@ impl Lab {
             );
             let mut text = std::fs::read_to_string(&n.config)
                 .map_err(|e| format!("{}: {e}", n.config.display()))?;
+            text.push_str(tandem::lab::LOCAL_ADDITIONS);
             text.push_str(&section);
             std::fs::write(&n.config, text).map_err(|e| format!("{}: {e}", n.config.display()))?;
         }

@@ -38,6 +38,9 @@ pub const ENV_DIR: &str = "TANDEM_LAB_DIR";
 pub const DEFAULT_PREFIX: &str = "tandem-lab";
 /// The parent of the base directory when not overridden (`<this>/<prefix>`).
 pub const DEFAULT_BASE_PARENT: &str = "/var/lib/tandem-lab";
+/// A line in a node's configuration below which `up` keeps what is there when it
+/// rewrites the file (the lab's own keys above it are regenerated).
+pub const LOCAL_ADDITIONS: &str = "# --- local additions (kept by tandem lab up) ---\n";
 /// Stands for a node's configuration path in [`LabOptions::agent_command`].
 pub const CONFIG_PLACEHOLDER: &str = "{config}";
 
@@ -188,7 +191,13 @@ pub fn up(opts: &LabOptions, keygen: &dyn Keygen) -> anyhow::Result<Layout> {
     // Configurations need both nodes' certificates, so they come after the keys.
     let peers: Vec<NodeLayout> = layout.nodes.iter().rev().cloned().collect();
     for (node, peer) in layout.nodes.iter().zip(&peers) {
-        let yaml = node.config_yaml(peer)?;
+        let mut yaml = node.config_yaml(peer)?;
+        // What a test or an operator added below the marker survives a repair.
+        if let Ok(old) = std::fs::read_to_string(&node.config)
+            && let Some(at) = old.find(LOCAL_ADDITIONS)
+        {
+            yaml.push_str(&old[at..]);
+        }
         write_file(&node.config, &yaml)?;
         Config::load(&node.config)
             .map_err(|e| anyhow::anyhow!("the lab wrote an invalid configuration:\n{e}"))?;

@@ -361,6 +361,7 @@ struct Executor {
 impl Executor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         while let Some(c) = rx.recv().await {
+            tracing::debug!(command = ?c, "executing");
             if let Err(e) = self.perform(c).await {
                 tracing::error!(error = format!("{e:#}"), "command failed");
             }

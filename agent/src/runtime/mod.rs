@@ -73,6 +73,16 @@ impl Ctx {
         }
     }
 
+    /// How long a primary waits for a connected peer's acknowledgement before giving
+    /// it up (and how long a durability call is held at most). A dead peer is found
+    /// sooner, by the heartbeat timeout (QUIC's idle timeout is the same); this only
+    /// bounds a live but slow one, such as a secondary whose disk takes seconds to
+    /// sync, which must not cost the pair its synchronous replication.
+    #[must_use]
+    pub fn ack_timeout(&self) -> Duration {
+        (self.cfg.heartbeat.timeout * 5).max(Duration::from_secs(5))
+    }
+
     /// Whether the primary replication role runs.
     #[must_use]
     pub fn is_primary(&self) -> bool {
@@ -182,7 +192,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
     let (breq_tx, breq_rx) = std_mpsc::channel::<BarrierRequest>();
     let listener = Listener::start(
         ListenerConfig {
-            release_after: ctx.cfg.heartbeat.timeout,
+            release_after: ctx.ack_timeout(),
             shutdown_grace: Duration::from_secs(2),
         },
         breq_tx,

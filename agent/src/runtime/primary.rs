@@ -56,7 +56,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let timeout = ctx.cfg.heartbeat.timeout;
-    let mut core = Primary::new(timeout, Instant::now());
+    let mut core = Primary::new(ctx.ack_timeout(), Instant::now());
     let mut session = Session::default();
     let (conn_tx, mut conn_rx) = mpsc::channel::<Result<Link, String>>(1);
     let mut dialing = false;
@@ -78,7 +78,7 @@ pub async fn run(
     // A role that starts with its follower in sync (PRIM) keeps the generation they
     // share; one that goes on without it starts a new one (below) before anything
     // the peer lacks is acknowledged.
-    let started = Instant::now();
+    let mut armed_at: Option<Instant> = None;
     let mut had_link = false;
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
@@ -95,7 +95,10 @@ pub async fn run(
             Event::Stop => break,
             Event::Captured(None) => anyhow::bail!("capture stopped"),
             Event::Captured(Some(Captured::Failed(e))) => anyhow::bail!("capture failed: {e}"),
-            Event::Captured(Some(Captured::Armed)) => armed = true,
+            Event::Captured(Some(Captured::Armed)) => {
+                armed = true;
+                armed_at = Some(now);
+            }
             Event::Captured(Some(Captured::Batch(b))) => {
                 ctx.status.update(|s| s.replication.bytes_total += b.bytes);
                 if !core.in_sync() {
@@ -288,7 +291,9 @@ pub async fn run(
             last_checkpoint = Instant::now();
         }
         had_link |= core.link() != LinkState::Down;
-        if core.link() == LinkState::Down && (had_link || started.elapsed() >= timeout) {
+        // The peer is dialled once capture is armed; it gets a timeout from then.
+        let late = armed_at.is_some_and(|t| t.elapsed() >= timeout);
+        if core.link() == LinkState::Down && (had_link || late) {
             go_alone(&ctx, &mut alone_generation, "the peer is not connected")?;
         } else if in_sync {
             alone_generation = false;
@@ -324,8 +329,8 @@ fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<()> {
             .start_new()
             .map_err(|e| anyhow::anyhow!("cannot record a new data generation: {e}"))?;
         *started = true;
+        tracing::info!(reason, "replicating without the peer: new data generation");
     }
-    tracing::info!(reason, "replicating without the peer");
     Ok(())
 }
 

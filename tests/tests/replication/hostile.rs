@@ -148,7 +148,9 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
     let lab = pair("hp");
     let cfg = Config::load(&lab.nodes[0].config).expect("node1 config");
     let ns = lab.nodes[0].namespace.clone();
-    lab.signal_agent(0, Signal::SIGTERM).expect("stop node1");
+    // Killed, not stopped: its VIP stays, so node2 stays SECOND (no takeover) and
+    // keeps serving whoever claims to be node1.
+    lab.signal_agent(0, Signal::SIGKILL).expect("stop node1");
     assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
     let outside = lab.dir.join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
