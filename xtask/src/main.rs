@@ -224,36 +224,25 @@ fn test(root: &Path, seeds: &str, no_lint: bool, oracle: bool) -> anyhow::Result
     let bin = root.join("target/debug/tandem");
     let bin = bin.to_string_lossy();
     run(root, "cargo", &["test", "-p", "tandem-tests", "--lib"], &[])?;
-    // Replication in a two-node lab: heavy (two agents with eBPF each), one at a time.
-    run(
-        root,
-        "cargo",
-        &[
-            "test",
-            "-p",
-            "tandem-tests",
-            "--test",
-            "replication",
-            "--",
-            "--test-threads=1",
-        ],
-        &[("TANDEM_BIN", &bin)],
-    )?;
-    // Containers under the durability barrier, through a real Docker daemon.
-    run(
-        root,
-        "cargo",
-        &[
-            "test",
-            "-p",
-            "tandem-tests",
-            "--test",
-            "docker",
-            "--",
-            "--test-threads=1",
-        ],
-        &[("TANDEM_BIN", &bin)],
-    )?;
+    // Replication and failover in a two-node lab: heavy (two agents with eBPF each),
+    // one at a time; then containers under the durability barrier, through a real
+    // Docker daemon.
+    for target in ["replication", "failover", "docker"] {
+        run(
+            root,
+            "cargo",
+            &[
+                "test",
+                "-p",
+                "tandem-tests",
+                "--test",
+                target,
+                "--",
+                "--test-threads=1",
+            ],
+            &[("TANDEM_BIN", &bin)],
+        )?;
+    }
     if !oracle {
         eprintln!("xtask: capture oracle not run (pass --oracle); see issue 2's note");
         return Ok(());
