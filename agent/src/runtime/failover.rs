@@ -157,18 +157,27 @@ pub async fn run(
             peer: n.peer,
         })
         .collect();
-    let (heartbeats, mut received) = Heartbeats::start(
-        HeartbeatConfig {
-            networks: networks.clone(),
-            interval: ctx.cfg.heartbeat.interval,
-            window: (ctx.cfg.heartbeat.timeout * 2).max(HeartbeatConfig::DEFAULT_WINDOW),
-            key: heartbeat_key(&ctx, fingerprints.0, fingerprints.1)?,
-            node: ctx.cfg.node.clone(),
-            peer_node: ctx.cfg.peer.name.clone(),
-        },
-        payload_rx,
-    )
-    .context("cannot start heartbeats")?;
+    let hb_config = HeartbeatConfig {
+        networks: networks.clone(),
+        interval: ctx.cfg.heartbeat.interval,
+        window: (ctx.cfg.heartbeat.timeout * 2).max(HeartbeatConfig::DEFAULT_WINDOW),
+        key: heartbeat_key(&ctx, fingerprints.0, fingerprints.1)?,
+        node: ctx.cfg.node.clone(),
+        peer_node: ctx.cfg.peer.name.clone(),
+    };
+    // A predecessor that is still exiting may hold the ports for a moment.
+    let deadline = Instant::now() + super::BIND_PATIENCE;
+    let (heartbeats, mut received) = loop {
+        match Heartbeats::start(hb_config.clone(), payload_rx.clone()) {
+            Ok(h) => break h,
+            Err(heartbeat::HeartbeatError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot start heartbeats")),
+        }
+    };
     let (events_tx, mut events) = admin;
     let (role_failed_tx, mut role_failed) = mpsc::channel(4);
     let (exec_tx, exec_rx) = mpsc::unbounded_channel();
@@ -385,14 +394,15 @@ impl Executor {
                 let ok = self.app(Action::Start).await;
                 let _ = self.app_running.send_replace(ok);
                 self.ctx.status.update(|s| s.application.running = ok);
-                if ok && self.checkers.is_none() {
-                    if let Some(a) = &self.ctx.cfg.application {
-                        self.checkers = Some(Checkers::start(
-                            &a.checkers,
-                            &self.events,
-                            &self.app_running.subscribe(),
-                        ));
-                    }
+                if ok
+                    && self.checkers.is_none()
+                    && let Some(a) = &self.ctx.cfg.application
+                {
+                    self.checkers = Some(Checkers::start(
+                        &a.checkers,
+                        &self.events,
+                        &self.app_running.subscribe(),
+                    ));
                 }
                 let ev = if ok {
                     Event::AppStarted

@@ -28,6 +28,101 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Heartbeats as node1 would send them while PRIM, from node1's namespace: the
+/// hostile peer holds node1's credentials, so it can. node2 then follows it as
+/// SECOND and keeps accepting its sessions (a SECOND whose peer is silent and whose
+/// resync broke off would rightly stop replicating and wait). Stopped when dropped.
+struct FakeHeartbeats {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeHeartbeats {
+    fn start(ns: &str, cfg: &Config) -> Self {
+        use tandem::{
+            failover::Beacon,
+            heartbeat::{HeartbeatConfig, Heartbeats, NetworkSpec, derive_key, fingerprint_secret},
+            status::State,
+        };
+        let me = Identity::load(&cfg.identity.certificate, &cfg.identity.key).expect("identity");
+        let own = PeerPin::parse_fingerprint(&me.fingerprint())
+            .expect("fp")
+            .digest();
+        let peer = match &cfg.peer.pin {
+            PeerPinSpec::Certificate(p) => PeerPin::from_cert_file(p).expect("pin"),
+            PeerPinSpec::Fingerprint(h) => {
+                PeerPin::parse_fingerprint(&format!("sha256:{h}")).expect("pin")
+            }
+        }
+        .digest();
+        let net = cfg.heartbeat.networks[0].clone();
+        let config = HeartbeatConfig {
+            networks: vec![NetworkSpec {
+                name: net.name,
+                local: net.local,
+                peer: net.peer,
+            }],
+            interval: cfg.heartbeat.interval,
+            window: HeartbeatConfig::DEFAULT_WINDOW,
+            key: derive_key(&fingerprint_secret(&own, &peer)),
+            node: cfg.node.clone(),
+            peer_node: cfg.peer.name.clone(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ns = ns.to_string();
+        let thread = std::thread::spawn(move || {
+            let fd = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let beacon = Beacon {
+                    incarnation: 1,
+                    seq: 1,
+                    state: State::Prim,
+                    consistent: true,
+                    can_run: true,
+                    ..Beacon::default()
+                };
+                let (_keep, payload) = tokio::sync::watch::channel(beacon);
+                // The killed agent's sockets close only once the kernel has
+                // detached its probes.
+                let mut tries = 0;
+                let (hb, _rx) = loop {
+                    match Heartbeats::start(config.clone(), payload.clone()) {
+                        Ok(h) => break h,
+                        Err(e) if tries < 120 => {
+                            tries += 1;
+                            eprintln!("fake heartbeats: {e}; retrying");
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        Err(e) => panic!("fake heartbeats: {e}"),
+                    }
+                };
+                let _ = rx.await;
+                hb.stop().await;
+            });
+        });
+        Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeHeartbeats {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What node2 answered to one scripted session.
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -152,6 +247,7 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
     // keeps serving whoever claims to be node1.
     lab.signal_agent(0, Signal::SIGKILL).expect("stop node1");
     assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
+    let heartbeats = FakeHeartbeats::start(&ns, &cfg);
     let outside = lab.dir.join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
     std::fs::write(outside.join("sentinel"), b"keep").expect("sentinel");
@@ -242,6 +338,7 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
         );
     }
     // node2 still serves: the real node1 comes back and replicates.
+    drop(heartbeats);
     lab.restart_missing().unwrap_or_else(|e| panic!("{e}"));
     lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
