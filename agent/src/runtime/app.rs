@@ -244,3 +244,145 @@ fn process_alive(name: &str) -> bool {
         })
         .any(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::CheckerAction as ConfigAction;
+
+    fn app(stop: &str, timeout: Duration) -> Application {
+        Application {
+            start: "true".into(),
+            stop: stop.into(),
+            timeout,
+            max_restarts: 3,
+            restart_window: Duration::from_secs(60),
+            checkers: vec![],
+        }
+    }
+
+    fn env() -> Env {
+        Env {
+            node: "node1".into(),
+            peer: "node2".into(),
+            state: State::Prim,
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_command_sees_its_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("env");
+        let cmd = format!(
+            "echo \"$TANDEM_ACTION $TANDEM_STATE $TANDEM_NODE $TANDEM_PEER\" > {}",
+            out.display()
+        );
+        run_command(
+            &app(&cmd, Duration::from_secs(5)),
+            Action::Stop,
+            &env(),
+            dir.path(),
+        )
+        .await
+        .expect("stop");
+        let text = std::fs::read_to_string(&out).expect("read");
+        assert_eq!(text.trim(), "stop PRIM node1 node2");
+    }
+
+    #[tokio::test]
+    async fn failing_and_slow_commands_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = run_command(
+            &app("exit 3", Duration::from_secs(5)),
+            Action::Stop,
+            &env(),
+            dir.path(),
+        )
+        .await
+        .expect_err("exit 3");
+        assert!(e.to_string().contains("failed"), "{e}");
+        let t = Instant::now();
+        let e = run_command(
+            &app("sleep 5", Duration::from_millis(200)),
+            Action::Stop,
+            &env(),
+            dir.path(),
+        )
+        .await
+        .expect_err("timeout");
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipes_does_not_block_the_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Instant::now();
+        run_command(
+            &app("sleep 3 &", Duration::from_secs(2)),
+            Action::Stop,
+            &env(),
+            dir.path(),
+        )
+        .await
+        .expect("returns when the shell exits");
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn checks_of_each_kind() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open = l.local_addr().expect("addr");
+        drop(l);
+        assert!(!check_once(&CheckerKind::Tcp(open)).await);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert!(check_once(&CheckerKind::Tcp(l.local_addr().expect("addr"))).await);
+        assert!(check_once(&CheckerKind::Command("true".into())).await);
+        assert!(!check_once(&CheckerKind::Command("false".into())).await);
+        let me = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        assert!(check_once(&CheckerKind::Process(me.trim().into())).await);
+        assert!(!check_once(&CheckerKind::Process("no-such-proc-xyz".into())).await);
+    }
+
+    #[tokio::test]
+    async fn a_checker_reports_its_threshold_and_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = dir.path().join("ok");
+        let checker = Checker {
+            name: "flag".into(),
+            kind: CheckerKind::Command(format!("test -f {}", flag.display())),
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_secs(1),
+            failures: 3,
+            action: ConfigAction::Failover,
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_running_tx, running) = watch::channel(true);
+        let _c = Checkers::start(&[checker], &tx, &running);
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time");
+        assert_eq!(
+            ev,
+            Some(Event::CheckerFailed {
+                checker: "flag".into(),
+                action: CheckerAction::Failover
+            })
+        );
+        std::fs::write(&flag, b"").expect("write");
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("in time");
+            if ev
+                == Some(Event::CheckerOk {
+                    checker: "flag".into(),
+                })
+            {
+                break;
+            }
+        }
+    }
+}

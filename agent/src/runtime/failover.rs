@@ -611,3 +611,27 @@ async fn witness(index: usize, ip: IpAddr, interface: String, events: mpsc::Send
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_round_trips_and_defaults_when_absent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_memory(dir.path()).expect("load"), Memory::default());
+        let m = Memory {
+            peer_may_be_newer: false,
+            was_running: true,
+            consistent: false,
+        };
+        store_memory(dir.path(), &m).expect("store");
+        assert_eq!(load_memory(dir.path()).expect("load"), m);
+        std::fs::write(memory_path(dir.path()), b"{not json").expect("write");
+        let e = load_memory(dir.path()).expect_err("garbage");
+        assert!(
+            format!("{e:#}").contains("not a failover memory file"),
+            "{e:#}"
+        );
+    }
+}
