@@ -321,3 +321,70 @@ fn orphaned_writer_cannot_make_data_durable() {
     lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
 }
+
+/// The witness going away changes nothing while the nodes hear each other.
+#[test]
+fn losing_the_witness_changes_nothing() {
+    let _g = serial();
+    let lab = pair("wl");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let witness = layout_str(&lab, "/namespaces/witness");
+    let t0 = Instant::now();
+    let down = Command::new("ip")
+        .args(["-n", &witness, "link", "set", "eth0", "down"])
+        .status()
+        .expect("ip");
+    assert!(down.success());
+    std::thread::sleep(Duration::from_secs(4));
+    let states = (state(&lab, 0), state(&lab, 1));
+    let up = Command::new("ip")
+        .args(["-n", &witness, "link", "set", "eth0", "up"])
+        .status()
+        .expect("ip");
+    assert!(up.success());
+    assert_eq!(states, ("PRIM".to_string(), "SECOND".to_string()));
+    let samples = c.stop().expect("client");
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.at >= t0)
+            .all(|s| s.answer.as_deref() == Some("node1")),
+        "the service was interrupted while only the witness was gone"
+    );
+}
+
+/// Both agents die and come back together: the node with the newest data runs
+/// the service, the other resyncs from it.
+#[test]
+fn both_restarted_at_once_the_newest_data_wins() {
+    let _g = serial();
+    let lab = pair("br");
+    // node2 stops; node1 goes on alone and writes what node2 lacks.
+    lab.signal_agent(1, Signal::SIGTERM).expect("stop node2");
+    assert!(lab.wait_agent_gone(1, Duration::from_secs(30)));
+    lab.wait_state(0, "ALONE", false, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    std::fs::write(
+        lab.nodes[0].data_dir.join("newest.txt"),
+        b"only node1 has this",
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    // node1's agent dies too (its VIP and service stay, as after a crash of the
+    // agent); then both come back at once.
+    lab.signal_agent(0, Signal::SIGKILL).expect("kill node1");
+    assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
+    lab.restart_missing().expect("restart both");
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    assert_eq!(
+        std::fs::read(lab.nodes[1].data_dir.join("newest.txt")).expect("resynced"),
+        b"only node1 has this"
+    );
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    drop(c.stop());
+}
