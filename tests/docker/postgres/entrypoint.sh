@@ -53,10 +53,12 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
             --auth-local=trust --auth-host=trust
         method=trust
     fi
-    # The durability settings are PostgreSQL's defaults, written out so that
-    # nobody turns them off by accident: with them, every COMMIT the server
+    # The durability settings are PostgreSQL's defaults on Linux, written out so
+    # that nobody changes them by accident: with them, every COMMIT the server
     # acknowledges has had its WAL fdatasync'ed, and under Tandem's barrier that
-    # fdatasync returns only once the peer holds the WAL.
+    # fdatasync returns only once the peer holds the WAL. wal_sync_method matters
+    # as much: open_sync and open_datasync make WAL writes durable through
+    # O_SYNC/O_DSYNC descriptors, which the barrier does not hold.
     cat >>"$PGDATA/postgresql.conf" <<CONF
 
 # --- tandem/postgres:15 ---
@@ -66,6 +68,7 @@ unix_socket_directories = '/var/run/postgresql'
 fsync = on
 synchronous_commit = on
 full_page_writes = on
+wal_sync_method = fdatasync
 CONF
     printf 'host all all %s %s\n' "$cidr" "$method" >>"$PGDATA/pg_hba.conf"
     echo "tandem-postgres: initialised $PGDATA (TCP clients from $cidr: $method)"

@@ -42,9 +42,9 @@ psql() { docker exec "$name" psql -X -v ON_ERROR_STOP=1 -U postgres -Atq "$@"; }
 
 [ "$(stat -c %u "$data")" = 999 ] || { echo "smoke: the data directory is not owned by uid 999" >&2; exit 1; }
 settings=$(psql -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
-    WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'listen_addresses')")
+    WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'listen_addresses', 'wal_sync_method')")
 echo "smoke: $settings"
-[ "$settings" = "fsync=on full_page_writes=on listen_addresses=* synchronous_commit=on" ] ||
+[ "$settings" = "fsync=on full_page_writes=on listen_addresses=* synchronous_commit=on wal_sync_method=fdatasync" ] ||
     { echo "smoke: unexpected settings" >&2; exit 1; }
 psql -c "SELECT count(*) FROM pg_hba_file_rules WHERE address = '10.213.7.0'" | grep -qx 1 ||
     { echo "smoke: no pg_hba rule for the lab subnet" >&2; exit 1; }
