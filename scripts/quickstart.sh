@@ -14,7 +14,7 @@ die() { echo "quickstart: $*" >&2; exit 1; }
 
 install_packages() {
     local need=()
-    for pkg in clang llvm libbpf-dev bpftool gcc make pkg-config attr acl rsync util-linux iproute2; do
+    for pkg in clang llvm libbpf-dev bpftool gcc make pkg-config attr acl rsync util-linux iproute2 debootstrap; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
     done
     if [ "${#need[@]}" -gt 0 ]; then
@@ -100,7 +100,8 @@ replication_demo() {
     trap - EXIT
 }
 
-# The Docker tests need a running Docker engine (Debian's docker.io).
+# The Docker tests need a running Docker engine (Debian's docker.io); their
+# PostgreSQL image is built from Debian packages with debootstrap (installed above).
 ensure_docker() {
     if ! command -v docker >/dev/null; then
         echo "quickstart: installing docker.io"

@@ -40,7 +40,31 @@ pub struct Peer {
     pub name: String,
     /// The peer's state as it last told us (`null` when never heard from).
     pub state: Option<State>,
+    /// Heard on some heartbeat network within the timeout.
     pub connected: bool,
+    /// Each heartbeat network, in configuration order.
+    #[serde(default)]
+    pub networks: Vec<Network>,
+    /// Each witness, in configuration order: whether it answered its last probe.
+    #[serde(default)]
+    pub witnesses: Vec<Witness>,
+}
+
+/// One heartbeat network as this node sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    /// The peer was heard on it within the heartbeat timeout.
+    pub up: bool,
+    /// The last round-trip time measured on it, in microseconds.
+    pub rtt_us: Option<u64>,
+}
+
+/// One witness as this node sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Witness {
+    pub address: String,
+    pub reachable: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -143,13 +167,31 @@ pub fn render(s: &Status) -> String {
         "not in sync".to_string()
     };
     let vip = if s.vip.held { "held here" } else { "not here" };
+    let mut links = String::new();
+    for n in &s.peer.networks {
+        let rtt = n
+            .rtt_us
+            .map_or_else(|| "-".to_string(), |us| format!("{:.2} ms", us as f64 / 1000.0));
+        links.push_str(&format!(
+            "heartbeat {}: {} (rtt {rtt})\n",
+            n.name,
+            if n.up { "up" } else { "down" }
+        ));
+    }
+    for w in &s.peer.witnesses {
+        links.push_str(&format!(
+            "witness {}: {}\n",
+            w.address,
+            if w.reachable { "reachable" } else { "unreachable" }
+        ));
+    }
     let app = if s.application.running {
         "running here"
     } else {
         "not running here"
     };
     format!(
-        "{:<8} {:<6} {}\n{:<8} {:<6} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n",
+        "{:<8} {:<6} {}\n{:<8} {:<6} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n{links}",
         s.node,
         s.state.as_str(),
         s.reason,

@@ -1501,3 +1501,35 @@ fn documented_example_is_valid() {
         }
     }
 }
+
+/// The node configurations in packaging/examples are valid files (with certificate
+/// files where their relative paths point), so that an example cannot drift from
+/// the schema: a key that does not exist would be rejected here.
+#[test]
+fn packaging_examples_are_valid() {
+    let f = Fixture::new();
+    std::fs::write(f.path("node2.key"), "-----BEGIN TEST-----\n").expect("write");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples");
+    let mut checked = Vec::new();
+    let mut dirs = vec![examples];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read packaging/examples") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("node") && n.ends_with(".yaml")
+            }) {
+                let text = std::fs::read_to_string(&path).expect("read example");
+                // Parsed as if it were in the fixture's directory, where the
+                // certificate files exist.
+                let c = Config::parse(&text, &f.origin())
+                    .unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+                assert!(c.application.is_some(), "{}", path.display());
+                checked.push(path);
+            }
+        }
+    }
+    assert!(checked.len() >= 2, "no node examples found: {checked:?}");
+}

@@ -194,6 +194,25 @@ pub async fn run(
         }
         .run(exec_rx),
     );
+    ctx.status.update(|s| {
+        s.peer.networks = networks
+            .iter()
+            .map(|n| crate::status::Network {
+                name: n.name.clone(),
+                ..Default::default()
+            })
+            .collect();
+        s.peer.witnesses = ctx
+            .cfg
+            .failover
+            .witnesses
+            .iter()
+            .map(|w| crate::status::Witness {
+                address: w.to_string(),
+                reachable: false,
+            })
+            .collect();
+    });
     let witnesses = spawn_witnesses(&ctx, events_tx.clone());
     let mut actor = Actor {
         ctx: ctx.clone(),
@@ -209,7 +228,17 @@ pub async fn run(
         let ev = tokio::select! {
             r = received.recv() => match r {
                 Some(r) => match networks.iter().position(|n| n.name == r.network) {
-                    Some(network) => Event::Heartbeat { network, beacon: r.payload },
+                    Some(network) => {
+                        if let Some(rtt) = r.rtt {
+                            let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                            ctx.status.update(|s| {
+                                if let Some(n) = s.peer.networks.get_mut(network) {
+                                    n.rtt_us = Some(us);
+                                }
+                            });
+                        }
+                        Event::Heartbeat { network, beacon: r.payload }
+                    }
                     None => continue,
                 },
                 None => anyhow::bail!("the heartbeat tasks ended"),
@@ -346,9 +375,13 @@ impl Actor {
         let now = Instant::now();
         let connected = engine.peer_connected(now);
         let state = engine.peer_state();
+        let up = engine.networks_up(now);
         self.ctx.status.update(|s| {
             s.peer.connected = connected;
             s.peer.state = if connected { state } else { None };
+            for (n, up) in s.peer.networks.iter_mut().zip(up) {
+                n.up = up;
+            }
         });
     }
 }
@@ -574,11 +607,25 @@ fn spawn_witnesses(ctx: &Ctx, events: mpsc::Sender<Event>) -> Vec<JoinHandle<()>
         .iter()
         .copied()
         .enumerate()
-        .map(|(index, ip)| tokio::spawn(witness(index, ip, v.interface.clone(), events.clone())))
+        .map(|(index, ip)| {
+            tokio::spawn(witness(
+                index,
+                ip,
+                v.interface.clone(),
+                events.clone(),
+                ctx.status.clone(),
+            ))
+        })
         .collect()
 }
 
-async fn witness(index: usize, ip: IpAddr, interface: String, events: mpsc::Sender<Event>) {
+async fn witness(
+    index: usize,
+    ip: IpAddr,
+    interface: String,
+    events: mpsc::Sender<Event>,
+    status: crate::status::Shared,
+) {
     let config = ProbeConfig {
         count: 2,
         interval: Duration::from_millis(100),
@@ -601,6 +648,11 @@ async fn witness(index: usize, ip: IpAddr, interface: String, events: mpsc::Send
                 tracing::info!(witness = %ip, reachable, "witness reachability changed");
             }
             last = Some(reachable);
+            status.update(|s| {
+                if let Some(w) = s.peer.witnesses.get_mut(index) {
+                    w.reachable = reachable;
+                }
+            });
             if events
                 .send(Event::Witness { index, reachable })
                 .await

@@ -6,7 +6,9 @@
 //! drops `listenerPath`), so the tests register the OCI runtime wrapper
 //! (`tandem oci-runtime`, `tandem::barrier::oci`) as a temporary
 //! Docker runtime. Every image, container, runtime entry and socket a test creates
-//! is removed when it ends, also on failure.
+//! is removed when it ends, also on failure; the one exception is the PostgreSQL
+//! image (`postgres`), which is kept, by recipe hash, because building it takes
+//! minutes.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +17,7 @@
 )]
 
 mod fixture;
+mod postgres;
 mod probe;
 
 use std::{
