@@ -169,9 +169,10 @@ pub fn render(s: &Status) -> String {
     let vip = if s.vip.held { "held here" } else { "not here" };
     let mut links = String::new();
     for n in &s.peer.networks {
-        let rtt = n
-            .rtt_us
-            .map_or_else(|| "-".to_string(), |us| format!("{:.2} ms", us as f64 / 1000.0));
+        let rtt = n.rtt_us.map_or_else(
+            || "-".to_string(),
+            |us| format!("{:.2} ms", us as f64 / 1000.0),
+        );
         links.push_str(&format!(
             "heartbeat {}: {} (rtt {rtt})\n",
             n.name,
@@ -182,7 +183,11 @@ pub fn render(s: &Status) -> String {
         links.push_str(&format!(
             "witness {}: {}\n",
             w.address,
-            if w.reachable { "reachable" } else { "unreachable" }
+            if w.reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            }
         ));
     }
     let app = if s.application.running {
