@@ -179,7 +179,7 @@ pub fn main() -> ExitCode {
         Command::Prim(args) => admin(&args.config, "prim", args.force),
         Command::Second(args) => admin(&args, "second", false),
         Command::Swap(args) => swap(&args),
-        Command::Stop(args) => admin(&args, "stop", false),
+        Command::Stop(args) => stop(&args),
         Command::Start(args) => admin(&args, "start", false),
         Command::Exec(args) => exec(&args),
         Command::Keygen(args) => keygen(&args),
@@ -243,6 +243,30 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
 fn admin(config: &ConfigArg, op: &str, force: bool) -> anyhow::Result<()> {
     let cfg = crate::config::Config::load(&config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::runtime::control::send_admin(&cfg.control_socket, op, force)
+}
+
+/// Stops the module and waits until the application and the VIP are gone, so
+/// that what runs next (maintenance, a package upgrade) finds them stopped.
+fn stop(config: &ConfigArg) -> anyhow::Result<()> {
+    use crate::status::State;
+    let cfg = crate::config::Config::load(&config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::runtime::control::send_admin(&cfg.control_socket, "stop", false)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let s = crate::runtime::control::query_status(&cfg.control_socket)?;
+        if s.state == State::Stop && !s.application.running && !s.vip.held {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} did not stop in time: {} ({})",
+                s.node,
+                s.state.as_str(),
+                s.reason
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Asks for a swap and waits until this node's role has flipped.

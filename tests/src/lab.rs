@@ -62,8 +62,19 @@ impl Lab {
     /// (`lab-service`, answering its node name on [`SERVICE_PORT`]), with a TCP
     /// checker on it.
     pub fn up_with_service(tag: &str, service_bin: &Path) -> Result<Lab, String> {
+        Self::up_with_service_edited(tag, service_bin, |_, text| text)
+    }
+
+    /// [`Lab::up_with_service`], with each node's configuration passed through
+    /// `edit(node index, text)` before the agents start (a later `lab up`, as in
+    /// [`Lab::restart_missing`], regenerates the lab's own keys).
+    pub fn up_with_service_edited(
+        tag: &str,
+        service_bin: &Path,
+        edit: impl Fn(usize, String) -> String,
+    ) -> Result<Lab, String> {
         let lab = Self::up_with(tag, false)?;
-        for n in &lab.nodes {
+        for (i, n) in lab.nodes.iter().enumerate() {
             let pid = n.state_dir.join("service.pid");
             let log = n.state_dir.join("service.log");
             let (pid, log, bin) = (pid.display(), log.display(), service_bin.display());
@@ -75,6 +86,7 @@ impl Lab {
                 .map_err(|e| format!("{}: {e}", n.config.display()))?;
             text.push_str(tandem::lab::LOCAL_ADDITIONS);
             text.push_str(&section);
+            let text = edit(i, text);
             std::fs::write(&n.config, text).map_err(|e| format!("{}: {e}", n.config.display()))?;
         }
         lab.restart_missing()?;

@@ -236,7 +236,6 @@ impl NodeLayout {
              peer:\n  name: {peer_name}\n  address: {peer_addr}\n  certificate: {peer_crt}\n\
              state_dir: {state}\n\
              control_socket: {socket}\n\
-             role: auto\n\
              replicated:\n  - name: data\n    path: {data}\n\
              heartbeat:\n  interval: 100ms\n  timeout: 1s\n\
              vip:\n  address: {vip}\n  interface: {interface}\n\

@@ -359,6 +359,7 @@ impl Actor {
         if let Some(v) = now
             && self.repl != Some(v)
         {
+            tracing::debug!(in_sync = v.0, resyncing = v.1, "replication status");
             self.repl = Some(v);
             self.feed(
                 engine,

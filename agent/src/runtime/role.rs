@@ -234,6 +234,20 @@ impl Roles {
 
     /// Stops the running role and waits (up to the grace period) for it to end.
     pub async fn stop(&mut self) {
+        self.stop_role().await;
+        // The replication figures describe the running role only: a SECOND must
+        // not inherit a former primary's "in sync".
+        self.ctx.status.update(|s| {
+            s.replication = crate::status::Replication {
+                bytes_total: s.replication.bytes_total,
+                barriers: s.replication.barriers,
+                released_unprotected: s.replication.released_unprotected,
+                ..Default::default()
+            };
+        });
+    }
+
+    async fn stop_role(&mut self) {
         let Some(r) = self.running.take() else {
             self.kind = Kind::None;
             return;

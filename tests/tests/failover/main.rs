@@ -388,3 +388,76 @@ fn both_restarted_at_once_the_newest_data_wins() {
     wait_served(&c, "node1", Duration::from_secs(10));
     drop(c.stop());
 }
+
+/// With node1 preferred (`role: primary` on node1, `secondary` on node2), the
+/// service comes back to node1 by itself once it has returned and caught up.
+#[test]
+fn failback_to_the_preferred_node() {
+    let _g = serial();
+    let lab = Lab::up_with_service_edited("fb", &service_bin(), |i, text| {
+        // Below the lab's keys (the lab does not write `role`), so that a later
+        // `lab up` keeps it.
+        let role = if i == 0 { "primary" } else { "secondary" };
+        format!("{text}role: {role}\n")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 30)));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    link(&lab, 0, false);
+    let guard = LinkGuard(&lab, 0);
+    wait_served(&c, "node2", Duration::from_secs(15));
+    std::fs::write(lab.nodes[1].data_dir.join("while-away.txt"), b"x").expect("write");
+    drop(guard);
+    // node1 returns as SECOND, catches up, and takes the service back.
+    wait_served(&c, "node1", Duration::from_secs(60));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    assert!(lab.nodes[0].data_dir.join("while-away.txt").exists());
+    drop(c.stop());
+}
+
+/// `tandem stop` on the primary hands the service to the peer; `tandem start`
+/// brings the node back as SECOND (no failback without a preference).
+#[test]
+fn stop_and_start_commands() {
+    let _g = serial();
+    let lab = pair("ss");
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let run = |args: &[&str], i: usize| {
+        let out = Command::new(tandem_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&lab.nodes[i].config)
+            .output()
+            .expect("tandem");
+        assert!(
+            out.status.success(),
+            "tandem {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["stop"], 0);
+    lab.wait_state(0, "STOP", false, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    assert!(
+        lab.service_pid(0).is_none(),
+        "a stopped node runs the service"
+    );
+    wait_served(&c, "node2", Duration::from_secs(15));
+    run(&["start"], 0);
+    lab.wait_state(0, "SECOND", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
+    assert_eq!(state(&lab, 1), "PRIM");
+    let samples = c.stop().expect("client");
+    assert_eq!(
+        samples.last().and_then(|s| s.answer.as_deref()),
+        Some("node2")
+    );
+}
