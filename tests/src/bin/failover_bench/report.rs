@@ -1,7 +1,7 @@
 //! Results of a benchmark run, their statistics, and the markdown and JSON the
 //! run writes (the markdown is what goes into BENCHMARKS.md).
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
@@ -10,6 +10,9 @@ use serde::Serialize;
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct RunResult {
     pub(crate) run: usize,
+    /// T0 itself, CLOCK_MONOTONIC ns: the stamps in the variant's logs
+    /// (`probe.log`, `node*-keepalived.log`) are on the same clock.
+    pub(crate) t0_ns: u64,
     /// The first connection answered by node2's application: "fault ->
     /// application answering" (the end of the client's outage).
     pub(crate) app_ms: Option<f64>,
@@ -25,6 +28,12 @@ pub(crate) struct RunResult {
     pub(crate) failed_probes: usize,
     /// Connections started in that window.
     pub(crate) probes: usize,
+    /// How the failed ones failed (`TIMEOUT`, `REFUSED`, `ERR:<errno>`), counted.
+    pub(crate) failures: BTreeMap<String, usize>,
+    /// The largest gap between the starts of successive connections from T0 to
+    /// the first node2 answer: the run's actual resolution (the prober's period
+    /// unless the machine did not schedule it for a while).
+    pub(crate) probe_gap_ms: Option<f64>,
     /// When the link cut of a node death was done.
     pub(crate) link_down_ms: Option<f64>,
     /// Whether node1 still had the VIP after the takeover (a killed manager does
@@ -82,6 +91,7 @@ pub(crate) struct Variant {
     pub(crate) neigh: Option<Stats>,
     pub(crate) takeover: Option<Stats>,
     pub(crate) failed_probes: Option<Stats>,
+    pub(crate) probe_gap: Option<Stats>,
     pub(crate) load_start: String,
     pub(crate) load_end: String,
     pub(crate) log_dir: String,
@@ -98,6 +108,7 @@ impl Variant {
         self.app = col(|r| r.app_ms);
         self.neigh = col(|r| r.neigh_ms);
         self.takeover = col(|r| r.takeover_ms);
+        self.probe_gap = col(|r| r.probe_gap_ms);
         self.failed_probes = Stats::of(
             self.runs
                 .iter()
@@ -146,17 +157,17 @@ impl Report {
             "| system | profile | fault | runs | application answers from node2: p50 | min | max \
              | VIP → node2 (client neighbour entry): p50 | min | max \
              | node2 reports takeover: p50 | min | max | predicted takeover window \
-             | failed connections p50 / max |"
+             | failed connections p50 / max | largest gap between connection starts, max |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
         );
         for v in &self.variants {
             let ok = v.runs.iter().filter(|r| r.app_ms.is_some()).count();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} |",
                 v.system,
                 v.profile,
                 v.fault,
@@ -170,6 +181,7 @@ impl Report {
                 v.failed_probes
                     .as_ref()
                     .map_or_else(|| "–".into(), |f| format!("{:.0} / {:.0}", f.p50, f.max)),
+                ms(v.probe_gap.as_ref().map(|g| g.max)),
             );
         }
         for v in &self.variants {
@@ -202,13 +214,25 @@ fn variant_markdown(v: &Variant) -> String {
         s,
         "\n| run | application answers from node2 | VIP → node2 (neighbour entry) \
          | node2 reports takeover | last node1 answer | failed / started connections \
-         | VIP left on node1 | note |"
+         | largest gap between connection starts | VIP left on node1 | note |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for r in &v.runs {
+        let failures: Vec<String> = r
+            .failures
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        let mut note = r.note.clone().unwrap_or_default();
+        if !failures.is_empty() {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str(&failures.join(", "));
+        }
         let _ = writeln!(
             s,
-            "| {} | **{}** | {} | {} | {} | {} / {} | {} | {} |",
+            "| {} | **{}** | {} | {} | {} | {} / {} | {} | {} | {} |",
             r.run,
             ms(r.app_ms),
             ms(r.neigh_ms),
@@ -216,8 +240,9 @@ fn variant_markdown(v: &Variant) -> String {
             ms(r.last_node1_ms),
             r.failed_probes,
             r.probes,
+            ms(r.probe_gap_ms),
             if r.vip_left_on_node1 { "yes" } else { "no" },
-            r.note.as_deref().unwrap_or(""),
+            note,
         );
     }
     for (label, f) in [
@@ -229,7 +254,7 @@ fn variant_markdown(v: &Variant) -> String {
         let cell = |x: Option<&Stats>| x.map_or_else(|| "–".into(), |st| format!("{:.1}", f(st)));
         let _ = writeln!(
             s,
-            "| **{label}** | **{}** | {} | {} | | {} | | |",
+            "| **{label}** | **{}** | {} | {} | | {} | | | |",
             cell(v.app.as_ref()),
             cell(v.neigh.as_ref()),
             cell(v.takeover.as_ref()),

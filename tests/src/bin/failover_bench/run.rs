@@ -267,6 +267,7 @@ fn one_run(
     let t0 = pair.crash_node1()?;
     let mut r = RunResult {
         run,
+        t0_ns: t0,
         ..RunResult::default()
     };
     if fault == Fault::NodeDeath {
@@ -313,10 +314,33 @@ fn one_run(
         .filter(|p| p.start >= t0 && p.start < window_end)
         .collect();
     r.probes = in_window.len();
-    r.failed_probes = in_window
+    for p in &in_window {
+        if p.result != node1 && p.result != survivor {
+            r.failed_probes += 1;
+            *r.failures.entry(p.result.clone()).or_default() += 1;
+        }
+    }
+    // The last start before T0 counts too: the gap that spans T0 is part of
+    // the run's resolution.
+    let mut starts: Vec<u64> = probes
         .iter()
-        .filter(|p| p.result != node1 && p.result != survivor)
-        .count();
+        .filter(|p| p.start < window_end)
+        .map(|p| p.start)
+        .chain(
+            events
+                .probes_since(t0.saturating_sub(SEC))
+                .iter()
+                .filter(|p| p.start < t0)
+                .map(|p| p.start)
+                .max(),
+        )
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    r.probe_gap_ms = starts
+        .windows(2)
+        .map(|w| ms_since(w[0], w[1]))
+        .reduce(f64::max);
     r.vip_left_on_node1 = lab.has_vip(0).unwrap_or(false);
     if app.is_none() {
         r.note = Some(format!("node2 did not answer within {limit:?}"));
