@@ -385,14 +385,15 @@ impl Executor {
                 let ok = self.app(Action::Start).await;
                 let _ = self.app_running.send_replace(ok);
                 self.ctx.status.update(|s| s.application.running = ok);
-                if ok && self.checkers.is_none() {
-                    if let Some(a) = &self.ctx.cfg.application {
-                        self.checkers = Some(Checkers::start(
-                            &a.checkers,
-                            &self.events,
-                            &self.app_running.subscribe(),
-                        ));
-                    }
+                if ok
+                    && self.checkers.is_none()
+                    && let Some(a) = &self.ctx.cfg.application
+                {
+                    self.checkers = Some(Checkers::start(
+                        &a.checkers,
+                        &self.events,
+                        &self.app_running.subscribe(),
+                    ));
                 }
                 let ev = if ok {
                     Event::AppStarted
