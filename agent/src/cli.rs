@@ -29,6 +29,9 @@ pub struct Cli {
 enum Command {
     /// Prints every change under the watched directories until interrupted.
     Capture(CaptureArgs),
+    /// Shows failover on this machine: a lab pair with a sample service, a lost
+    /// primary, every acknowledged write kept, the return and the swap back.
+    Demo(DemoArgs),
     /// Builds, shows or removes a two-node test lab in network namespaces.
     Lab(crate::lab::cmd::LabArgs),
     /// Runs the agent in the foreground (systemd runs this).
@@ -67,6 +70,17 @@ struct OciArgs {
     /// runc's own arguments, as Docker passes them.
     #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
     args: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// The lab's namespace prefix; its files go to /var/tmp/PREFIX. A leftover lab
+    /// of that prefix is removed first.
+    #[arg(long, value_name = "PREFIX", default_value = crate::demo::DEFAULT_PREFIX)]
+    prefix: String,
+    /// How long the client writes through node1 before the fault, in seconds.
+    #[arg(long, default_value_t = 5, value_name = "S")]
+    workload: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +187,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Capture(args) => capture(&args),
+        Command::Demo(args) => demo(&args),
         Command::Lab(args) => crate::lab::cmd::run_cli(&args, &TransportKeygen),
         Command::Run(args) => crate::runtime::run(&args.config),
         Command::Status(args) => status(&args),
@@ -318,6 +333,15 @@ fn exec(args: &ExecArgs) -> anyhow::Result<()> {
         Ok(never) => match never {},
         Err(e) => Err(e.into()),
     }
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    // Ctrl-C must reach the demo's own clean-up rather than kill it with the lab
+    // still up.
+    install_stop_handlers()?;
+    let mut opts = crate::demo::DemoOptions::new(args.prefix.clone());
+    opts.workload = std::time::Duration::from_secs(args.workload.max(1));
+    crate::demo::run(&opts, &TransportKeygen, &STOP)
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {

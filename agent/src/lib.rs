@@ -13,6 +13,8 @@
 //! - [`cli`]: the command line, parsed by clap.
 //! - [`config`]: the configuration file, read from YAML and validated into typed
 //!   values with every problem reported at once.
+//! - [`demo`]: `tandem demo`: failover shown end to end in the lab, with a sample
+//!   service, a lost primary, the checks and a summary.
 //! - [`failover`]: the failover engine (sans-IO): SafeKit's states, heartbeats,
 //!   witnesses, VIP probe and data generations decide who runs the application.
 //! - [`heartbeat`]: heartbeats to the peer over UDP on one or more networks,
@@ -35,6 +37,7 @@ pub mod barrier;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod failover;
 pub mod heartbeat;
 pub mod lab;

@@ -20,6 +20,20 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Removes the lab: stops its agents, deletes its namespaces and directory.
     Down,
+    /// The demo's sample service (see `tandem demo`); the lab's application
+    /// commands start it inside a node's namespace.
+    #[command(hide = true)]
+    Service {
+        /// The node name it answers with.
+        #[arg(long)]
+        name: String,
+        /// The TCP port it listens on (every address).
+        #[arg(long)]
+        port: u16,
+        /// The replicated directory it writes into.
+        #[arg(long, value_name = "DIR")]
+        data: std::path::PathBuf,
+    },
     /// Shows the layout, which namespaces exist and which agents run.
     Status {
         /// Prints JSON instead of text.
@@ -40,8 +54,14 @@ pub enum LabCommand {
 /// Runs a lab subcommand, printing its outcome on standard output.
 pub fn run_cli(args: &LabArgs, keygen: &dyn Keygen) -> anyhow::Result<()> {
     let mut opts = LabOptions::from_env();
+    // The service runs until killed, so it must not hold standard output's lock.
+    if let LabCommand::Service { name, port, data } = &args.command {
+        return crate::demo::service::serve(name, *port, data);
+    }
     let mut out = std::io::stdout().lock();
     match &args.command {
+        // Served above.
+        LabCommand::Service { .. } => {}
         LabCommand::Up { json, no_agents } => {
             opts.start_agents = !no_agents;
             let layout = super::up(&opts, keygen)?;

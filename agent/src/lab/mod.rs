@@ -11,8 +11,8 @@
 
 pub mod cmd;
 mod layout;
-mod netns;
-mod process;
+pub(crate) mod netns;
+pub(crate) mod process;
 
 use std::{
     collections::BTreeMap,

@@ -2,6 +2,8 @@
 //! application and a client in its own namespace connecting to the VIP every 20 ms:
 //! who serves, when, and that never more than one node does.
 //!
+//! `demo` runs `tandem demo` itself, end to end.
+//!
 //! Each scenario prints its measured outage; the figures over many runs are the
 //! failover benchmark's business (BENCHMARKS.md), not a pass criterion here.
 
@@ -26,6 +28,8 @@ use tandem_tests::{
     lab::{Lab, SERVICE_PORT, tandem_bin},
     vip_client::{self, Client, Sample},
 };
+
+mod demo;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
