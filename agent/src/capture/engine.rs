@@ -129,6 +129,9 @@ pub struct Engine {
     /// trees) when it was last looked at: attribute changes made through a name
     /// outside the trees are then looked at by inode too.
     hard_links: bool,
+    /// Files the kernel programs watch by inode (they have several names, perhaps
+    /// some outside the trees, where no watched ancestor reports their writes).
+    watched_inodes: HashSet<Key>,
     /// Inodes moved out of the watched trees since the last reconciliation.
     left: HashSet<Key>,
     /// New directories whose entries are still to be looked at, with the number of
@@ -180,9 +183,10 @@ impl Engine {
             }
         }
         let hard_links = !hard_linked.is_empty();
-        for key in hard_linked {
+        for &key in &hard_linked {
             probes.watch(key, u32::MAX)?;
         }
+        let watched_inodes = hard_linked.into_iter().collect();
         let dirty = DirtyFiles::new(settings.max_ranges_per_file, settings.max_total_ranges);
         Ok(Self {
             settings,
@@ -201,6 +205,7 @@ impl Engine {
             pending: DirtySet::default(),
             attr_objects: HashSet::new(),
             hard_links,
+            watched_inodes,
             left: HashSet::new(),
             unlisted: Vec::new(),
             counters: Counters::default(),
@@ -713,21 +718,37 @@ impl Engine {
                     .any(|r| p.starts_with(&r.canonical))
             })
         };
-        if watched(self, &old.dir) == watched(self, &new.dir) {
+        let moved_out = watched(self, &old.dir);
+        if moved_out == watched(self, &new.dir) {
             return;
         }
-        let key = ev.object.as_ref().and_then(|h| {
+        let object = ev.object.as_ref().and_then(|h| {
             let fd = self.fan.open_handle(h).ok()?;
             let st = nix::sys::stat::fstat(&fd).ok()?;
-            Some(Key {
+            let key = Key {
                 dev: kernel_dev(st.st_dev),
                 ino: st.st_ino,
-            })
+            };
+            let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+            Some((key, is_file && st.st_nlink > 1))
         });
         // An object whose handle no longer opens is gone: it cannot come back.
-        if let Some(k) = key {
-            tracing::debug!(ino = k.ino, "renamed across the edge of the watched trees");
-            self.left.insert(k);
+        let Some((k, linked)) = object else {
+            return;
+        };
+        tracing::debug!(ino = k.ino, "renamed across the edge of the watched trees");
+        self.left.insert(k);
+        if moved_out && linked {
+            // A file that keeps another name, perhaps inside the trees, left through
+            // this one: its writes out there change what the trees hold. Unless it was
+            // watched by inode already (a link seen in an earlier batch), writes made
+            // through the new name before this event was read went unreported (no
+            // watched ancestor): it is watched from now on and compared by content.
+            self.hard_links = true;
+            let _ = self.probes.watch(k, u32::MAX);
+            if self.watched_inodes.insert(k) {
+                self.dirty.verify(k);
+            }
         }
     }
 
@@ -814,6 +835,13 @@ impl Engine {
         for key in plan.watch {
             self.hard_links = true;
             let _ = self.probes.watch(key, u32::MAX);
+            if self.watched_inodes.insert(key) {
+                // Until now only the file's names inside the trees had its writes
+                // reported. Another name may already lie outside them (linked there,
+                // or moved out and written at once, before this batch saw the
+                // link): what was written through it is found by content.
+                self.dirty.verify(key);
+            }
         }
         self.unlisted
             .extend(plan.unlisted.into_iter().map(|k| (k, 0)));
