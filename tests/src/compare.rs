@@ -214,9 +214,17 @@ pub fn compare_trees(source: &Path, shadow: &Path, max: usize) -> io::Result<Vec
                 let a = sys::open_beneath(&src_root, name, libc::O_RDONLY)?;
                 let b = sys::open_beneath(&shd_root, name, libc::O_RDONLY)?;
                 if let Some(off) = first_content_difference(&a, &b, s.size)? {
+                    // A few bytes from there on each side tell stale data (the
+                    // shadow missed a change) from missing data at a glance.
+                    let mut sa = [0u8; 16];
+                    let mut sb = [0u8; 16];
+                    let na = sys::pread_full(&a, &mut sa, off)?;
+                    let nb = sys::pread_full(&b, &mut sb, off)?;
                     diffs.push(format!(
-                        "content differs: {n}: first difference at offset {off} (size {})",
-                        s.size
+                        "content differs: {n}: first difference at offset {off} (size {}): source {:02x?} shadow {:02x?}",
+                        s.size,
+                        &sa[..na],
+                        &sb[..nb]
                     ));
                 }
             }

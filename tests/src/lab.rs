@@ -53,7 +53,9 @@ fn s(v: &Value, k: &str) -> String {
 pub const SERVICE_PORT: u16 = 7000;
 
 impl Lab {
-    /// Brings a lab up with a prefix unique to this process and test.
+    /// Brings a lab up with a prefix unique to this process and test. The prefix
+    /// starts with `TANDEM_LAB_PREFIX` when it is set (so that people sharing a
+    /// machine can keep their labs apart), else with `tt` and this process's id.
     pub fn up(tag: &str) -> Result<Lab, String> {
         Self::up_with(tag, true)
     }
@@ -102,7 +104,11 @@ impl Lab {
 
     fn up_with(tag: &str, agents: bool) -> Result<Lab, String> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("tt{}{tag}{n}", std::process::id() % 10000);
+        let base = std::env::var("TANDEM_LAB_PREFIX")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("tt{}", std::process::id() % 10000));
+        let prefix = format!("{base}{tag}{n}");
         let dir = std::env::temp_dir().join(format!("tandem-lab-{prefix}"));
         let mut lab = Lab {
             prefix,

@@ -120,6 +120,18 @@ pub struct Engine {
     /// Files whose mappings must be compared now (a flush point).
     compare_now: HashSet<Key>,
     pending: DirtySet,
+    /// The objects (file handles) of this batch's attribute changes made in
+    /// indexed directories (and, with `hard_links`, anywhere): the change belongs to
+    /// the inode, whichever name it was made through and wherever that name is by
+    /// the time the batch is reconciled.
+    attr_objects: HashSet<Handle>,
+    /// Whether some file of the trees had several names (perhaps some outside the
+    /// trees) when it was last looked at: attribute changes made through a name
+    /// outside the trees are then looked at by inode too.
+    hard_links: bool,
+    /// Files the kernel programs watch by inode (they have several names, perhaps
+    /// some outside the trees, where no watched ancestor reports their writes).
+    watched_inodes: HashSet<Key>,
     /// Inodes moved out of the watched trees since the last reconciliation.
     left: HashSet<Key>,
     /// New directories whose entries are still to be looked at, with the number of
@@ -170,9 +182,11 @@ impl Engine {
                 })?;
             }
         }
-        for key in hard_linked {
+        let hard_links = !hard_linked.is_empty();
+        for &key in &hard_linked {
             probes.watch(key, u32::MAX)?;
         }
+        let watched_inodes = hard_linked.into_iter().collect();
         let dirty = DirtyFiles::new(settings.max_ranges_per_file, settings.max_total_ranges);
         Ok(Self {
             settings,
@@ -189,6 +203,9 @@ impl Engine {
             sync_all: false,
             compare_now: HashSet::new(),
             pending: DirtySet::default(),
+            attr_objects: HashSet::new(),
+            hard_links,
+            watched_inodes,
             left: HashSet::new(),
             unlisted: Vec::new(),
             counters: Counters::default(),
@@ -614,8 +631,22 @@ impl Engine {
             let attr = ev.mask & libc::FAN_ATTRIB != 0;
             renamed |=
                 ev.mask & (libc::FAN_RENAME | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0;
+            let mut indexed = false;
             for named in [&ev.dir_name, &ev.old, &ev.new].into_iter().flatten() {
-                self.note_name(named, attr);
+                indexed |= self.note_name(named, attr);
+            }
+            // The name an attribute change was made through may hold nothing by the
+            // time the batch is reconciled (renamed on, or never known to the index:
+            // a name exchanged in from a new directory), or lie outside the trees (a
+            // hard link out of them), while the inode has names the consumer knows:
+            // the change is also described by inode. Outside the trees only when
+            // some file has several names, since every attribute change and unlink
+            // on the filesystem comes here.
+            if attr
+                && (indexed || self.hard_links)
+                && let Some(object) = &ev.object
+            {
+                self.attr_objects.insert(object.clone());
             }
             self.note_for_truncates(ev);
             if let (Some(old), Some(new)) = (&ev.old, &ev.new) {
@@ -687,32 +718,50 @@ impl Engine {
                     .any(|r| p.starts_with(&r.canonical))
             })
         };
-        if watched(self, &old.dir) == watched(self, &new.dir) {
+        let moved_out = watched(self, &old.dir);
+        if moved_out == watched(self, &new.dir) {
             return;
         }
-        let key = ev.object.as_ref().and_then(|h| {
+        let object = ev.object.as_ref().and_then(|h| {
             let fd = self.fan.open_handle(h).ok()?;
             let st = nix::sys::stat::fstat(&fd).ok()?;
-            Some(Key {
+            let key = Key {
                 dev: kernel_dev(st.st_dev),
                 ino: st.st_ino,
-            })
+            };
+            let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+            Some((key, is_file && st.st_nlink > 1))
         });
         // An object whose handle no longer opens is gone: it cannot come back.
-        if let Some(k) = key {
-            tracing::debug!(ino = k.ino, "renamed across the edge of the watched trees");
-            self.left.insert(k);
+        let Some((k, linked)) = object else {
+            return;
+        };
+        tracing::debug!(ino = k.ino, "renamed across the edge of the watched trees");
+        self.left.insert(k);
+        if moved_out && linked {
+            // A file that keeps another name, perhaps inside the trees, left through
+            // this one: its writes out there change what the trees hold. Unless it was
+            // watched by inode already (a link seen in an earlier batch), writes made
+            // through the new name before this event was read went unreported (no
+            // watched ancestor): it is watched from now on and compared by content.
+            self.hard_links = true;
+            let _ = self.probes.watch(k, u32::MAX);
+            if self.watched_inodes.insert(k) {
+                self.dirty.verify(k);
+            }
         }
     }
 
-    fn note_name(&mut self, named: &NamedHandle, attr: bool) {
+    /// Marks the name of an event dirty; false when its directory is not indexed
+    /// (gone, outside the trees, or new and to be scanned whole).
+    fn note_name(&mut self, named: &NamedHandle, attr: bool) -> bool {
         let Some(dir_st) = self.lookup.resolve(&self.fan, &named.dir) else {
             tracing::debug!(name = %String::from_utf8_lossy(&named.name), "name event in a directory that is gone");
-            return;
+            return false;
         };
         let Some(dir) = self.index.dir_of(&dir_st) else {
             tracing::debug!(name = %String::from_utf8_lossy(&named.name), dir = dir_st.key.ino, "name event in a directory the index does not have");
-            return;
+            return false;
         };
         let d = if named.name.is_empty() || named.name == b"." {
             // An event on the directory itself (chmod of a directory comes only this
@@ -726,7 +775,7 @@ impl Engine {
                     if attr && let Some(r) = self.index.root_of(dir) {
                         self.pending.root_attr.insert(r);
                     }
-                    return;
+                    return true;
                 }
             }
         } else {
@@ -739,11 +788,12 @@ impl Engine {
             self.pending.attr.insert(d.clone());
         }
         self.pending.names.insert(d);
+        true
     }
 
     fn reconcile_names(&mut self, sink: &mut dyn Sink) -> Result<(), CaptureError> {
         self.list_new_dirs();
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.attr_objects.is_empty() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
@@ -783,28 +833,76 @@ impl Engine {
             self.pending.rescan.insert(r);
         }
         for key in plan.watch {
+            self.hard_links = true;
             let _ = self.probes.watch(key, u32::MAX);
+            if self.watched_inodes.insert(key) {
+                // Until now only the file's names inside the trees had its writes
+                // reported. Another name may already lie outside them (linked there,
+                // or moved out and written at once, before this batch saw the
+                // link): what was written through it is found by content.
+                self.dirty.verify(key);
+            }
         }
         self.unlisted
             .extend(plan.unlisted.into_iter().map(|k| (k, 0)));
-        for (root, path, op) in plan.changes {
-            // The content of a new file: name its inode, as data records do.
-            let ino = match op {
-                Op::Write { .. } | Op::Attr | Op::Create { .. } => self
-                    .index
-                    .lookup_rel(root, &path)
-                    .and_then(|n| self.index.key(n))
-                    .map(|k| k.ino),
-                _ => None,
-            };
-            self.emit_for(sink, root, path, op, ino)?;
+        let mut attr_done: HashSet<(RootId, u64)> = HashSet::new();
+        for c in plan.changes {
+            if c.op == Op::Attr
+                && let Some(ino) = c.ino
+            {
+                attr_done.insert((c.root, ino));
+            }
+            // The plan names the inode of each new file and attribute change as it
+            // planned the record: looking the path up now, after the whole plan, can
+            // fail when a later record of the plan moved a directory above it.
+            self.emit_for(sink, c.root, c.path, c.op, c.ino)?;
         }
+        self.describe_attr_objects(sink, &mut attr_done)?;
         for r in pending.root_attr {
             self.emit(sink, r, Vec::new(), Op::Attr)?;
         }
         for key in verify {
             if !self.index.names(&key).is_empty() {
                 self.dirty.verify(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Describes the attribute changes of this batch by inode, under one name per
+    /// tree that the index (the consumer's view, now reconciled) gives the inode,
+    /// unless the plan already described them there. An object that no longer
+    /// opens is gone, and one the index does not have is described whole when it
+    /// is found.
+    fn describe_attr_objects(
+        &mut self,
+        sink: &mut dyn Sink,
+        done: &mut HashSet<(RootId, u64)>,
+    ) -> Result<(), CaptureError> {
+        for h in std::mem::take(&mut self.attr_objects) {
+            let Some(st) = self
+                .fan
+                .open_handle(&h)
+                .ok()
+                .and_then(|fd| statx_fd(fd.as_raw_fd()))
+            else {
+                continue;
+            };
+            let names: Vec<NodeId> = self
+                .index
+                .names(&st.key)
+                .iter()
+                .copied()
+                .filter(|&n| self.index.is_same_file(n, &st))
+                .collect();
+            for n in names {
+                let (Some(root), Some(path)) = (self.index.root_of(n), self.index.rel_path(n))
+                else {
+                    continue;
+                };
+                if done.insert((root, st.key.ino)) {
+                    self.emit_for(sink, root, path, Op::Attr, Some(st.key.ino))?;
+                }
             }
         }
         Ok(())

@@ -245,6 +245,12 @@ impl Index {
                     .then(|| nix::fcntl::readlinkat(&fd, OsStr::from_bytes(&name)).ok())
                     .flatten()
                     .map(std::ffi::OsString::into_vec);
+                if st.kind == Kind::Symlink && target.is_none() {
+                    // Gone from this name since it was looked at: the event of that
+                    // rename or unlink describes it where it went (a symlink cannot be
+                    // described without its target).
+                    continue;
+                }
                 let id = self.insert(d, &name, &st)?;
                 found(self, id, &st, target);
                 if st.kind == Kind::Dir {

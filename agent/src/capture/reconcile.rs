@@ -49,11 +49,47 @@ pub struct DirtyName {
     pub name: Box<[u8]>,
 }
 
+/// One record of a [`Plan`].
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Planned {
+    pub root: RootId,
+    /// The entry's path relative to its root, as the index had it when this record
+    /// was planned.
+    pub path: Vec<u8>,
+    pub op: Op,
+    /// The inode a `create`, `write` or `attr` is about, taken when the record was
+    /// planned. A later record of the same plan may move the entry (a directory a
+    /// scan found elsewhere moves after the entries created below it), so the path
+    /// alone may lead nowhere once the plan is over; a consumer that cannot read the
+    /// entry under `path` finds it again by this inode.
+    pub ino: Option<u64>,
+}
+
+impl Planned {
+    fn new(root: RootId, path: Vec<u8>, op: Op) -> Self {
+        Self {
+            root,
+            path,
+            op,
+            ino: None,
+        }
+    }
+
+    fn of(root: RootId, path: Vec<u8>, op: Op, ino: Option<u64>) -> Self {
+        Self {
+            root,
+            path,
+            op,
+            ino,
+        }
+    }
+}
+
 /// What a reconciliation produced.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// The records to emit, in order.
-    pub changes: Vec<(RootId, Vec<u8>, Op)>,
+    pub changes: Vec<Planned>,
     /// Inodes with names outside the watched trees too: the kernel filter must
     /// watch them by inode, since a write through the other name has no watched
     /// ancestor.
@@ -211,7 +247,8 @@ pub fn reconcile(
             if let Some(st) = index.stat(existing)
                 && index.insert(dir, &name, &st).is_ok()
             {
-                plan.changes.push((root, from, Op::Link { new_path: to }));
+                plan.changes
+                    .push(Planned::new(root, from, Op::Link { new_path: to }));
             }
         } else if let Some(st) = lookup.stat_in(index, dir, &name) {
             // Hard links cannot span roots (the copies may live on different
@@ -248,7 +285,8 @@ pub fn reconcile(
             && let (Some(from), Some(to)) = (index.rel_path(first), path_in(index, dir, &name))
             && index.insert(dir, &name, &st).is_ok()
         {
-            plan.changes.push((root, from, Op::Link { new_path: to }));
+            plan.changes
+                .push(Planned::new(root, from, Op::Link { new_path: to }));
             continue;
         }
         emit_create(index, lookup, &mut plan, dir, &name, st);
@@ -284,7 +322,8 @@ pub fn reconcile(
                 && index.kind(n) == index.kind(c)
             {
                 roots.push(root);
-                plan.changes.push((root, path, Op::Attr));
+                let ino = index.key(n).map(|k| k.ino);
+                plan.changes.push(Planned::of(root, path, Op::Attr, ino));
             }
         }
     }
@@ -390,7 +429,8 @@ fn emit_moves(
             if index.root_of(src_b) != Some(root) {
                 break;
             }
-            plan.changes.push((root, pa, Op::Exchange { new_path: pb }));
+            plan.changes
+                .push(Planned::new(root, pa, Op::Exchange { new_path: pb }));
             let (ma, mb) = (moves[x].clone(), moves[y].clone());
             let tmp = format!(".tandem-exchange-{temp}").into_bytes();
             temp += 1;
@@ -514,7 +554,7 @@ fn emit_move(
         return;
     };
     plan.changes
-        .push((src_root, from, Op::Rename { new_path: to }));
+        .push(Planned::new(src_root, from, Op::Rename { new_path: to }));
     index.rename(m.src, m.dir, &m.name);
 }
 
@@ -530,7 +570,8 @@ fn emit_remove_tree(index: &mut Index, plan: &mut Plan, node: NodeId) {
         if let (Some(root), Some(path), Some(kind)) =
             (index.root_of(n), index.rel_path(n), index.kind(n))
         {
-            plan.changes.push((root, path, Op::Remove { kind }));
+            plan.changes
+                .push(Planned::new(root, path, Op::Remove { kind }));
         }
     }
     index.remove(node);
@@ -563,10 +604,27 @@ fn emit_create(
         && let (Some(from), Some(to)) = (index.rel_path(other), path_in(index, dir, name))
         && index.insert(dir, name, &st).is_ok()
     {
-        plan.changes.push((root, from, Op::Link { new_path: to }));
+        plan.changes
+            .push(Planned::new(root, from, Op::Link { new_path: to }));
         if st.nlink > 1 {
             plan.watch.push(st.key);
         }
+        return;
+    }
+    let target = (st.kind == Kind::Symlink)
+        .then(|| lookup.read_link_in(index, dir, name))
+        .flatten();
+    if st.kind == Kind::Symlink && target.is_none() {
+        // A symlink is made with its target, and a consumer cannot read it later
+        // under a name that no longer holds it. It left this name after it was
+        // looked at, so after the events read for this batch: the event of that
+        // rename or unlink comes in a later batch and describes it where it went.
+        // Until then it is not in the index, as it is not in the consumer's copy.
+        tracing::debug!(
+            dir,
+            name = %String::from_utf8_lossy(name),
+            "symlink gone before its target was read; its next event describes it"
+        );
         return;
     }
     let Ok(id) = index.insert(dir, name, &st) else {
@@ -577,9 +635,6 @@ fn emit_create(
         );
         return;
     };
-    let target = (st.kind == Kind::Symlink)
-        .then(|| lookup.read_link_in(index, dir, name))
-        .flatten();
     describe_new(index, plan, id, &st, target);
     if st.kind == Kind::Dir {
         let mut found = Vec::new();
@@ -613,7 +668,18 @@ fn emit_create(
                     index.rel_path(first),
                     index.rel_path(child),
                 ) {
-                    plan.changes.push((root, from, Op::Link { new_path: to }));
+                    plan.changes.push(Planned::new(
+                        root,
+                        from,
+                        Op::Link {
+                            new_path: to.clone(),
+                        },
+                    ));
+                    // Events in a directory the index did not have yet were not
+                    // looked at (its scan describes it), so an attribute change
+                    // made through this name went unseen: a link carries none.
+                    plan.changes
+                        .push(Planned::of(root, to, Op::Attr, Some(cst.key.ino)));
                 }
                 continue;
             }
@@ -638,7 +704,8 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: O
     let (Some(root), Some(path)) = (index.root_of(id), index.rel_path(id)) else {
         return;
     };
-    plan.changes.push((
+    let ino = Some(st.key.ino);
+    plan.changes.push(Planned::of(
         root,
         path.clone(),
         Op::Create {
@@ -649,16 +716,18 @@ fn describe_new(index: &Index, plan: &mut Plan, id: NodeId, st: &Stat, target: O
             target: target.filter(|_| st.kind == Kind::Symlink),
             rdev: st.rdev,
         },
+        ino,
     ));
     if st.kind == Kind::File {
         if st.size > 0 {
-            plan.changes.push((
+            plan.changes.push(Planned::of(
                 root,
                 path,
                 Op::Write {
                     offset: 0,
                     len: st.size,
                 },
+                ino,
             ));
         }
         if st.nlink > 1 {

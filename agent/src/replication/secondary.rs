@@ -168,6 +168,23 @@ pub fn frame_name(f: &Frame) -> &'static str {
     }
 }
 
+/// A record operation's name for logs (never its content).
+#[must_use]
+pub fn op_name(op: &WireOp) -> &'static str {
+    match op {
+        WireOp::Write { .. } => "write",
+        WireOp::Punch { .. } => "punch",
+        WireOp::Truncate { .. } => "truncate",
+        WireOp::Create { .. } => "create",
+        WireOp::Remove => "remove",
+        WireOp::Rename { .. } => "rename",
+        WireOp::Exchange { .. } => "exchange",
+        WireOp::Link { .. } => "link",
+        WireOp::SetAttrs(_) => "set-attrs",
+        WireOp::Barrier => "barrier",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

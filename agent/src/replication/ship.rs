@@ -42,6 +42,10 @@ pub struct Shipper {
     moved_on: Vec<(RootId, u64)>,
     /// Entries whose attributes could not be read under the recorded name.
     attrs_later: Vec<(RootId, u64)>,
+    /// Whether the last record built (in this batch or an earlier one) is a
+    /// `Barrier`: a durability point with nothing captured since the previous one
+    /// needs no record of its own.
+    after_barrier: bool,
 }
 
 /// The file a record is about: where to read it and what it must be.
@@ -78,6 +82,7 @@ impl Shipper {
             bytes: 0,
             moved_on: Vec::new(),
             attrs_later: Vec::new(),
+            after_barrier: false,
         }
     }
 
@@ -88,9 +93,10 @@ impl Shipper {
     }
 
     /// Describes the attributes of `rel` as they are now (an entry found again
-    /// under its current name); false if it cannot be read.
-    pub fn push_attrs(&mut self, root: RootId, rel: &[u8]) -> bool {
-        match self.attrs(root, rel) {
+    /// under its current name); false if it cannot be read, or holds another inode
+    /// than `ino`.
+    pub fn push_attrs(&mut self, root: RootId, rel: &[u8], ino: Option<u64>) -> bool {
+        match self.attrs(root, rel, ino) {
             Some(a) => {
                 self.push(root, rel, WireOp::SetAttrs(a));
                 true
@@ -103,8 +109,16 @@ impl Shipper {
         self.roots.get(usize::from(root))?.as_ref().map(AsFd::as_fd)
     }
 
-    fn attrs(&self, root: RootId, rel: &[u8]) -> Option<Attrs> {
+    /// The attributes of the entry at `rel`, if it is inode `ino` (when known): the
+    /// name may already hold another entry (an exchange or a rename over it that
+    /// the stream describes next), whose attributes are not this entry's.
+    fn attrs(&self, root: RootId, rel: &[u8], ino: Option<u64>) -> Option<Attrs> {
         let fd = open_beneath(self.root_fd(root)?, rel, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
+        if let Some(ino) = ino
+            && nix::sys::stat::fstat(&fd).ok()?.st_ino != ino
+        {
+            return None;
+        }
         attrs_of_fd(fd.as_fd()).ok()
     }
 
@@ -122,6 +136,23 @@ impl Shipper {
     }
 
     fn push(&mut self, dir: RootId, path: &[u8], op: WireOp) {
+        let barrier = op == WireOp::Barrier;
+        if barrier && self.after_barrier {
+            // Everything before the previous barrier is already covered by it, and
+            // nothing came since: another one would only make the peer sync again.
+            // This also ends a feedback loop when both agents share a kernel (the
+            // lab): the peer's syncfs(2) at each barrier is itself a sync-all the
+            // probes report, which would otherwise become a new barrier, forever.
+            return;
+        }
+        self.after_barrier = barrier;
+        tracing::trace!(
+            dir,
+            path = %path.escape_ascii(),
+            op = crate::replication::secondary::op_name(&op),
+            detail = %detail(&op),
+            "record"
+        );
         if let WireOp::Write { data, .. } = &op {
             self.bytes += data.len() as u64;
         }
@@ -134,6 +165,20 @@ impl Shipper {
     }
 
     fn describe(&mut self, c: Change) {
+        tracing::trace!(
+            seq = c.seq,
+            root = c.root,
+            path = %c.path.escape_ascii(),
+            op = c.op.name(),
+            to = %match &c.op {
+                Op::Rename { new_path } | Op::Exchange { new_path } | Op::Link { new_path } => {
+                    new_path.escape_ascii().to_string()
+                }
+                _ => String::new(),
+            },
+            ino = ?c.ino,
+            "shipping a change"
+        );
         if self.root_fd(c.root).is_none() {
             return;
         }
@@ -157,11 +202,12 @@ impl Shipper {
             }
             Op::Truncate { size } => self.push(c.root, &c.path, WireOp::Truncate { size }),
             Op::Create { kind, target, rdev } => {
-                let attrs = match self.attrs(c.root, &c.path) {
+                let attrs = match self.attrs(c.root, &c.path, c.ino) {
                     Some(a) => a,
                     None => {
-                        // Gone from this name already: created private, and given its
-                        // attributes once found under its next name.
+                        // Gone from this name already (or the name holds another
+                        // entry by now): created private, and given its attributes
+                        // once found under its next name.
                         if let Some(ino) = c.ino {
                             self.attrs_later.push((c.root, ino));
                         }
@@ -194,7 +240,7 @@ impl Shipper {
     }
 
     fn attrs_or_later(&mut self, root: RootId, rel: &[u8], ino: Option<u64>) {
-        if !self.push_attrs(root, rel)
+        if !self.push_attrs(root, rel, ino)
             && let Some(ino) = ino
         {
             self.attrs_later.push((root, ino));
@@ -202,6 +248,7 @@ impl Shipper {
     }
 
     fn moved_on_if(&mut self, root: RootId, ino: Option<u64>) {
+        tracing::trace!(root, ?ino, "moved on before it could be read");
         if let Some(ino) = ino {
             self.moved_on.push((root, ino));
         }
@@ -230,11 +277,30 @@ impl Shipper {
             self.push(root, rel, WireOp::Truncate { size });
         }
         let end = offset.saturating_add(len).min(size);
-        match read_segments(&file, offset, end, &mut |off, seg| match seg {
-            Segment::Data(data) => self.push(root, rel, WireOp::Write { offset: off, data }),
-            Segment::Hole(len) => self.push(root, rel, WireOp::Punch { offset: off, len }),
-        }) {
-            Ok(()) => true,
+        // Whether the range read ends with a hole at the end of the file.
+        let mut hole_at_end = false;
+        let read = read_segments(&file, offset, end, &mut |off, seg| match seg {
+            Segment::Data(data) => {
+                hole_at_end = false;
+                self.push(root, rel, WireOp::Write { offset: off, data });
+            }
+            Segment::Hole(len) => {
+                hole_at_end = off.saturating_add(len) == size;
+                self.push(root, rel, WireOp::Punch { offset: off, len });
+            }
+        });
+        match read {
+            Ok(()) => {
+                if !whole && hole_at_end {
+                    // A punch keeps the copy's size and a write only extends it to
+                    // the end of its data, so a range that ends in a hole at the end
+                    // of the file (fallocate, a hole punched at the end, unwritten
+                    // extents) would leave the copy shorter: the size, read with the
+                    // data, is said too.
+                    self.push(root, rel, WireOp::Truncate { size });
+                }
+                true
+            }
             Err(e) => {
                 tracing::debug!(path = %String::from_utf8_lossy(rel), error = %e, "cannot read changed range");
                 false
@@ -251,6 +317,22 @@ impl Sink for Shipper {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// What a record says besides its path, for traces (never data).
+fn detail(op: &WireOp) -> String {
+    match op {
+        WireOp::Write { offset, data } => format!("{offset}+{}", data.len()),
+        WireOp::Punch { offset, len } => format!("{offset}+{len}"),
+        WireOp::Truncate { size } => size.to_string(),
+        WireOp::Create { attrs, .. } | WireOp::SetAttrs(attrs) => {
+            format!("mode {:o} owner {}:{}", attrs.mode, attrs.uid, attrs.gid)
+        }
+        WireOp::Rename { new_path } | WireOp::Exchange { new_path } | WireOp::Link { new_path } => {
+            new_path.escape_ascii().to_string()
+        }
+        WireOp::Remove | WireOp::Barrier => String::new(),
     }
 }
 
@@ -395,5 +477,150 @@ mod tests {
         .expect("emit");
         assert!(s.take().records.is_empty());
         assert_eq!(s.take_moved_on(), vec![(0, 42)]);
+    }
+
+    fn change(path: &[u8], op: Op, ino: Option<u64>) -> Change {
+        Change {
+            seq: 0,
+            root: 0,
+            path: path.to_vec(),
+            op,
+            ino,
+        }
+    }
+
+    fn ino(p: &std::path::Path) -> Option<u64> {
+        Some(std::fs::metadata(p).expect("stat").ino())
+    }
+
+    /// Writes shipped as holes never extended the copy: a file whose data was
+    /// punched out, or that fallocate(2) made longer, stayed shorter on the peer.
+    #[test]
+    fn a_range_that_ends_in_a_hole_gives_the_copy_the_file_size() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let dst = tempfile::tempdir().expect("tempdir");
+        // `f`: written, then its whole block punched out (the size stays; a punch
+        // of part of a block would only zero it).
+        let f = src.path().join("f");
+        std::fs::write(&f, vec![7u8; 1799]).expect("write");
+        let fd = File::options().write(true).open(&f).expect("open");
+        // SAFETY: fallocate on a descriptor we own, with integer arguments only.
+        let rc = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                4096,
+            )
+        };
+        assert_eq!(rc, 0, "punch: {}", std::io::Error::last_os_error());
+        // `g`: data, then made longer by fallocate (unwritten space reads as a hole).
+        let g = src.path().join("g");
+        std::fs::write(&g, vec![9u8; 4096]).expect("write");
+        let fd = File::options().write(true).open(&g).expect("open");
+        // SAFETY: as above.
+        let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&fd), 0, 4096, 65536) };
+        assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+
+        let mut s = Shipper::new(vec![src.path().to_path_buf()]);
+        for (name, p, size) in [(b"f", &f, 1799), (b"g", &g, 4096 + 65536)] {
+            let create = Op::Create {
+                kind: Kind::File,
+                target: None,
+                rdev: 0,
+            };
+            s.emit(change(name, create, ino(p))).expect("emit");
+            let write = Op::Write {
+                offset: 0,
+                len: size,
+            };
+            s.emit(change(name, write, ino(p))).expect("emit");
+        }
+        let batch = s.take();
+        assert!(
+            batch
+                .records
+                .iter()
+                .any(|r| r.path == b"f" && r.op == WireOp::Truncate { size: 1799 }),
+            "the size of a file that ends in a hole is said"
+        );
+        let mut a = crate::apply::Applier::open(dst.path()).expect("applier");
+        for r in &batch.records {
+            a.apply(&r.path, &r.op).expect("apply");
+        }
+        for name in ["f", "g"] {
+            let want = std::fs::read(src.path().join(name)).expect("read");
+            let got = std::fs::read(dst.path().join(name)).expect("read");
+            assert_eq!(got.len(), want.len(), "size of {name}");
+            assert!(got == want, "content of {name}");
+        }
+    }
+
+    /// The peer's syncfs(2) at each barrier is a sync-all the probes of an agent on
+    /// the same kernel report (the lab): a barrier for each made a self-sustaining
+    /// flood of empty barriers.
+    #[test]
+    fn a_durability_point_with_nothing_new_since_the_last_makes_no_barrier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), b"x").expect("write");
+        let f_ino = ino(&dir.path().join("f"));
+        let mut s = Shipper::new(vec![dir.path().to_path_buf()]);
+        let sync = || change(b"", Op::Sync { all: true }, None);
+        s.emit(sync()).expect("emit");
+        s.emit(sync()).expect("emit");
+        assert_eq!(s.take().records.len(), 1, "one barrier");
+        s.emit(sync()).expect("emit");
+        assert!(s.take().records.is_empty(), "none across batches either");
+        s.emit(change(b"f", Op::Write { offset: 0, len: 1 }, f_ino))
+            .expect("emit");
+        s.emit(sync()).expect("emit");
+        s.emit(sync()).expect("emit");
+        let ops: Vec<WireOp> = s.take().records.into_iter().map(|r| r.op).collect();
+        assert_eq!(
+            ops,
+            vec![
+                WireOp::Write {
+                    offset: 0,
+                    data: b"x".to_vec()
+                },
+                WireOp::Barrier
+            ]
+        );
+    }
+
+    /// A name can hold another entry by the time its record is shipped (the entry
+    /// was exchanged or renamed over right after it was described): that entry's
+    /// attributes are not the ones the record is about.
+    #[test]
+    fn attributes_are_read_only_from_the_inode_the_record_names() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"").expect("write");
+        std::fs::write(&b, b"").expect("write");
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+        let mut s = Shipper::new(vec![dir.path().to_path_buf()]);
+        // `b`'s creation, described under the name `a` that now holds another file.
+        let create = Op::Create {
+            kind: Kind::File,
+            target: None,
+            rdev: 0,
+        };
+        s.emit(change(b"a", create, ino(&b))).expect("emit");
+        let records = s.take().records;
+        assert!(
+            matches!(&records[..], [Record { op: WireOp::Create { attrs, .. }, .. }] if attrs.mode == 0o600),
+            "created private, not with a's attributes: {records:?}"
+        );
+        let later = s.take_attrs_later();
+        assert_eq!(later, vec![(0, ino(&b).expect("ino"))]);
+        assert!(!s.push_attrs(0, b"a", ino(&b)), "a is not b");
+        assert!(s.push_attrs(0, b"b", ino(&b)), "found under its next name");
+        let records = s.take().records;
+        assert!(
+            matches!(&records[..], [Record { op: WireOp::SetAttrs(attrs), .. }] if attrs.mode == 0o604),
+            "{records:?}"
+        );
     }
 }

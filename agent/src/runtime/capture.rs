@@ -177,8 +177,17 @@ fn run(
             attrs_later.retain_mut(|(root, ino, tries)| {
                 let done = engine
                     .path_of_ino(*root, *ino)
-                    .is_none_or(|(r, rel)| shipper.push_attrs(r, &rel));
+                    .is_none_or(|(r, rel)| shipper.push_attrs(r, &rel, Some(*ino)));
                 *tries += 1;
+                if !done && *tries >= ATTR_ROUNDS {
+                    // Not silent: the peer's copy of this entry may keep other
+                    // attributes until its next change or a resync.
+                    tracing::warn!(
+                        root = *root,
+                        ino = *ino,
+                        "attributes of an entry could not be read under any later name"
+                    );
+                }
                 !done && *tries < ATTR_ROUNDS
             });
             let moved_on = shipper.take_moved_on();

@@ -196,6 +196,12 @@ async fn serve(
                         k.keep_before(local, a, &record);
                     }
                     let bytes = record.data_len();
+                    tracing::trace!(
+                        seq = record.seq,
+                        path = %record.path.escape_ascii(),
+                        op = crate::replication::secondary::op_name(&record.op),
+                        "applying"
+                    );
                     match tokio::task::block_in_place(|| a.apply(&record.path, &record.op)) {
                         Ok(()) => ctx.status.update(|s| s.replication.bytes_total += bytes),
                         Err(e) if e.is_hostile() => {
