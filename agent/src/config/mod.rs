@@ -74,6 +74,8 @@ pub const KEYS: &[&str] = &[
     "failover.preferred",
     "failover.boot_wait",
     "failover.witnesses",
+    "metrics",
+    "metrics.listen",
 ];
 
 /// The largest configuration file read; a configuration is a few hundred bytes.
