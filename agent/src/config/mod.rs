@@ -5,6 +5,7 @@
 
 mod duration;
 mod error;
+mod host;
 mod locate;
 mod raw;
 mod types;
@@ -15,6 +16,7 @@ use std::path::Path;
 pub use self::{
     duration::{DurationError, format_duration, parse_duration},
     error::{ConfigError, ConfigErrors},
+    host::{CheckOutcome, Host, HostReport, check_file},
     types::*,
 };
 
