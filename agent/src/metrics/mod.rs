@@ -213,7 +213,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "tandem_heartbeat_rtt",
-            "Last heartbeat round-trip time measured on each heartbeat network",
+            "Last heartbeat round-trip time measured on each heartbeat network the peer is heard on",
             Unit::Seconds,
             rtt.clone(),
         );
@@ -342,9 +342,11 @@ impl Metrics {
         m.lag_seconds.set(s.replication.lag_seconds);
         m.resync_remaining
             .set(saturating_i64(s.replication.resync_remaining_bytes));
-        // A network with no measurement yet has no series rather than a made-up 0.
+        // A network with no measurement yet has no series rather than a made-up 0,
+        // and a network the peer is not heard on loses its series: its last
+        // measurement says nothing about it any more.
         m.rtt.clear();
-        for n in &s.peer.networks {
+        for n in s.peer.networks.iter().filter(|n| n.up) {
             if let Some(us) = n.rtt_us {
                 m.rtt
                     .get_or_create(&NetworkLabels {

@@ -90,8 +90,13 @@ fn gauges_are_refreshed_from_the_status() {
                 },
                 Network {
                     name: "direct".into(),
-                    up: false,
+                    up: true,
                     rtt_us: None,
+                },
+                Network {
+                    name: "backup".into(),
+                    up: false,
+                    rtt_us: Some(900),
                 },
             ],
             ..Peer::default()
@@ -124,8 +129,9 @@ fn gauges_are_refreshed_from_the_status() {
         sample(&text, "tandem_heartbeat_rtt_seconds{network=\"lan\"}"),
         Some("0.00125")
     );
-    // No measurement, no series.
+    // No measurement, or a network the peer is not heard on: no series.
     assert!(!text.contains("network=\"direct\""), "{text}");
+    assert!(!text.contains("network=\"backup\""), "{text}");
     // A later scrape sees the new status, and a network without a measurement
     // any more loses its series.
     let text = m.encode(&Status::default());
