@@ -36,6 +36,9 @@ enum Command {
     Lab(crate::lab::cmd::LabArgs),
     /// Runs the agent in the foreground (systemd runs this).
     Run(ConfigArg),
+    /// Works with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Shows the agent's state (STOP when no agent answers).
     Status(StatusArgs),
     /// Makes this node run the application (with --force: even on data that may be
@@ -57,6 +60,14 @@ enum Command {
     /// An OCI runtime for Docker that puts containers under the durability barrier,
     /// then runs runc (registered in /etc/docker/daemon.json, see docs).
     OciRuntime(OciArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Checks a configuration file, and what this host can tell about it: the
+    /// VIP's interface, this node's addresses, the directories the agent creates.
+    /// Prints `FILE: ok`, or every problem one per line (exit status 78).
+    Check(ConfigArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,7 +186,14 @@ enum Exit {
     Failure = 1,
     NoPermission = 77,
     Unavailable = 69,
+    /// EX_CONFIG: the configuration is wrong.
+    Config = 78,
 }
+
+/// `tandem config check` found problems; they were printed already.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: the configuration has problems", .0.display())]
+struct ConfigCheckFailed(PathBuf);
 
 /// Set by SIGINT/SIGTERM; the running command winds down when it sees it.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -190,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo(&args),
         Command::Lab(args) => crate::lab::cmd::run_cli(&args, &TransportKeygen),
         Command::Run(args) => crate::runtime::run(&args.config),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Status(args) => status(&args),
         Command::Prim(args) => admin(&args.config, "prim", args.force),
         Command::Second(args) => admin(&args, "second", false),
@@ -221,6 +240,9 @@ fn init_logging() {
 }
 
 fn exit_of(e: &anyhow::Error) -> Exit {
+    if e.is::<ConfigCheckFailed>() {
+        return Exit::Config;
+    }
     if let Some(c) = e.downcast_ref::<CaptureError>() {
         let text = c.to_string();
         if text.contains("needs root") {
@@ -253,6 +275,19 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
         print!("{}", crate::status::render(&status));
     }
     Ok(())
+}
+
+fn config_check(args: &ConfigArg) -> anyhow::Result<()> {
+    let outcome = crate::config::check_file(&args.config, &crate::config::Host::this());
+    let mut out = std::io::stdout().lock();
+    for line in &outcome.lines {
+        writeln!(out, "{line}").context("cannot write to standard output")?;
+    }
+    if outcome.ok {
+        Ok(())
+    } else {
+        Err(ConfigCheckFailed(args.config.clone()).into())
+    }
 }
 
 fn admin(config: &ConfigArg, op: &str, force: bool) -> anyhow::Result<()> {
@@ -457,4 +492,25 @@ fn install_stop_handlers() -> anyhow::Result<()> {
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }
         .context("cannot ignore SIGPIPE")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_check_is_a_subcommand_and_fails_with_ex_config() {
+        let cli = Cli::try_parse_from(["tandem", "config", "check", "-c", "/etc/tandem/app.yaml"])
+            .expect("parses");
+        match cli.command {
+            Command::Config(ConfigCommand::Check(a)) => {
+                assert_eq!(a.config, PathBuf::from("/etc/tandem/app.yaml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["tandem", "config", "check"]).is_err());
+        let e = anyhow::Error::from(ConfigCheckFailed("/x.yaml".into()));
+        assert_eq!(exit_of(&e) as u8, 78);
+        assert_eq!(e.to_string(), "/x.yaml: the configuration has problems");
+    }
 }

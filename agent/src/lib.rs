@@ -20,6 +20,7 @@
 //! - [`heartbeat`]: heartbeats to the peer over UDP on one or more networks,
 //!   authenticated (HMAC-SHA256) and replay-proof, with round-trip times.
 //! - [`lab`]: a two-node test lab in network namespaces (`tandem lab up|status|down`).
+//! - [`metrics`]: the Prometheus metrics and their `/metrics` endpoint.
 //! - [`replication`]: the protocol cores (sans-IO) of the primary and the secondary,
 //!   data generations, the shipper and the resync compare.
 //! - [`runtime`]: `tandem run`, the agent: the actors (capture, barrier, replication,
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod failover;
 pub mod heartbeat;
 pub mod lab;
+pub mod metrics;
 pub mod replication;
 pub mod runtime;
 pub mod status;

@@ -1,5 +1,5 @@
 //! The agent's status: one shared snapshot that the runtime updates and the control
-//! socket (`tandem status`), later the console and metrics, read.
+//! socket (`tandem status`), the metrics endpoint and later the console read.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -76,6 +76,10 @@ pub struct Replication {
     pub resyncing: bool,
     /// Data captured here and not yet applied by the peer (primary), or 0.
     pub lag_bytes: u64,
+    /// Age in seconds of the oldest record the peer has not applied (primary), or
+    /// 0; absent from the JSON of agents older than this field.
+    #[serde(default)]
+    pub lag_seconds: f64,
     pub resync_remaining_bytes: u64,
     pub resync_total_bytes: u64,
     /// Records the peer reported durable (primary) or applied here (secondary).

@@ -5,6 +5,7 @@
 
 mod duration;
 mod error;
+mod host;
 mod locate;
 mod raw;
 mod types;
@@ -15,6 +16,7 @@ use std::path::Path;
 pub use self::{
     duration::{DurationError, format_duration, parse_duration},
     error::{ConfigError, ConfigErrors},
+    host::{CheckOutcome, Host, HostReport, check_file},
     types::*,
 };
 
@@ -74,6 +76,8 @@ pub const KEYS: &[&str] = &[
     "failover.preferred",
     "failover.boot_wait",
     "failover.witnesses",
+    "metrics",
+    "metrics.listen",
 ];
 
 /// The largest configuration file read; a configuration is a few hundred bytes.

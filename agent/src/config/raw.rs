@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     pub(super) application: Option<Spanned<RawApplication>>,
     pub(super) vip: Option<Spanned<RawVip>>,
     pub(super) failover: Option<Spanned<RawFailover>>,
+    pub(super) metrics: Option<Spanned<RawMetrics>>,
 }
 
 /// `identity:`
@@ -126,4 +127,11 @@ pub(super) struct RawFailover {
     pub(super) preferred: Option<Text>,
     pub(super) boot_wait: Option<Text>,
     pub(super) witnesses: Option<Spanned<Vec<Text>>>,
+}
+
+/// `metrics:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Text>,
 }

@@ -94,6 +94,8 @@ failover:
   preferred: node2
   boot_wait: 5s
   witnesses: [10.213.7.1, 10.213.7.2]
+metrics:
+  listen: 127.0.0.1:9400
 ",
             crt = self.path("node1.crt").display(),
             key = self.path("node1.key").display(),
@@ -266,6 +268,12 @@ fn full_example_is_typed() {
             witnesses: vec![ip("10.213.7.1"), ip("10.213.7.2")],
         }
     );
+    assert_eq!(
+        c.metrics,
+        Some(Metrics {
+            listen: addr("127.0.0.1:9400")
+        })
+    );
 }
 
 #[test]
@@ -301,6 +309,8 @@ fn minimal_example_gets_defaults_and_relative_paths() {
             witnesses: Vec::new(),
         }
     );
+    // Metrics are served only when asked for.
+    assert_eq!(c.metrics, None);
     // An application with only its commands gets the restart defaults.
     let c = f
         .parse(&format!(
@@ -1532,4 +1542,50 @@ fn packaging_examples_are_valid() {
         }
     }
     assert!(checked.len() >= 2, "no node examples found: {checked:?}");
+}
+
+#[test]
+fn metrics_endpoint_is_checked() {
+    let f = Fixture::new();
+    let full = f.full();
+    let line = line_of(&full, "listen: 127.0.0.1:9400");
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "listen: 127.0.0.1:9400",
+                "listen: localhost:9400",
+                "metrics.listen",
+                line,
+                "is not an IP address and port",
+            ),
+            bad(
+                "listen: 127.0.0.1:9400",
+                "listen: 127.0.0.1:0",
+                "metrics.listen",
+                line,
+                "the port must not be 0",
+            ),
+        ],
+    );
+    // The section is there only to turn the endpoint on: its address is required.
+    let e = f.errors_with(&full, "  listen: 127.0.0.1:9400\n", "  {}\n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    let err = only(&e, "metrics.listen");
+    assert_eq!(err.message, "is required");
+    assert!(err.line.is_some(), "{err}");
+    // Any address may be chosen, every address included.
+    let c = f
+        .parse(&full.replace("listen: 127.0.0.1:9400", "listen: \"[::]:9400\""))
+        .expect("valid");
+    assert_eq!(c.metrics.map(|m| m.listen), Some(addr("[::]:9400")));
+    let e = f.errors_with(
+        &full,
+        "  listen: 127.0.0.1:9400",
+        "  listen: 127.0.0.1:9400\n  path: /metrics",
+    );
+    assert!(
+        e.iter().any(|e| e.message.contains("unknown field")),
+        "{e:#?}"
+    );
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub vip: Option<Vip>,
     /// How the pair decides who runs the application (`failover`).
     pub failover: Failover,
+    /// Where Prometheus metrics are served (`metrics`); `None`: not served.
+    pub metrics: Option<Metrics>,
 }
 
 /// This node's TLS identity.
@@ -150,6 +152,13 @@ pub struct Failover {
     /// Addresses on the VIP's network probed (by ARP) to tell isolation from a
     /// peer failure (`failover.witnesses`); requires `vip`.
     pub witnesses: Vec<IpAddr>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// The TCP address `/metrics` is served on (`metrics.listen`).
+    pub listen: SocketAddr,
 }
 
 /// Resynchronisation settings.

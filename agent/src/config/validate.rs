@@ -17,7 +17,7 @@ use super::{
     locate,
     raw::{
         RawApplication, RawChecker, RawConfig, RawFailover, RawHeartbeat, RawHeartbeatNetwork,
-        RawIdentity, RawPeer, RawReplicated, RawResync, RawVip, Text,
+        RawIdentity, RawMetrics, RawPeer, RawReplicated, RawResync, RawVip, Text,
     },
     types::{
         Application, Checker, CheckerAction, CheckerKind, Config, DEFAULT_ANNOUNCE_COUNT,
@@ -25,8 +25,8 @@ use super::{
         DEFAULT_BOOT_WAIT, DEFAULT_CHECK_FAILURES, DEFAULT_CHECK_INTERVAL,
         DEFAULT_CONTROL_SOCKET_NAME, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_NETWORK,
         DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_RESTARTS, DEFAULT_PROBE_WAIT,
-        DEFAULT_RESTART_WINDOW, Failover, Heartbeat, HeartbeatNetwork, Identity, Peer, PeerPinSpec,
-        Replicated, Resync, Role, Vip,
+        DEFAULT_RESTART_WINDOW, Failover, Heartbeat, HeartbeatNetwork, Identity, Metrics, Peer,
+        PeerPinSpec, Replicated, Resync, Role, Vip,
     },
 };
 
@@ -109,6 +109,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         vip_address,
         &nodes,
     );
+    let metrics = match &raw.metrics {
+        Some(m) => c.metrics(&m.value, m.referenced).map(Some),
+        None => Some(None),
+    };
     let errors = c.errors;
     let config = (|| {
         Some(Config {
@@ -126,6 +130,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             application: application?,
             vip: vip?,
             failover: failover?,
+            metrics: metrics?,
         })
     })();
     match config {

@@ -169,6 +169,12 @@ impl Engine {
             .collect()
     }
 
+    /// Whether an administrator's `tandem prim` waits to be carried out or refused.
+    #[must_use]
+    pub fn admin_prim_pending(&self) -> bool {
+        self.admin_prim.is_some()
+    }
+
     /// Both nodes changed data on their own and neither runs the application: the
     /// administrator chooses the data to keep with `tandem prim --force`.
     #[must_use]

@@ -21,6 +21,7 @@ use tokio::{
 use crate::{
     config::{Application, Checker, CheckerKind},
     failover::{CheckerAction, Event},
+    metrics::Metrics,
     status::State,
 };
 
@@ -129,16 +130,26 @@ pub struct Checkers {
 }
 
 impl Checkers {
-    /// Starts every checker; events go to the failover actor.
+    /// Starts every checker; events go to the failover actor, failures are also
+    /// counted in `metrics`.
     #[must_use]
     pub fn start(
         checkers: &[Checker],
         events: &mpsc::Sender<Event>,
         running: &watch::Receiver<bool>,
+        metrics: &Metrics,
     ) -> Self {
         let tasks = checkers
             .iter()
-            .map(|c| tokio::spawn(check_loop(c.clone(), events.clone(), running.clone())))
+            .map(|c| {
+                metrics.checker_known(&c.name);
+                tokio::spawn(check_loop(
+                    c.clone(),
+                    events.clone(),
+                    running.clone(),
+                    metrics.clone(),
+                ))
+            })
             .collect();
         Self { tasks }
     }
@@ -155,7 +166,12 @@ impl Drop for Checkers {
 /// Checks every interval while the application runs; reports crossing the threshold
 /// (and every further failure, so that a restart policy sees repeated failures) and
 /// recovery.
-async fn check_loop(c: Checker, events: mpsc::Sender<Event>, mut running: watch::Receiver<bool>) {
+async fn check_loop(
+    c: Checker,
+    events: mpsc::Sender<Event>,
+    mut running: watch::Receiver<bool>,
+    metrics: Metrics,
+) {
     let action = match c.action {
         crate::config::CheckerAction::Restart => CheckerAction::Restart,
         crate::config::CheckerAction::Failover => CheckerAction::Failover,
@@ -199,6 +215,7 @@ async fn check_loop(c: Checker, events: mpsc::Sender<Event>, mut running: watch:
             }
             failed = true;
             failures = 0;
+            metrics.checker_failed(&c.name);
             let _ = events
                 .send(Event::CheckerFailed {
                     checker: c.name.clone(),
@@ -360,7 +377,8 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::channel(8);
         let (_running_tx, running) = watch::channel(true);
-        let _c = Checkers::start(&[checker], &tx, &running);
+        let metrics = Metrics::new();
+        let _c = Checkers::start(&[checker], &tx, &running, &metrics);
         let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("in time");
@@ -371,6 +389,14 @@ mod tests {
                 action: CheckerAction::Failover
             })
         );
+        // The threshold crossing was counted before it was reported (more than
+        // once if the checker failed again meanwhile).
+        let text = metrics.encode(&crate::status::Status::default());
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tandem_checker_failures_total{checker=\"flag\"} "))
+            .expect("a series for the checker");
+        assert_ne!(count, "0", "{text}");
         std::fs::write(&flag, b"").expect("write");
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())

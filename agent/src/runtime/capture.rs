@@ -26,6 +26,7 @@ use crate::{
         engine::{Engine, Settings},
         index::RootId,
     },
+    metrics::CaptureTally,
     replication::{
         primary::WaiterId,
         ship::{Batch, Shipper},
@@ -83,11 +84,13 @@ const ATTR_ROUNDS: u32 = 200;
 /// their data was read.
 const SETTLE_ROUNDS: usize = 4;
 
-/// Starts capture of `roots`; records go to `tx`.
+/// Starts capture of `roots`; records go to `tx`, the engine's event counts to
+/// `tally`.
 pub fn spawn(
     roots: Vec<PathBuf>,
     tick: Duration,
     tx: mpsc::Sender<Captured>,
+    tally: CaptureTally,
 ) -> std::io::Result<CaptureHandle> {
     let (flush_tx, flush_rx) = std_mpsc::channel::<WaiterId>();
     let wake = Arc::new(EventFd::from_value_and_flags(
@@ -100,7 +103,7 @@ pub fn spawn(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || run(roots, tick, &tx, &flush_rx, &wake, &stop))?
+            .spawn(move || run(roots, tick, &tx, &flush_rx, &wake, &stop, tally))?
     };
     Ok(CaptureHandle {
         flush_tx,
@@ -117,6 +120,7 @@ fn run(
     flush_rx: &std_mpsc::Receiver<WaiterId>,
     wake: &EventFd,
     stop: &AtomicBool,
+    mut tally: CaptureTally,
 ) {
     let mut settings = Settings::new(roots);
     settings.tick = tick;
@@ -160,6 +164,7 @@ fn run(
             } else {
                 engine.step(&mut shipper, now)
             };
+            tally.publish(engine.counters());
             if let Err(e) = step {
                 let _ = tx.blocking_send(Captured::Failed(format!("{e}")));
                 return;

@@ -40,6 +40,7 @@ use crate::{
     config::Vip,
     failover::{Beacon, Command, Engine, Event, Memory, Params, Preference},
     heartbeat::{self, HeartbeatConfig, Heartbeats, NetworkSpec},
+    metrics::classify_failover,
     status::State,
     vip::{Addresses, AnnounceConfig, Announcer, ProbeConfig, ProbeOutcome},
 };
@@ -288,7 +289,17 @@ impl Actor {
     fn feed(&mut self, engine: &mut Engine, ev: Event) -> anyhow::Result<()> {
         self.follow_ups.push_back(ev);
         while let Some(ev) = self.follow_ups.pop_front() {
-            for c in engine.handle(Instant::now(), ev) {
+            // Asked before the engine handles the event, since the start that a
+            // `tandem prim` causes also clears it.
+            let admin = engine.admin_prim_pending() || matches!(ev, Event::AdminPrim { .. });
+            let now = Instant::now();
+            for c in engine.handle(now, ev) {
+                if let Command::Transition { from, to, .. } = &c {
+                    let peer = engine.peer_state().filter(|_| engine.peer_connected(now));
+                    if let Some(reason) = classify_failover(*from, *to, admin, peer) {
+                        self.ctx.metrics.failover(reason);
+                    }
+                }
                 self.perform(c)?;
             }
         }
@@ -436,6 +447,7 @@ impl Executor {
                         &a.checkers,
                         &self.events,
                         &self.app_running.subscribe(),
+                        &self.ctx.metrics,
                     ));
                 }
                 let ev = if ok {

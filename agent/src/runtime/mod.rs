@@ -22,12 +22,14 @@ pub mod capture;
 pub mod conflict;
 pub mod control;
 pub mod failover;
+mod lag;
 pub mod link;
 pub mod primary;
 pub mod role;
 pub mod secondary;
 
 use std::{
+    net::SocketAddr,
     path::Path,
     sync::{
         Arc, Mutex, PoisonError,
@@ -44,6 +46,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     barrier::{BarrierRequest, Listener, ListenerConfig},
     config::{Config, PeerPinSpec},
+    metrics::Metrics,
     replication::generation::{GenerationStore, Relation, relate},
     status::{Shared, State, Status},
     transport::{Endpoint, Identity, PeerPin, Timing, TransportError},
@@ -57,6 +60,9 @@ pub struct Ctx {
     pub endpoint: Endpoint,
     /// Whether the primary replication role runs (set by [`role::Roles`]).
     pub primary: AtomicBool,
+    /// The Prometheus metrics, updated by every actor (served only when
+    /// `metrics.listen` is set).
+    pub metrics: Metrics,
 }
 
 impl Ctx {
@@ -180,6 +186,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         generations: Mutex::new(generations),
         endpoint,
         primary: AtomicBool::new(false),
+        metrics: Metrics::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -187,6 +194,12 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
+    // Bound before the other sockets, so that a taken port stops the agent before
+    // it has anything to clean up.
+    let metrics = match ctx.cfg.metrics.as_ref() {
+        Some(m) => Some(spawn_metrics(&ctx, m.listen, stop_rx.clone()).await?),
+        None => None,
+    };
 
     // The barrier: held calls go to the bridge, which asks capture for a flush.
     let (breq_tx, breq_rx) = std_mpsc::channel::<BarrierRequest>();
@@ -209,7 +222,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
     let runc_socket = ctx.cfg.state_dir.join("seccomp.sock");
     let runc = crate::barrier::runc::serve_runc(&runc_socket, listener.registrar())
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
-    let gate = Arc::new(role::Gate::default());
+    let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
     role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
 
     let result = failover::run(
@@ -221,6 +234,10 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
     )
     .await;
     ctx.status.transition(State::Stop, "the agent stopped");
+    // Stopped by the stop watch already unless the actor failed on its own.
+    if let Some(m) = metrics {
+        m.abort();
+    }
     control.stop();
     runc.stop();
     listener.shutdown();
@@ -256,6 +273,38 @@ async fn bind_when_free(
             }
         }
     }
+}
+
+/// Binds the metrics endpoint (waiting, like the other sockets, for a predecessor
+/// that is still exiting) and serves it until `stop`.
+async fn spawn_metrics(
+    ctx: &Arc<Ctx>,
+    addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let deadline = std::time::Instant::now() + BIND_PATIENCE;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot serve metrics on {addr} (metrics.listen)")));
+            }
+        }
+    };
+    tracing::info!(listen = %addr, "serving metrics");
+    let (metrics, status) = (ctx.metrics.clone(), ctx.status.clone());
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(listener, metrics, status, stop).await {
+            tracing::error!(error = %e, "the metrics endpoint failed");
+        }
+    }))
 }
 
 async fn wait_for_signal() {

@@ -17,13 +17,17 @@ use tokio::sync::{mpsc, watch};
 use super::{
     Ctx,
     capture::Captured,
+    lag::LagClock,
     link::{self, Link},
 };
-use crate::replication::{
-    changelog::ChangeLog,
-    generation::Relation,
-    primary::{Command, Input, Link as LinkState, Primary},
-    resync::{self, TargetView},
+use crate::{
+    metrics::Direction,
+    replication::{
+        changelog::ChangeLog,
+        generation::Relation,
+        primary::{Command, Input, Link as LinkState, Primary},
+        resync::{self, TargetView},
+    },
 };
 
 /// Bytes of data captured but not yet applied by the peer before capture is
@@ -80,6 +84,7 @@ pub async fn run(
     // the peer lacks is acknowledged.
     let mut armed_at: Option<Instant> = None;
     let mut had_link = false;
+    let mut lag_clock = LagClock::default();
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
         let ev = tokio::select! {
@@ -101,6 +106,10 @@ pub async fn run(
             }
             Event::Captured(Some(Captured::Batch(b))) => {
                 ctx.status.update(|s| s.replication.bytes_total += b.bytes);
+                if core.link() == LinkState::Resyncing && !b.records.is_empty() {
+                    // The core holds these behind the resync until it is done.
+                    lag_clock.holding(true, now);
+                }
                 if !core.in_sync() {
                     for r in &b.records {
                         log.record(r);
@@ -148,6 +157,7 @@ pub async fn run(
                 l.send(Frame::ManifestRequest(request));
                 session.link = Some(l);
                 core.handle(Input::Linked, now, &mut out);
+                lag_clock.reset();
                 ctx.status.update(|s| {
                     s.replication.resync_total_bytes = 0;
                     s.replication.linked = true;
@@ -218,6 +228,13 @@ pub async fn run(
         for c in out.drain(..) {
             match c {
                 Command::Send(f) => {
+                    let data = match &f {
+                        Frame::Record(r) => {
+                            lag_clock.sent(r.seq, now);
+                            r.data_len()
+                        }
+                        _ => 0,
+                    };
                     if let Frame::Record(r) = &f
                         && r.op != WireOp::Barrier
                     {
@@ -231,11 +248,13 @@ pub async fn run(
                         };
                         unacked.push_back((r.seq, p, moved));
                     }
-                    if let Some(l) = &session.link
-                        && !l.send(f)
-                    {
-                        tracing::warn!("replication link lost while sending");
-                        core.handle(Input::Unlinked, now, &mut Vec::new());
+                    if let Some(l) = &session.link {
+                        if l.send(f) {
+                            ctx.metrics.replicated(Direction::Sent, data);
+                        } else {
+                            tracing::warn!("replication link lost while sending");
+                            core.handle(Input::Unlinked, now, &mut Vec::new());
+                        }
                     }
                 }
                 Command::Release(id) => {
@@ -300,11 +319,20 @@ pub async fn run(
         }
         let lag = core.lag_bytes();
         let acked = core.acked();
+        if core.link() == LinkState::Down {
+            lag_clock.reset();
+        } else if core.link() != LinkState::Resyncing {
+            lag_clock.holding(false, now);
+        }
+        let lag_seconds = lag_clock
+            .lag(acked.applied, core.last_seq(), now)
+            .as_secs_f64();
         let unprotected = core.released_unprotected;
         ctx.status.update(|s| {
             s.replication.linked = session.link.is_some();
             s.replication.in_sync = in_sync;
             s.replication.lag_bytes = lag;
+            s.replication.lag_seconds = lag_seconds;
             // While the peer is not in sync, what it still lacks of the resync is the
             // data sent or held that it has not applied.
             s.replication.resync_remaining_bytes = if in_sync { 0 } else { lag };

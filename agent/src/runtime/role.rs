@@ -28,15 +28,20 @@ use super::{
     capture::{self, CaptureHandle},
     primary, secondary,
 };
-use crate::{barrier::BarrierRequest, replication::primary::WaiterId};
+use crate::{
+    barrier::BarrierRequest,
+    metrics::{BarrierTimer, Metrics},
+    replication::primary::WaiterId,
+};
 
 /// How long a role gets to stop before it is abandoned.
 const ROLE_GRACE: Duration = Duration::from_secs(10);
 
 /// Something waiting for a durability point: a held call, or a drain.
 pub enum Waiter {
-    /// An application's durability call, answered by releasing it.
-    Call(crate::barrier::Releaser),
+    /// An application's durability call, answered by releasing it; the timer
+    /// started when it arrived at the gate (`tandem_barrier_wait_seconds`).
+    Call(crate::barrier::Releaser, BarrierTimer),
     /// [`Roles::drain`]: told whether the peer held everything when it was released.
     Drain(oneshot::Sender<bool>),
 }
@@ -45,14 +50,30 @@ pub enum Waiter {
 pub type Waiters = Arc<Mutex<HashMap<WaiterId, Waiter>>>;
 
 /// Where held calls go: the running primary's capture, or nowhere.
-#[derive(Default)]
 pub struct Gate {
     capture: Mutex<Option<Arc<CaptureHandle>>>,
     waiters: Waiters,
     next: AtomicU64,
+    metrics: Metrics,
 }
 
 impl Gate {
+    #[must_use]
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            capture: Mutex::default(),
+            waiters: Waiters::default(),
+            next: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// Routes an application's held call that just arrived; its wait is timed
+    /// from here to its release, whichever path releases it.
+    fn route_call(&self, releaser: crate::barrier::Releaser) -> Option<WaiterId> {
+        self.route(Waiter::Call(releaser, self.metrics.barrier_timer()))
+    }
+
     /// Routes one held call: waits behind a flush while a primary runs; released
     /// at once otherwise.
     fn route(&self, waiter: Waiter) -> Option<WaiterId> {
@@ -92,7 +113,10 @@ impl Gate {
 /// Answers a waiter; `protected`: the peer held what it covers.
 pub fn release(w: Waiter, protected: bool) {
     match w {
-        Waiter::Call(r) => r.release(),
+        Waiter::Call(r, timer) => {
+            timer.finish();
+            r.release();
+        }
         Waiter::Drain(tx) => {
             let _ = tx.send(protected);
         }
@@ -111,7 +135,7 @@ pub fn spawn_bridge(
         .spawn(move || {
             for r in requests {
                 let (_call, releaser) = r.into_parts();
-                if gate.route(Waiter::Call(releaser)).is_some() {
+                if gate.route_call(releaser).is_some() {
                     status.update(|s| s.replication.barriers += 1);
                 }
             }
@@ -183,8 +207,13 @@ impl Roles {
                     .map(|r| r.path.clone())
                     .collect();
                 let capture = Arc::new(
-                    capture::spawn(roots, Duration::from_millis(5), cap_tx)
-                        .context("cannot start capture")?,
+                    capture::spawn(
+                        roots,
+                        Duration::from_millis(5),
+                        cap_tx,
+                        self.ctx.metrics.capture_tally(),
+                    )
+                    .context("cannot start capture")?,
                 );
                 *self
                     .gate

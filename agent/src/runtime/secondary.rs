@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::{Ctx, conflict::Conflicts, link};
 use crate::{
     apply::{Applier, ApplyError},
+    metrics::Direction,
     replication::{
         generation::Relation,
         secondary::{Command, Secondary, frame_name},
@@ -203,7 +204,10 @@ async fn serve(
                         "applying"
                     );
                     match tokio::task::block_in_place(|| a.apply(&record.path, &record.op)) {
-                        Ok(()) => ctx.status.update(|s| s.replication.bytes_total += bytes),
+                        Ok(()) => {
+                            ctx.status.update(|s| s.replication.bytes_total += bytes);
+                            ctx.metrics.replicated(Direction::Applied, bytes);
+                        }
                         Err(e) if e.is_hostile() => {
                             tracing::error!(error = %e, seq = record.seq, "the primary sent a path outside the replicated directory; closing");
                             link.send(Frame::Error {

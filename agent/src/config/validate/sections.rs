@@ -1,6 +1,6 @@
 //! Checks of the list and timing sections: replicated directories (names, nesting),
-//! heartbeat timing, resync and application commands; shared checks of durations
-//! and counts.
+//! heartbeat timing, resync, application commands and the metrics endpoint;
+//! shared checks of durations and counts.
 
 use super::*;
 
@@ -303,6 +303,16 @@ impl Validator<'_> {
             restart_window: restart_window?,
             checkers: checkers?,
         })
+    }
+
+    /// The Prometheus endpoint: given only to turn it on, so its address is
+    /// required. Any address is allowed (a monitoring network may need one);
+    /// the documentation says why loopback is the safe choice.
+    pub(super) fn metrics(&mut self, raw: &RawMetrics, at: Location) -> Option<Metrics> {
+        let listen = self
+            .required(raw.listen.as_ref(), "metrics.listen", Some(at))
+            .and_then(|t| self.socket_addr(t, "metrics.listen", true))?;
+        Some(Metrics { listen })
     }
 
     /// A shell command: anything but blank.
