@@ -225,6 +225,7 @@ pub async fn run(
                 }
             }
         }
+        let mut new_generation_mid_session = false;
         for c in out.drain(..) {
             match c {
                 Command::Send(f) => {
@@ -271,7 +272,12 @@ pub async fn run(
                     if let Some(w) = w {
                         let protected = core.link() != LinkState::Down && core.in_sync();
                         if !protected {
-                            go_alone(&ctx, &mut alone_generation, "released without the peer")?;
+                            let started =
+                                go_alone(&ctx, &mut alone_generation, "released without the peer")?;
+                            // The peer's session began under the previous
+                            // generation, which it would adopt when in sync: a
+                            // new session tells it the new one.
+                            new_generation_mid_session |= started && session.link.is_some();
                         }
                         super::role::release(w, protected);
                     }
@@ -281,6 +287,10 @@ pub async fn run(
                     session.close(reason);
                 }
             }
+        }
+        if new_generation_mid_session {
+            tracing::info!("new data generation during the peer's session: starting a new one");
+            drop_link(&mut session, &mut core, now, &mut out);
         }
         if core.link() == LinkState::Down && session.link.is_some() {
             session.close("link down");
@@ -349,17 +359,18 @@ pub async fn run(
 
 /// Becomes ALONE: a new data generation starts before any change made without the
 /// peer is acknowledged, so that the peer is recognised as older when it returns.
-fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<()> {
-    if !*started {
-        ctx.generations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .start_new()
-            .map_err(|e| anyhow::anyhow!("cannot record a new data generation: {e}"))?;
-        *started = true;
-        tracing::info!(reason, "replicating without the peer: new data generation");
+fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<bool> {
+    if *started {
+        return Ok(false);
     }
-    Ok(())
+    ctx.generations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .start_new()
+        .map_err(|e| anyhow::anyhow!("cannot record a new data generation: {e}"))?;
+    *started = true;
+    tracing::info!(reason, "replicating without the peer: new data generation");
+    Ok(true)
 }
 
 /// One connection to the peer and the channels that live with it.
