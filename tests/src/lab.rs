@@ -62,14 +62,50 @@ impl Lab {
     /// (`lab-service`, answering its node name on [`SERVICE_PORT`]), with a TCP
     /// checker on it.
     pub fn up_with_service(tag: &str, service_bin: &Path) -> Result<Lab, String> {
-        let lab = Self::up_with(tag, false)?;
-        for n in &lab.nodes {
+        Self::up_with_application(tag, Duration::from_secs(10), |n| {
             let pid = n.state_dir.join("service.pid");
             let log = n.state_dir.join("service.log");
             let (pid, log, bin) = (pid.display(), log.display(), service_bin.display());
-            let section = format!(
-                "application:\n  start: \"if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} >>{log} 2>&1 </dev/null & echo $! > {pid}\"\n  stop: \"if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true\"\n  timeout: 10s\n",
+            let start = format!(
+                "if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} >>{log} 2>&1 </dev/null & echo $! > {pid}",
                 name = n.name,
+            );
+            let stop = format!(
+                "if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true"
+            );
+            (start, stop)
+        })
+    }
+
+    /// Brings a lab up whose nodes run `commands(node) = (start, stop)` as their
+    /// application (shell commands, run by the agent in the node's namespace),
+    /// with `timeout` for each, and no checker.
+    pub fn up_with_application(
+        tag: &str,
+        timeout: Duration,
+        commands: impl Fn(&Node) -> (String, String),
+    ) -> Result<Lab, String> {
+        Self::up_with_application_prepared(tag, timeout, commands, |_| Ok(()))
+    }
+
+    /// [`Lab::up_with_application`], with `prepare(&lab)` run after the lab's
+    /// namespaces and directories exist and before any agent starts (to put an
+    /// application's initial data into node1's replicated directory, say).
+    pub fn up_with_application_prepared(
+        tag: &str,
+        timeout: Duration,
+        commands: impl Fn(&Node) -> (String, String),
+        prepare: impl FnOnce(&Lab) -> Result<(), String>,
+    ) -> Result<Lab, String> {
+        let lab = Self::up_with(tag, false)?;
+        for n in &lab.nodes {
+            let (start, stop) = commands(n);
+            let quote = |c: &str| serde_json::to_string(c).unwrap_or_default();
+            let section = format!(
+                "application:\n  start: {}\n  stop: {}\n  timeout: {}ms\n",
+                quote(&start),
+                quote(&stop),
+                timeout.as_millis()
             );
             let mut text = std::fs::read_to_string(&n.config)
                 .map_err(|e| format!("{}: {e}", n.config.display()))?;
@@ -77,6 +113,7 @@ impl Lab {
             text.push_str(&section);
             std::fs::write(&n.config, text).map_err(|e| format!("{}: {e}", n.config.display()))?;
         }
+        prepare(&lab)?;
         lab.restart_missing()?;
         Ok(lab)
     }

@@ -21,6 +21,12 @@
 //! runc command passes straight through. A container run `--security-opt
 //! seccomp=unconfined` or `--privileged` has no seccomp section; it gets one that
 //! allows everything but the barrier's calls.
+//!
+//! One more rewrite serves the lab: a container whose process environment holds
+//! `TANDEM_NETNS=/run/netns/NAME` (and that Docker gave a network namespace of its
+//! own, `--network none`) joins that named network namespace instead
+//! ([`set_network_namespace`]). That is how a Compose stack runs inside a lab node's
+//! namespace, where the VIP lives; in production containers use Docker's networking.
 
 use std::{
     ffi::{OsStr, OsString},
@@ -48,6 +54,10 @@ pub enum OciError {
     /// `config.json` is not a JSON object with an object `linux` section.
     #[error("{path} is not an OCI runtime spec: {what}")]
     Spec { path: PathBuf, what: &'static str },
+    /// `TANDEM_NETNS` names no usable network namespace, or the container cannot
+    /// join one.
+    #[error("TANDEM_NETNS={value:?}: {why}")]
+    Netns { value: String, why: &'static str },
     /// The real runtime could not be executed.
     #[error("cannot execute the OCI runtime {program:?}")]
     Exec {
@@ -124,6 +134,7 @@ pub fn patch_bundle_config(config: &Path, listener: &Path) -> Result<Vec<&'stati
         path: config.to_owned(),
         what: "not JSON",
     })?;
+    set_network_namespace(&mut spec, |p| p.exists())?;
     let untouched = patch_spec(&mut spec, listener).map_err(|what| OciError::Spec {
         path: config.to_owned(),
         what,
@@ -160,6 +171,71 @@ pub fn patch_spec(spec: &mut Value, listener: &Path) -> Result<Vec<&'static str>
         profile::set_listener_path(seccomp, listener);
     }
     Ok(untouched)
+}
+
+/// The process environment variable that names a network namespace to join.
+pub const NETNS_ENV: &str = "TANDEM_NETNS";
+
+/// If the spec's `process.env` holds `TANDEM_NETNS=PATH`, makes the container join
+/// the network namespace at PATH: the `linux.namespaces` entry of type `network`
+/// gets `"path": PATH`. PATH must be absolute, directly under `/run/netns` or
+/// `/var/run/netns` (where `ip netns` keeps named namespaces), and `exists(PATH)`;
+/// the spec must already give the container a network namespace of its own (Docker
+/// does for `--network none`), since joining one is only a choice between
+/// namespaces, never a way out of host networking. Returns the path joined, if any.
+pub fn set_network_namespace(
+    spec: &mut Value,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<Option<PathBuf>, OciError> {
+    let prefix = format!("{NETNS_ENV}=");
+    let value = spec
+        .pointer("/process/env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|e| e.strip_prefix(&prefix))
+        .next_back()
+        .map(str::to_owned);
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let refuse = |why| OciError::Netns {
+        value: value.clone(),
+        why,
+    };
+    let path = Path::new(&value);
+    let name = path
+        .file_name()
+        .and_then(OsStr::to_str)
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .ok_or_else(|| refuse("not a namespace name under /run/netns or /var/run/netns"))?;
+    let parent = path.parent().and_then(Path::to_str);
+    if !matches!(parent, Some("/run/netns" | "/var/run/netns"))
+        || path.to_str() != Some(&format!("{}/{name}", parent.unwrap_or_default()))
+    {
+        return Err(refuse(
+            "must be an absolute path directly under /run/netns or /var/run/netns",
+        ));
+    }
+    if !exists(path) {
+        return Err(refuse("no such network namespace"));
+    }
+    let entry = spec
+        .pointer_mut("/linux/namespaces")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .find(|ns| ns.get("type").and_then(Value::as_str) == Some("network"))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| {
+            refuse(
+                "the container has no network namespace of its own to replace \
+                 (run it with --network none)",
+            )
+        })?;
+    entry.insert("path".into(), Value::String(value.clone()));
+    Ok(Some(PathBuf::from(value)))
 }
 
 #[cfg(test)]
