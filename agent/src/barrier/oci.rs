@@ -76,6 +76,7 @@ pub fn run_oci_runtime(runc: &Path, listener: &Path, args: &[OsString]) -> OciEr
     if let Some(bundle) = bundle_to_patch(args)
         && let Err(e) = patch_bundle_config(&bundle.join("config.json"), listener)
     {
+        report_to_runc_log(args, &e);
         return e;
     }
     let error = Command::new(runc).args(args).exec();
@@ -83,6 +84,55 @@ pub fn run_oci_runtime(runc: &Path, listener: &Path, args: &[OsString]) -> OciEr
         program: runc.to_owned(),
         error,
     }
+}
+
+/// Appends `error` to the log file runc was given (`--log`), as runc itself would:
+/// containerd's shim reads the last error of that file and makes it Docker's
+/// message ("OCI runtime create failed: ..."); without it Docker only says the
+/// runtime "did not terminate successfully". Best effort: the error also goes to
+/// stderr.
+fn report_to_runc_log(args: &[OsString], error: &OciError) {
+    let Some((path, json)) = runc_log(args) else {
+        return;
+    };
+    let msg = format!("tandem oci-runtime: {error}");
+    let line = if json {
+        format!("{}\n", json!({"level": "error", "msg": msg}))
+    } else {
+        format!("level=error msg={msg:?}\n")
+    };
+    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = io::Write::write_all(&mut file, line.as_bytes());
+    }
+}
+
+/// runc's `--log` file among the global options, and whether `--log-format` is
+/// `json`.
+pub fn runc_log(args: &[OsString]) -> Option<(PathBuf, bool)> {
+    let mut log = None;
+    let mut json = false;
+    let mut rest = args.iter().map(OsString::as_os_str);
+    while let Some(arg) = rest.next() {
+        let Some(text) = arg.to_str() else { break };
+        let (key, value) = match text.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k, Some(OsString::from(v))),
+            _ => (text, None),
+        };
+        if GLOBAL_WITH_VALUE.contains(&key) {
+            let value = match value {
+                Some(v) => v,
+                None => rest.next()?.to_owned(),
+            };
+            match key {
+                "--log" => log = Some(PathBuf::from(value)),
+                "--log-format" => json = value == "json",
+                _ => {}
+            }
+        } else if !text.starts_with('-') {
+            break;
+        }
+    }
+    log.map(|l| (l, json))
 }
 
 /// The bundle directory of a `create` or `run` command line; `None` for every other

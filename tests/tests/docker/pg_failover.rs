@@ -40,7 +40,8 @@ use crate::{
     serial, wrapper_binary,
 };
 
-/// Rounds wanted, and the time after which no new round starts.
+/// Rounds wanted (`TANDEM_PG_ROUNDS` overrides), and the time after which no new
+/// round starts.
 const ROUNDS: usize = 5;
 const ROUNDS_BUDGET: Duration = Duration::from_secs(300);
 /// One INSERT (connection included) gets this long before it counts as failed.
@@ -234,6 +235,19 @@ fn set_link(lab: &Lab, i: usize, up: bool) {
     assert!(ok, "ip link set eth0 failed");
 }
 
+/// Runtimes registered one after the other: each one's Drop puts back the
+/// daemon.json it found, so they must go in the reverse order (a Vec drops its
+/// elements first to last, which would leave all but the first registered).
+struct Runtimes(Vec<Runtime>);
+
+impl Drop for Runtimes {
+    fn drop(&mut self) {
+        while let Some(runtime) = self.0.pop() {
+            drop(runtime);
+        }
+    }
+}
+
 /// Puts node1's link back up if the test stops while it is cut.
 struct LinkGuard<'a>(&'a Lab);
 
@@ -306,9 +320,22 @@ fn swap(lab: &Lab, from: usize) {
     );
 }
 
-/// pgbench in `container` (unix socket, so that no network is measured): the
-/// transactions per second and the average latency in ms of `clients` clients.
-fn pgbench(container: &str, clients: u32) -> (f64, f64, u64) {
+/// One pgbench run's figures.
+#[derive(Clone, Copy, Debug)]
+struct Bench {
+    tps: f64,
+    latency_ms: f64,
+    processed: u64,
+    failed: u64,
+    /// Durability calls that reached node1's barrier meanwhile (0 without it).
+    barriers: u64,
+}
+
+/// pgbench in `container` (unix socket, so that no network is measured) with
+/// `clients` clients; `lab` given, node1's barrier calls are counted too.
+fn pgbench(container: &str, clients: u32, lab: Option<&Lab>) -> Bench {
+    let barriers = || lab.map_or(0, |l| status_u64(l, 0, "/replication/barriers"));
+    let before = barriers();
     let clients = clients.to_string();
     let out = docker_ok(&[
         "exec",
@@ -332,8 +359,23 @@ fn pgbench(container: &str, clients: u32) -> (f64, f64, u64) {
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no {prefix:?} in pgbench's output:\n{out}"))
     };
-    let failed = pgbench_number(&out, "number of failed transactions");
-    (number("tps"), number("latency average"), failed)
+    Bench {
+        tps: number("tps"),
+        latency_ms: number("latency average"),
+        processed: pgbench_number(&out, "number of transactions actually processed"),
+        failed: pgbench_number(&out, "number of failed transactions"),
+        barriers: barriers() - before,
+    }
+}
+
+impl std::fmt::Display for Bench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} tps, {:.2} ms average latency, {} transactions ({} failed), {} barrier calls",
+            self.tps, self.latency_ms, self.processed, self.failed, self.barriers
+        )
+    }
 }
 
 /// The apparent size of a directory tree, in bytes (`du -sb`).
@@ -374,7 +416,7 @@ fn postgres_survives_the_loss_of_its_server() {
 
     // Dropped last: the runtimes outlive the lab, whose agents may still start or
     // stop containers while it goes down.
-    let mut runtimes: Vec<Runtime> = Vec::new();
+    let mut runtimes = Runtimes(Vec::new());
     let init = ContainerName::new();
     let lab = Lab::up_with_application_prepared(
         "pgf",
@@ -400,7 +442,7 @@ fn postgres_survives_the_loss_of_its_server() {
         |lab| {
             for node in &lab.nodes {
                 let sock = node.state_dir.join("seccomp.sock");
-                runtimes.push(Runtime::register_as(
+                runtimes.0.push(Runtime::register_as(
                     &runtime_of(&lab.prefix, node),
                     &wrapper_binary(),
                     &[
@@ -452,11 +494,40 @@ fn postgres_survives_the_loss_of_its_server() {
         started.elapsed()
     );
 
+    // A TANDEM_NETNS that names no namespace: the wrapper refuses the container.
+    let refused = ContainerName::new();
+    let out = docker(&[
+        "run",
+        "--name",
+        &refused.0,
+        "--runtime",
+        &runtime_of(&lab.prefix, &lab.nodes[0]),
+        "--network",
+        "none",
+        "-e",
+        "TANDEM_NETNS=/run/netns/tandem-test-no-such-namespace",
+        "--entrypoint",
+        "/bin/true",
+        IMAGE,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a container with a missing TANDEM_NETNS started"
+    );
+    eprintln!("missing TANDEM_NETNS refused: {}", err.trim());
+    assert!(err.contains("no such network namespace"), "{err}");
+    drop(refused);
+
     let mut acked: BTreeSet<u64> = BTreeSet::new();
     let mut next_id = 1;
     let rounds_started = Instant::now();
     let mut summary = Vec::new();
-    for round in 1..=ROUNDS {
+    let rounds = std::env::var("TANDEM_PG_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ROUNDS);
+    for round in 1..=rounds {
         if rounds_started.elapsed() > ROUNDS_BUDGET {
             eprintln!("round budget used up after {} rounds", round - 1);
             break;
@@ -556,9 +627,14 @@ fn postgres_survives_the_loss_of_its_server() {
     ]);
     let before = status_u64(&lab, 0, "/replication/released_unprotected");
     let load_before = loadavg();
-    let barrier_1 = pgbench(pg1, 1);
-    let barrier_4 = pgbench(pg1, 4);
+    let barrier_1 = pgbench(pg1, 1, Some(&lab));
+    let barrier_4 = pgbench(pg1, 4, Some(&lab));
     let unprotected = status_u64(&lab, 0, "/replication/released_unprotected") - before;
+    // The barrier listener's own timeout releases are not counted in the status.
+    let timeouts = std::fs::read_to_string(&lab.nodes[0].log)
+        .unwrap_or_default()
+        .matches("released on timeout")
+        .count();
     let in_sync = state(&lab, 0);
     let plain_dir = tempfile::tempdir().expect("tempdir");
     let plain = ContainerName::new();
@@ -568,31 +644,26 @@ fn postgres_survives_the_loss_of_its_server() {
     docker_ok(&[
         "exec", &plain.0, "pgbench", "-U", "postgres", "-i", "-s", "1", "-q", "postgres",
     ]);
-    let plain_1 = pgbench(&plain.0, 1);
-    let plain_4 = pgbench(&plain.0, 4);
+    let plain_1 = pgbench(&plain.0, 1, None);
+    let plain_4 = pgbench(&plain.0, 4, None);
     let load_after = loadavg();
     eprintln!(
-        "pgbench (TPC-B-like, scale 1, {BENCH_SECONDS} s per run, -j 2, inside the container):\n\
-         barrier, 1 client:  {:.1} tps, {:.2} ms average latency, {} failed\n\
-         barrier, 4 clients: {:.1} tps, {:.2} ms average latency, {} failed\n\
-         plain,   1 client:  {:.1} tps, {:.2} ms average latency, {} failed\n\
-         plain,   4 clients: {:.1} tps, {:.2} ms average latency, {} failed\n\
+        "pgbench (TPC-B-like, scale 1, {BENCH_SECONDS} s per run, -j 2, inside the container), \
+         agent {}:\n\
+         barrier, 1 client:  {barrier_1}\n\
+         barrier, 4 clients: {barrier_4}\n\
+         plain,   1 client:  {plain_1}\n\
+         plain,   4 clients: {plain_4}\n\
          node1 {in_sync} after the barrier runs, {unprotected} calls released unprotected \
-         meanwhile; load average {load_before} before, {load_after} after",
-        barrier_1.0,
-        barrier_1.1,
-        barrier_1.2,
-        barrier_4.0,
-        barrier_4.1,
-        barrier_4.2,
-        plain_1.0,
-        plain_1.1,
-        plain_1.2,
-        plain_4.0,
-        plain_4.1,
-        plain_4.2
+         meanwhile, {timeouts} released on the listener's timeout in node1's whole log; \
+         load average {load_before} before, {load_after} after",
+        tandem_bin().display()
     );
-    assert_eq!(barrier_1.2 + barrier_4.2, 0, "pgbench transactions failed");
+    assert_eq!(
+        barrier_1.failed + barrier_4.failed,
+        0,
+        "pgbench transactions failed"
+    );
     drop(plain);
     eprintln!("test took {:?}", started.elapsed());
 }

@@ -212,3 +212,38 @@ fn patch_bundle_config_refuses_a_missing_namespace_and_leaves_the_file() {
     assert!(matches!(err, OciError::Netns { .. }), "{err}");
     assert_eq!(fs::read(&config).expect("read"), text);
 }
+
+#[test]
+fn finds_runcs_log_file_among_the_global_options() {
+    let shim = "--root /var/run/docker/runtime-runc/moby --log /run/x/log.json --log-format json \
+                create --bundle /run/b1 --pid-file /run/b1/init.pid abc";
+    assert_eq!(
+        runc_log(&args(shim)),
+        Some((PathBuf::from("/run/x/log.json"), true))
+    );
+    assert_eq!(
+        runc_log(&args("--log=/l --log-format=text create id")),
+        Some((PathBuf::from("/l"), false))
+    );
+    assert_eq!(runc_log(&args("create --log /l id")), None);
+    assert_eq!(runc_log(&args("--root /r create id")), None);
+}
+
+#[test]
+fn a_refused_container_is_reported_in_runcs_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log.json");
+    let error = OciError::Netns {
+        value: "/run/netns/x".into(),
+        why: "no such network namespace",
+    };
+    let line = format!("--log {} --log-format json create id", log.display());
+    report_to_runc_log(&args(&line), &error);
+    let text = fs::read_to_string(&log).expect("log");
+    let entry: Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert_eq!(entry["level"], "error");
+    assert_eq!(
+        entry["msg"],
+        "tandem oci-runtime: TANDEM_NETNS=\"/run/netns/x\": no such network namespace"
+    );
+}
