@@ -306,18 +306,39 @@ fn check_database(lab: &Lab, acked: &BTreeSet<u64>, when: &str) -> usize {
     present.len()
 }
 
+/// `tandem swap` from node `from`, asked again while it is refused. The agent
+/// refuses a swap (and the command then waits out its timeout) unless it sees its
+/// peer SECOND, in sync and able to run the application; its view of the peer
+/// follows the peer's own status by a heartbeat or so, so a swap sent the moment
+/// both report in sync can be refused.
 fn swap(lab: &Lab, from: usize) {
-    let out = Command::new(tandem_bin())
-        .args(["swap", "-c"])
-        .arg(&lab.nodes[from].config)
-        .output()
-        .expect("tandem swap");
-    assert!(
-        out.status.success(),
-        "swap failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        lab.log_tail(from, 40)
-    );
+    let end = Instant::now() + Duration::from_secs(180);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let out = Command::new(tandem_bin())
+            .args(["swap", "--timeout", "15", "-c"])
+            .arg(&lab.nodes[from].config)
+            .output()
+            .expect("tandem swap");
+        if out.status.success() {
+            if attempts > 1 {
+                eprintln!("swap done at attempt {attempts}");
+            }
+            return;
+        }
+        // A handover under way: the caller waits for the new roles.
+        if state(lab, from) != "PRIM" {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "swap failed {attempts} times: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab.log_tail(from, 40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// One pgbench run's figures.
@@ -629,7 +650,8 @@ fn postgres_survives_the_loss_of_its_server() {
     for line in &summary {
         eprintln!("{line}");
     }
-    assert!(!summary.is_empty(), "no round ran");
+    // TANDEM_PG_ROUNDS=0 measures pgbench only.
+    assert!(rounds == 0 || !summary.is_empty(), "no round ran");
 
     // Issue 6 item 4's figure: pgbench with the barrier (node1 PRIM, node2 in sync)
     // and on an unreplicated directory with plain runc, same image, same settings.
