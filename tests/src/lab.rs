@@ -69,20 +69,74 @@ impl Lab {
 
     /// [`Lab::up_with_service`], with each node's configuration passed through
     /// `edit(node index, text)` before the agents start (a later `lab up`, as in
-    /// [`Lab::restart_missing`], regenerates the lab's own keys).
+    /// [`Lab::restart_missing`], regenerates the lab's own keys but keeps what is
+    /// below the local-additions marker).
     pub fn up_with_service_edited(
         tag: &str,
         service_bin: &Path,
         edit: impl Fn(usize, String) -> String,
     ) -> Result<Lab, String> {
-        let lab = Self::up_with(tag, false)?;
-        for (i, n) in lab.nodes.iter().enumerate() {
+        let commands = |n: &Node| {
             let pid = n.state_dir.join("service.pid");
             let log = n.state_dir.join("service.log");
             let (pid, log, bin) = (pid.display(), log.display(), service_bin.display());
-            let section = format!(
-                "application:\n  start: \"if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} >>{log} 2>&1 </dev/null & echo $! > {pid}\"\n  stop: \"if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true\"\n  timeout: 10s\n",
+            let start = format!(
+                "if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} >>{log} 2>&1 </dev/null & echo $! > {pid}",
                 name = n.name,
+            );
+            let stop = format!(
+                "if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true"
+            );
+            (start, stop)
+        };
+        Self::up_with_application_edited(
+            tag,
+            Duration::from_secs(10),
+            commands,
+            |_| Ok(()),
+            edit,
+        )
+    }
+
+    /// Brings a lab up whose nodes run `commands(node) = (start, stop)` as their
+    /// application (shell commands, run by the agent in the node's namespace),
+    /// with `timeout` for each, and no checker.
+    pub fn up_with_application(
+        tag: &str,
+        timeout: Duration,
+        commands: impl Fn(&Node) -> (String, String),
+    ) -> Result<Lab, String> {
+        Self::up_with_application_prepared(tag, timeout, commands, |_| Ok(()))
+    }
+
+    /// [`Lab::up_with_application`], with `prepare(&lab)` run after the lab's
+    /// namespaces and directories exist and before any agent starts (to put an
+    /// application's initial data into node1's replicated directory, say).
+    pub fn up_with_application_prepared(
+        tag: &str,
+        timeout: Duration,
+        commands: impl Fn(&Node) -> (String, String),
+        prepare: impl FnOnce(&Lab) -> Result<(), String>,
+    ) -> Result<Lab, String> {
+        Self::up_with_application_edited(tag, timeout, commands, prepare, |_, text| text)
+    }
+
+    fn up_with_application_edited(
+        tag: &str,
+        timeout: Duration,
+        commands: impl Fn(&Node) -> (String, String),
+        prepare: impl FnOnce(&Lab) -> Result<(), String>,
+        edit: impl Fn(usize, String) -> String,
+    ) -> Result<Lab, String> {
+        let lab = Self::up_with(tag, false)?;
+        for (i, n) in lab.nodes.iter().enumerate() {
+            let (start, stop) = commands(n);
+            let quote = |c: &str| serde_json::to_string(c).unwrap_or_default();
+            let section = format!(
+                "application:\n  start: {}\n  stop: {}\n  timeout: {}ms\n",
+                quote(&start),
+                quote(&stop),
+                timeout.as_millis()
             );
             let mut text = std::fs::read_to_string(&n.config)
                 .map_err(|e| format!("{}: {e}", n.config.display()))?;
@@ -91,6 +145,7 @@ impl Lab {
             let text = edit(i, text);
             std::fs::write(&n.config, text).map_err(|e| format!("{}: {e}", n.config.display()))?;
         }
+        prepare(&lab)?;
         lab.restart_missing()?;
         Ok(lab)
     }

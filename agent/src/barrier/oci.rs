@@ -21,6 +21,12 @@
 //! runc command passes straight through. A container run `--security-opt
 //! seccomp=unconfined` or `--privileged` has no seccomp section; it gets one that
 //! allows everything but the barrier's calls.
+//!
+//! One more rewrite serves the lab: a container whose process environment holds
+//! `TANDEM_NETNS=/run/netns/NAME` (and that Docker gave a network namespace of its
+//! own, `--network none`) joins that named network namespace instead
+//! ([`set_network_namespace`]). That is how a Compose stack runs inside a lab node's
+//! namespace, where the VIP lives; in production containers use Docker's networking.
 
 use std::{
     ffi::{OsStr, OsString},
@@ -48,6 +54,10 @@ pub enum OciError {
     /// `config.json` is not a JSON object with an object `linux` section.
     #[error("{path} is not an OCI runtime spec: {what}")]
     Spec { path: PathBuf, what: &'static str },
+    /// `TANDEM_NETNS` names no usable network namespace, or the container cannot
+    /// join one.
+    #[error("TANDEM_NETNS={value:?}: {why}")]
+    Netns { value: String, why: &'static str },
     /// The real runtime could not be executed.
     #[error("cannot execute the OCI runtime {program:?}")]
     Exec {
@@ -66,6 +76,7 @@ pub fn run_oci_runtime(runc: &Path, listener: &Path, args: &[OsString]) -> OciEr
     if let Some(bundle) = bundle_to_patch(args)
         && let Err(e) = patch_bundle_config(&bundle.join("config.json"), listener)
     {
+        report_to_runc_log(args, &e);
         return e;
     }
     let error = Command::new(runc).args(args).exec();
@@ -73,6 +84,55 @@ pub fn run_oci_runtime(runc: &Path, listener: &Path, args: &[OsString]) -> OciEr
         program: runc.to_owned(),
         error,
     }
+}
+
+/// Appends `error` to the log file runc was given (`--log`), as runc itself would:
+/// containerd's shim reads the last error of that file and makes it Docker's
+/// message ("OCI runtime create failed: ..."); without it Docker only says the
+/// runtime "did not terminate successfully". Best effort: the error also goes to
+/// stderr.
+fn report_to_runc_log(args: &[OsString], error: &OciError) {
+    let Some((path, json)) = runc_log(args) else {
+        return;
+    };
+    let msg = format!("tandem oci-runtime: {error}");
+    let line = if json {
+        format!("{}\n", json!({"level": "error", "msg": msg}))
+    } else {
+        format!("level=error msg={msg:?}\n")
+    };
+    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = io::Write::write_all(&mut file, line.as_bytes());
+    }
+}
+
+/// runc's `--log` file among the global options, and whether `--log-format` is
+/// `json`.
+pub fn runc_log(args: &[OsString]) -> Option<(PathBuf, bool)> {
+    let mut log = None;
+    let mut json = false;
+    let mut rest = args.iter().map(OsString::as_os_str);
+    while let Some(arg) = rest.next() {
+        let Some(text) = arg.to_str() else { break };
+        let (key, value) = match text.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k, Some(OsString::from(v))),
+            _ => (text, None),
+        };
+        if GLOBAL_WITH_VALUE.contains(&key) {
+            let value = match value {
+                Some(v) => v,
+                None => rest.next()?.to_owned(),
+            };
+            match key {
+                "--log" => log = Some(PathBuf::from(value)),
+                "--log-format" => json = value == "json",
+                _ => {}
+            }
+        } else if !text.starts_with('-') {
+            break;
+        }
+    }
+    log.map(|l| (l, json))
 }
 
 /// The bundle directory of a `create` or `run` command line; `None` for every other
@@ -124,6 +184,7 @@ pub fn patch_bundle_config(config: &Path, listener: &Path) -> Result<Vec<&'stati
         path: config.to_owned(),
         what: "not JSON",
     })?;
+    set_network_namespace(&mut spec, |p| p.exists())?;
     let untouched = patch_spec(&mut spec, listener).map_err(|what| OciError::Spec {
         path: config.to_owned(),
         what,
@@ -160,6 +221,71 @@ pub fn patch_spec(spec: &mut Value, listener: &Path) -> Result<Vec<&'static str>
         profile::set_listener_path(seccomp, listener);
     }
     Ok(untouched)
+}
+
+/// The process environment variable that names a network namespace to join.
+pub const NETNS_ENV: &str = "TANDEM_NETNS";
+
+/// If the spec's `process.env` holds `TANDEM_NETNS=PATH`, makes the container join
+/// the network namespace at PATH: the `linux.namespaces` entry of type `network`
+/// gets `"path": PATH`. PATH must be absolute, directly under `/run/netns` or
+/// `/var/run/netns` (where `ip netns` keeps named namespaces), and `exists(PATH)`;
+/// the spec must already give the container a network namespace of its own (Docker
+/// does for `--network none`), since joining one is only a choice between
+/// namespaces, never a way out of host networking. Returns the path joined, if any.
+pub fn set_network_namespace(
+    spec: &mut Value,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<Option<PathBuf>, OciError> {
+    let prefix = format!("{NETNS_ENV}=");
+    let value = spec
+        .pointer("/process/env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|e| e.strip_prefix(&prefix))
+        .next_back()
+        .map(str::to_owned);
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let refuse = |why| OciError::Netns {
+        value: value.clone(),
+        why,
+    };
+    let path = Path::new(&value);
+    let name = path
+        .file_name()
+        .and_then(OsStr::to_str)
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .ok_or_else(|| refuse("not a namespace name under /run/netns or /var/run/netns"))?;
+    let parent = path.parent().and_then(Path::to_str);
+    if !matches!(parent, Some("/run/netns" | "/var/run/netns"))
+        || path.to_str() != Some(&format!("{}/{name}", parent.unwrap_or_default()))
+    {
+        return Err(refuse(
+            "must be an absolute path directly under /run/netns or /var/run/netns",
+        ));
+    }
+    if !exists(path) {
+        return Err(refuse("no such network namespace"));
+    }
+    let entry = spec
+        .pointer_mut("/linux/namespaces")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .find(|ns| ns.get("type").and_then(Value::as_str) == Some("network"))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| {
+            refuse(
+                "the container has no network namespace of its own to replace \
+                 (run it with --network none)",
+            )
+        })?;
+    entry.insert("path".into(), Value::String(value.clone()));
+    Ok(Some(PathBuf::from(value)))
 }
 
 #[cfg(test)]

@@ -154,7 +154,13 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     pub(crate) fn register(program: &Path, args: &[&str]) -> Self {
-        let name = unique("runtime");
+        Self::register_as(&unique("runtime"), program, args)
+    }
+
+    /// [`Runtime::register`] under a name of the caller's choice (which must be
+    /// unique to the test).
+    pub(crate) fn register_as(name: &str, program: &Path, args: &[&str]) -> Self {
+        let name = name.to_owned();
         let original = fs::read(DAEMON_JSON).ok();
         let runtime = Self {
             name: name.clone(),

@@ -17,6 +17,7 @@
 )]
 
 mod fixture;
+mod pg_failover;
 mod postgres;
 mod probe;
 

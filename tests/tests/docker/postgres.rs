@@ -27,8 +27,8 @@ use tandem_tests::{compare::compare_trees, lab::Lab};
 
 use crate::{ContainerName, RUNC, Runtime, docker, docker_ok, serial, wrapper_binary};
 
-const IMAGE: &str = "tandem/postgres:15";
-const PGDATA: &str = "/var/lib/postgresql/data";
+pub(crate) const IMAGE: &str = "tandem/postgres:15";
+pub(crate) const PGDATA: &str = "/var/lib/postgresql/data";
 /// Single-statement transactions whose WAL flushes are counted one by one.
 const COMMITS: u64 = 50;
 /// pgbench's clients: at most this many commits can share one WAL flush.
@@ -36,12 +36,12 @@ const CLIENTS: u64 = 4;
 /// initdb under the barrier: it fsyncs each of its ~1000 files, and each waits for
 /// node2. That took 26-45 s on the 2-core CI machine and over 120 s when other
 /// builds loaded it, hence the margin.
-const INITDB: Duration = Duration::from_secs(300);
+pub(crate) const INITDB: Duration = Duration::from_secs(300);
 /// Starting on an existing cluster (recovery after a clean stop is short).
 const STARTUP: Duration = Duration::from_secs(120);
 
 /// Builds the image, or finds it up to date (the script decides by recipe hash).
-fn build_image() {
+pub(crate) fn build_image() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/postgres/build-image.sh");
     let started = Instant::now();
     let out = Command::new(&script)
@@ -139,7 +139,7 @@ fn check_unprotected(phase: &str, before: Counters, after: Counters, degraded: b
 
 /// Runs each statement in `sql` as its own transaction (one `-c` each, which psql
 /// sends separately, in autocommit) in the container; returns the output.
-fn psql(container: &str, sql: &[&str]) -> String {
+pub(crate) fn psql(container: &str, sql: &[&str]) -> String {
     let mut args = vec![
         "exec",
         container,
@@ -159,7 +159,7 @@ fn psql(container: &str, sql: &[&str]) -> String {
 
 /// Starts a PostgreSQL container on `data` (extra options before the image) and
 /// waits at most `timeout` until its health check passes.
-fn start_postgres(name: &ContainerName, data: &Path, extra: &[&str], timeout: Duration) {
+pub(crate) fn start_postgres(name: &ContainerName, data: &Path, extra: &[&str], timeout: Duration) {
     let volume = format!("{}:{PGDATA}", data.display());
     let mut args = vec!["run", "-d", "--name", &name.0, "--network", "none"];
     args.extend(extra);
@@ -182,7 +182,7 @@ fn start_postgres(name: &ContainerName, data: &Path, extra: &[&str], timeout: Du
     }
 }
 
-fn logs(name: &ContainerName) -> String {
+pub(crate) fn logs(name: &ContainerName) -> String {
     let out = docker(&["logs", "--tail", "40", &name.0]);
     format!(
         "{}{}",
@@ -192,7 +192,7 @@ fn logs(name: &ContainerName) -> String {
 }
 
 /// The number after `key: ` on pgbench's summary line starting with `key`.
-fn pgbench_number(out: &str, key: &str) -> u64 {
+pub(crate) fn pgbench_number(out: &str, key: &str) -> u64 {
     out.lines()
         .find_map(|l| {
             l.strip_prefix(key)?
