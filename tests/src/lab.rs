@@ -89,13 +89,7 @@ impl Lab {
             );
             (start, stop)
         };
-        Self::up_with_application_edited(
-            tag,
-            Duration::from_secs(10),
-            commands,
-            |_| Ok(()),
-            edit,
-        )
+        Self::up_with_application_edited(tag, Duration::from_secs(10), commands, |_| Ok(()), edit)
     }
 
     /// Brings a lab up whose nodes run `commands(node) = (start, stop)` as their

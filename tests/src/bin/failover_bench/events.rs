@@ -155,3 +155,37 @@ pub(crate) fn stamp_lines(
         .map_err(|e| anyhow::anyhow!("cannot start a reader thread: {e}"))?;
     Ok(())
 }
+
+/// Stamps both output pipes of `child` as node `node`'s lines (passed through
+/// `clean`) into `events`, and appends them to `log`.
+pub(crate) fn stamp_child(
+    child: &mut std::process::Child,
+    log: &Path,
+    events: &std::sync::Arc<Events>,
+    node: usize,
+    clean: fn(&str) -> String,
+) -> anyhow::Result<()> {
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let events = std::sync::Arc::clone(events);
+        stamp_lines(pipe, log, move |t, text| {
+            events.push_line(Line {
+                t,
+                node,
+                text: clean(&text),
+            });
+        })?;
+    }
+    Ok(())
+}

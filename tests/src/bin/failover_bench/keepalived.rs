@@ -30,7 +30,7 @@ use nix::{
 use tandem::lab::{NODE1_ADDR, NODE2_ADDR, PREFIX_LEN, VIP};
 
 use crate::{
-    events::{Events, Line, now_ns, stamp_lines},
+    events::{Events, now_ns, stamp_child},
     netlab::{IFACE, NetLab},
     pair::Pair,
     probe::APP_PORT,
@@ -225,24 +225,7 @@ impl Keepalived {
             .child_mut()
             .context("keepalived was reaped at once")?;
         let log = self.dir.join(format!("node{}-keepalived.log", i + 1));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let events = Arc::clone(events);
-            stamp_lines(pipe, &log, move |t, text| {
-                events.push_line(Line { t, node: i, text });
-            })?;
-        }
+        stamp_child(child, &log, events, i, str::to_owned)?;
         self.instances[i] = Some(Instance {
             parent,
             vrrp_pid_file,

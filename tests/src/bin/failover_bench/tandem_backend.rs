@@ -21,7 +21,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 
 use crate::{
-    events::{Events, Line, now_ns, stamp_lines},
+    events::{Events, now_ns, stamp_child},
     netlab::NetLab,
     pair::Pair,
     probe::APP_PORT,
@@ -152,28 +152,7 @@ impl Tandem {
         let mut agent = NsProc::spawn(lab.node_ns(i), &argv, true)?;
         let child = agent.child_mut().context("the agent was reaped at once")?;
         let log = self.dir.join(format!("node{}-tandem.log", i + 1));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let events = Arc::clone(events);
-            stamp_lines(pipe, &log, move |t, text| {
-                events.push_line(Line {
-                    t,
-                    node: i,
-                    text: strip_ansi(&text),
-                });
-            })?;
-        }
+        stamp_child(child, &log, events, i, strip_ansi)?;
         self.agents[i] = Some(agent);
         Ok(())
     }
