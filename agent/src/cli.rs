@@ -272,7 +272,9 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{}", crate::status::render(&status));
+        use std::io::IsTerminal;
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", crate::status::render(&status, color));
     }
     Ok(())
 }

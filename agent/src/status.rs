@@ -156,10 +156,58 @@ impl Shared {
     }
 }
 
-/// The human form of `tandem status`.
+/// How a state is shown, after SafeKit's console: green when ready, orange while
+/// transient or resyncing, red when the node cannot run the application.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Shade {
+    Ready,
+    Transient,
+    Down,
+}
+
+impl Shade {
+    fn of(state: Option<State>, ready: bool) -> Shade {
+        match state {
+            Some(State::Prim | State::Alone | State::Second) if ready => Shade::Ready,
+            Some(State::Prim | State::Alone | State::Second) => Shade::Transient,
+            _ => Shade::Down,
+        }
+    }
+
+    /// `text` in the shade's colour (ANSI), or as it is.
+    fn paint(self, text: &str, color: bool) -> String {
+        if !color {
+            return text.to_string();
+        }
+        let code = match self {
+            Shade::Ready => "32",
+            Shade::Transient => "38;5;208",
+            Shade::Down => "31",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+/// The human form of `tandem status`, coloured with ANSI codes when `color`.
 #[must_use]
-pub fn render(s: &Status) -> String {
+pub fn render(s: &Status, color: bool) -> String {
     let peer_state = s.peer.state.map_or("?", State::as_str);
+    let mine_ready = match s.state {
+        State::Prim | State::Alone => s.application.running,
+        State::Second => s.replication.in_sync,
+        State::Stop | State::Wait => false,
+    };
+    // The peer's readiness as this node sees it: a SECOND is ready when this
+    // primary says it is in sync.
+    let peer_ready = match s.peer.state {
+        Some(State::Second) => s.replication.in_sync,
+        Some(_) => s.peer.connected,
+        None => false,
+    };
+    let mine =
+        Shade::of(Some(s.state), mine_ready).paint(&format!("{:<6}", s.state.as_str()), color);
+    let theirs = Shade::of(s.peer.state.filter(|_| s.peer.connected), peer_ready)
+        .paint(&format!("{peer_state:<6}"), color);
     let sync = if s.replication.in_sync {
         "in sync".to_string()
     } else if s.state == State::Second || s.state == State::Prim {
@@ -200,12 +248,10 @@ pub fn render(s: &Status) -> String {
         "not running here"
     };
     format!(
-        "{:<8} {:<6} {}\n{:<8} {:<6} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n{links}",
+        "{:<8} {mine} {}\n{:<8} {theirs} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n{links}",
         s.node,
-        s.state.as_str(),
         s.reason,
         s.peer.name,
-        peer_state,
         if s.peer.connected {
             "connected"
         } else {
@@ -214,4 +260,48 @@ pub fn render(s: &Status) -> String {
         s.replication.lag_bytes,
         s.replication.bytes_total,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: State, in_sync: bool, running: bool) -> Status {
+        let mut s = Status {
+            node: "node1".into(),
+            state,
+            reason: "why".into(),
+            ..Default::default()
+        };
+        s.peer.name = "node2".into();
+        s.peer.state = Some(State::Second);
+        s.peer.connected = true;
+        s.replication.in_sync = in_sync;
+        s.application.running = running;
+        s
+    }
+
+    #[test]
+    fn states_are_coloured_as_safekit_does() {
+        let ready = render(&status(State::Prim, true, true), true);
+        assert!(ready.contains("\x1b[32mPRIM  \x1b[0m"), "{ready:?}");
+        assert!(ready.contains("\x1b[32mSECOND\x1b[0m"), "{ready:?}");
+        let syncing = render(&status(State::Prim, false, true), true);
+        assert!(
+            syncing.contains("\x1b[38;5;208mSECOND\x1b[0m"),
+            "{syncing:?}"
+        );
+        let waiting = render(&status(State::Wait, false, false), true);
+        assert!(waiting.contains("\x1b[31mWAIT  \x1b[0m"), "{waiting:?}");
+    }
+
+    #[test]
+    fn without_colour_there_are_no_escapes() {
+        let text = render(&status(State::Prim, true, true), false);
+        assert!(!text.contains('\x1b'));
+        assert!(
+            text.starts_with("node1    PRIM   why\nnode2    SECOND connected\n"),
+            "{text:?}"
+        );
+    }
 }
