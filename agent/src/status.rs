@@ -134,6 +134,11 @@ impl Shared {
             .clone()
     }
 
+    /// Reads part of the status without copying the rest.
+    pub fn read<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Changes the status.
     pub fn update(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));

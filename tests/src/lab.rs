@@ -209,6 +209,15 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `tandem ARGS -c <node i's config>` (an administrator's command on that
+    /// node); stdout on success.
+    pub fn node_cmd(&self, i: usize, args: &[&str]) -> Result<String, String> {
+        let c = self.nodes[i].config.display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["-c", &c]);
+        self.cmd(&all)
+    }
+
     /// `tandem status --json` of node `i` (0 or 1).
     pub fn status(&self, i: usize) -> Result<Value, String> {
         let c = self.nodes[i].config.display().to_string();

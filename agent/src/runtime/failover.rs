@@ -357,12 +357,15 @@ impl Actor {
             self.repl = None;
             return Ok(());
         }
-        let r = self.ctx.status.get().replication;
+        let (resyncing, in_sync) = self
+            .ctx
+            .status
+            .read(|s| (s.replication.resyncing, s.replication.in_sync));
         // A lost connection is not news: the last value stands until a new
         // session starts a resync.
-        let now = if r.resyncing {
+        let now = if resyncing {
             Some((false, true))
-        } else if r.in_sync {
+        } else if in_sync {
             Some((true, false))
         } else {
             None

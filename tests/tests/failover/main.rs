@@ -234,17 +234,8 @@ fn swap_both_ways_keeps_the_data() {
         let marker = format!("before-swap-to-{}", lab.nodes[to].name);
         std::fs::write(lab.nodes[from].data_dir.join(&marker), b"x").expect("write");
         let t0 = Instant::now();
-        let out = Command::new(tandem_bin())
-            .args(["swap", "-c"])
-            .arg(&lab.nodes[from].config)
-            .output()
-            .expect("tandem swap");
-        assert!(
-            out.status.success(),
-            "swap failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            lab.log_tail(from, 40)
-        );
+        lab.node_cmd(from, &["swap"])
+            .unwrap_or_else(|e| panic!("swap failed: {e}\n{}", lab.log_tail(from, 40)));
         lab.wait_state(to, "PRIM", true, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(to, 40)));
         lab.wait_state(from, "SECOND", true, Duration::from_secs(30))
@@ -435,17 +426,7 @@ fn stop_and_start_commands() {
     let c = client(&lab);
     wait_served(&c, "node1", Duration::from_secs(10));
     let run = |args: &[&str], i: usize| {
-        let out = Command::new(tandem_bin())
-            .args(args)
-            .arg("-c")
-            .arg(&lab.nodes[i].config)
-            .output()
-            .expect("tandem");
-        assert!(
-            out.status.success(),
-            "tandem {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.node_cmd(i, args).unwrap_or_else(|e| panic!("{e}"));
     };
     run(&["stop"], 0);
     lab.wait_state(0, "STOP", false, Duration::from_secs(15))

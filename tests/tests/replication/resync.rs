@@ -161,21 +161,6 @@ fn run_agent(lab: &Lab, i: usize, config: &Path) -> ManualAgent {
         .expect("start agent")
 }
 
-/// Runs `tandem ARGS -c <node i's config>` and checks it succeeded.
-fn admin(lab: &Lab, i: usize, args: &[&str]) {
-    let out = Command::new(tandem_bin())
-        .args(args)
-        .arg("-c")
-        .arg(&lab.nodes[i].config)
-        .output()
-        .expect("tandem");
-    assert!(
-        out.status.success(),
-        "tandem {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn status_of(config: &Path) -> Option<Value> {
     let out = Command::new(tandem_bin())
         .args(["status", "--json", "-c"])
@@ -211,7 +196,8 @@ fn divergence_keeps_the_losing_sides_files() {
         "node2 did not wait for its peer\n{}",
         lab.log_tail(1, 30)
     );
-    admin(&lab, 1, &["prim", "--force"]);
+    lab.node_cmd(1, &["prim", "--force"])
+        .unwrap_or_else(|e| panic!("{e}"));
     let alone = (0..300).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         status_of(&lab.nodes[1].config).is_some_and(|s| s["state"] == "ALONE")
@@ -228,7 +214,8 @@ fn divergence_keeps_the_losing_sides_files() {
         lab.wait_state(i, "WAIT", false, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    admin(&lab, 0, &["prim", "--force"]);
+    lab.node_cmd(0, &["prim", "--force"])
+        .unwrap_or_else(|e| panic!("{e}"));
     lab.wait_state(1, "SECOND", true, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
     let diffs = wait_identical(&d1, &d2, Duration::from_secs(30));

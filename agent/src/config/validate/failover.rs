@@ -139,6 +139,11 @@ impl Validator<'_> {
                 )
             })
         };
+        self.no_clash(t, key, clash)
+    }
+
+    /// Records `clash` as the error of `key`, if there is one.
+    fn no_clash(&mut self, t: &Text, key: &str, clash: Option<String>) -> Option<()> {
         match clash {
             Some(message) => {
                 self.error(key, Some(t.referenced), message);
@@ -177,13 +182,7 @@ impl Validator<'_> {
                 )
             })
         };
-        match clash {
-            Some(message) => {
-                self.error(key, Some(t.referenced), message);
-                None
-            }
-            None => Some(()),
-        }
+        self.no_clash(t, key, clash)
     }
 
     /// The network used when none is listed: `listen`'s address to
