@@ -123,6 +123,31 @@ impl Drop for FakeHeartbeats {
     }
 }
 
+/// Waits until node2 hears the fake heartbeats and is SECOND. The killed agent's
+/// heartbeat sockets can stay bound for seconds; a session scripted before node2
+/// hears node1 again would meet a SECOND that rightly stopped accepting sessions.
+fn follows_fake_node1(lab: &tandem_tests::lab::Lab) {
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = serde_json::Value::Null;
+    while std::time::Instant::now() < end {
+        if let Ok(v) = lab.status(1) {
+            let heard = v
+                .pointer("/peer/connected")
+                .and_then(serde_json::Value::as_bool);
+            let state = v.get("state").and_then(serde_json::Value::as_str);
+            if heard == Some(true) && state == Some("SECOND") {
+                return;
+            }
+            last = v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "node2 does not follow the fake node1: {last}\n{}",
+        lab.log_tail(1, 40)
+    );
+}
+
 /// What node2 answered to one scripted session.
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -248,6 +273,7 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
     lab.signal_agent(0, Signal::SIGKILL).expect("stop node1");
     assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
     let heartbeats = FakeHeartbeats::start(&ns, &cfg);
+    follows_fake_node1(&lab);
     let outside = lab.dir.join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
     std::fs::write(outside.join("sentinel"), b"keep").expect("sentinel");
@@ -324,6 +350,7 @@ fn hostile_peer_is_refused_and_agent_keeps_serving() {
         ("unknown directory", vec![rec(1, 9, b"g", file())]),
     ];
     for (name, records) in scripts {
+        follows_fake_node1(&lab);
         let out = in_netns(&ns, || session(&cfg, &me, records));
         assert!(
             matches!(out, Outcome::Closed(_)),
