@@ -140,6 +140,24 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// The replication link's own liveness, derived from the heartbeat settings but
+/// never tighter than [`MIN_LINK_IDLE`]. The failover engine, fed by the
+/// heartbeats, decides that the peer is gone and switches the replication role
+/// (a PRIM goes ALONE and releases held durability calls); the link's idle timeout
+/// is only a backstop for a peer whose agent hangs while its heartbeats go on. A
+/// tuned 150 ms heartbeat timeout used as the QUIC idle timeout dropped the link
+/// whenever a loaded machine delayed a packet, and every drop cost a resync.
+fn link_timing(interval: Duration, heartbeat_timeout: Duration) -> Timing {
+    let idle_timeout = heartbeat_timeout.max(MIN_LINK_IDLE);
+    Timing {
+        keep_alive: interval.min(idle_timeout / 4),
+        idle_timeout,
+    }
+}
+
+/// See [`link_timing`].
+const MIN_LINK_IDLE: Duration = Duration::from_secs(1);
+
 fn create_private_dir(p: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -157,10 +175,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         PeerPinSpec::Certificate(p) => PeerPin::from_cert_file(p)?,
         PeerPinSpec::Fingerprint(hex) => PeerPin::parse_fingerprint(&format!("sha256:{hex}"))?,
     };
-    let timing = Timing {
-        keep_alive: cfg.heartbeat.interval,
-        idle_timeout: cfg.heartbeat.timeout,
-    };
+    let timing = link_timing(cfg.heartbeat.interval, cfg.heartbeat.timeout);
     let endpoint = bind_when_free(&cfg, &identity, &pin, timing).await?;
     let own = PeerPin::parse_fingerprint(&identity.fingerprint())?.digest();
     let fingerprints = (own, pin.digest());
@@ -319,5 +334,24 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_outlives_a_tuned_heartbeat_timeout() {
+        let ms = Duration::from_millis;
+        let t = link_timing(ms(30), ms(150));
+        assert_eq!(t.idle_timeout, MIN_LINK_IDLE);
+        assert_eq!(t.keep_alive, ms(30));
+        let t = link_timing(ms(500), Duration::from_secs(3));
+        assert_eq!(t.idle_timeout, Duration::from_secs(3));
+        // Keep-alives stay well inside the idle timeout whatever the interval.
+        assert_eq!(t.keep_alive, ms(500));
+        let t = link_timing(ms(900), Duration::from_secs(1));
+        assert_eq!(t.keep_alive, ms(250));
     }
 }

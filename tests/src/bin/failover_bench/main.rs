@@ -27,6 +27,7 @@ mod probe;
 mod proc;
 mod report;
 mod run;
+mod soak;
 mod tandem_backend;
 
 use std::{
@@ -50,13 +51,15 @@ pub(crate) struct Options {
     pub(crate) timeout_ms: u64,
     pub(crate) out: PathBuf,
     wait_load_secs: u64,
+    pub(crate) soak_secs: u64,
 }
 
 const USAGE: &str = "usage: failover-bench [--system keepalived|tandem[,..]] \
-    [--profile default|tuned[,..]] [--fault kill|node-death[,..]] [--runs N] \
-    [--period-ms MS] [--timeout-ms MS] [--out DIR] [--wait-load SECS]\n\
+    [--profile default|tuned[,..]] [--fault kill|node-death|soak[,..]] [--runs N] \
+    [--period-ms MS] [--timeout-ms MS] [--out DIR] [--wait-load SECS] [--soak-secs SECS]\n\
     defaults: --system keepalived --profile default,tuned --fault kill --runs 20 \
-    --period-ms 10 --timeout-ms 50 --out target/failover-bench --wait-load 120\n\
+    --period-ms 10 --timeout-ms 50 --out target/failover-bench --wait-load 120 \
+    --soak-secs 600\n\
     needs root";
 
 fn list(v: &str) -> Vec<String> {
@@ -76,6 +79,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         timeout_ms: 50,
         out: workspace_root().join("target/failover-bench"),
         wait_load_secs: 120,
+        soak_secs: 600,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -98,6 +102,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--timeout-ms" => o.timeout_ms = value()?.parse().context("--timeout-ms")?,
             "--out" => o.out = PathBuf::from(value()?),
             "--wait-load" => o.wait_load_secs = value()?.parse().context("--wait-load")?,
+            "--soak-secs" => o.soak_secs = value()?.parse().context("--soak-secs")?,
             "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown option {other}\n{USAGE}"),
         }
@@ -294,6 +299,7 @@ fn main() -> ExitCode {
     let sub = match args.first().map(String::as_str) {
         Some("probe") => Some(probe::probe_main(&args[1..])),
         Some("respond") => Some(probe::respond_main(&args[1..])),
+        Some("burn") => Some(soak::burn_main()),
         _ => None,
     };
     if let Some(r) = sub {

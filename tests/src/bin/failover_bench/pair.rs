@@ -20,6 +20,9 @@ pub(crate) enum Fault {
     /// The same, then node1's lab interface is brought down: the whole node is
     /// gone from the network.
     NodeDeath,
+    /// No fault: every CPU of both nodes kept busy for `--soak-secs`, watching
+    /// for spurious failovers (see soak.rs).
+    Soak,
 }
 
 impl Fault {
@@ -27,7 +30,8 @@ impl Fault {
         match s {
             "kill" => Ok(Fault::Kill),
             "node-death" => Ok(Fault::NodeDeath),
-            other => anyhow::bail!("unknown fault `{other}` (kill, node-death)"),
+            "soak" => Ok(Fault::Soak),
+            other => anyhow::bail!("unknown fault `{other}` (kill, node-death, soak)"),
         }
     }
 
@@ -35,6 +39,7 @@ impl Fault {
         match self {
             Fault::Kill => "kill",
             Fault::NodeDeath => "node-death",
+            Fault::Soak => "soak",
         }
     }
 
@@ -42,6 +47,7 @@ impl Fault {
         match self {
             Fault::Kill => "kill -9 of node1's HA manager",
             Fault::NodeDeath => "kill -9 of node1's HA manager, then node1's eth0 down",
+            Fault::Soak => "none: every CPU busy on both nodes, watching for spurious failovers",
         }
     }
 }

@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
+use crate::soak::SoakResult;
+
 /// One fault and what followed it, in ms after T0 (the instant taken just before
 /// the fault).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -96,6 +98,8 @@ pub(crate) struct Variant {
     pub(crate) load_end: String,
     pub(crate) log_dir: String,
     pub(crate) error: Option<String>,
+    /// The soak's result, for `--fault soak` (which has no runs).
+    pub(crate) soak: Option<SoakResult>,
 }
 
 impl Variant {
@@ -163,7 +167,7 @@ impl Report {
             s,
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
         );
-        for v in &self.variants {
+        for v in self.variants.iter().filter(|v| v.soak.is_none()) {
             let ok = v.runs.iter().filter(|r| r.app_ms.is_some()).count();
             let _ = writeln!(
                 s,
@@ -209,6 +213,10 @@ fn variant_markdown(v: &Variant) -> String {
     let _ = writeln!(s, "- logs: `{}`", v.log_dir);
     if let Some(e) = &v.error {
         let _ = writeln!(s, "- **stopped early**: {e}");
+    }
+    if let Some(r) = &v.soak {
+        s.push_str(&soak_markdown(r));
+        return s;
     }
     let _ = writeln!(
         s,
@@ -260,6 +268,58 @@ fn variant_markdown(v: &Variant) -> String {
             cell(v.takeover.as_ref()),
             cell(v.failed_probes.as_ref()),
         );
+    }
+    s
+}
+
+fn soak_markdown(r: &SoakResult) -> String {
+    let mut s = String::new();
+    let failures: Vec<String> = r
+        .failures
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "- soak: {} s with {} busy-looping processes on each node; load average at the end {}",
+        r.secs, r.burners_per_node, r.load_end
+    );
+    let _ = writeln!(
+        s,
+        "- **{}**: {} connections, {} answered by node1, **{} by node2**, {} unanswered{}",
+        if r.clean() {
+            "no spurious failover"
+        } else {
+            "SPURIOUS FAILOVER"
+        },
+        r.probes,
+        r.answered_by_node1,
+        r.answered_by_node2,
+        r.failures.values().sum::<usize>(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failures.join(", "))
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- client neighbour entry moved away from node1: {} times; VIP seen on node2 in {} of {} once-a-second checks; node2 reported a takeover: {}",
+        r.neighbour_moves,
+        r.vip_on_node2_secs,
+        r.secs,
+        ms(r.takeover_ms)
+    );
+    let _ = writeln!(
+        s,
+        "- largest gap between connection starts: {} ms",
+        ms(r.probe_gap_ms)
+    );
+    for (node, lines) in r.state_changes.iter().enumerate() {
+        let _ = writeln!(s, "- node{} state changes: {}", node + 1, lines.len());
+        for l in lines.iter().take(10) {
+            let _ = writeln!(s, "  - `{l}`");
+        }
     }
     s
 }

@@ -34,7 +34,7 @@ pub(crate) fn check_interrupted() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sleep(d: Duration) -> anyhow::Result<()> {
+pub(crate) fn sleep(d: Duration) -> anyhow::Result<()> {
     // Short slices, so an interrupt is noticed within 50 ms.
     let end = now_ns() + u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     loop {
@@ -99,6 +99,25 @@ fn measure(o: &Options, k: usize, dir: &Path, fault: Fault, v: &mut Variant) -> 
         v.name()
     );
     pair.0.start(&lab, &events)?;
+    if fault == Fault::Soak {
+        wait_steady(pair.0.as_mut(), &lab, &events, o)?;
+        eprintln!(
+            "failover-bench: {}: steady; soaking for {} s",
+            v.name(),
+            o.soak_secs
+        );
+        let r = crate::soak::watch(o.soak_secs, pair.0.as_mut(), &lab, &events)?;
+        eprintln!(
+            "failover-bench: {}: soak {}: {} connections, {} answered by node2, {} failed",
+            v.name(),
+            if r.clean() { "clean" } else { "NOT clean" },
+            r.probes,
+            r.answered_by_node2,
+            r.failures.values().sum::<usize>()
+        );
+        v.soak = Some(r);
+        return Ok(());
+    }
     for run in 1..=o.runs {
         let r = one_run(o, run, pair.0.as_mut(), &lab, &events, fault)?;
         eprintln!(
