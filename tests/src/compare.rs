@@ -281,6 +281,19 @@ pub fn compare_trees(source: &Path, shadow: &Path, max: usize) -> io::Result<Vec
     Ok(diffs)
 }
 
+/// Waits until both trees are identical; the remaining differences on timeout
+/// (a copy that is still catching up differs for a moment).
+pub fn wait_identical(a: &Path, b: &Path, timeout: std::time::Duration) -> Vec<String> {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let diffs = compare_trees(a, b, 20).unwrap_or_else(|e| vec![format!("compare: {e}")]);
+        if diffs.is_empty() || std::time::Instant::now() > end {
+            return diffs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,10 @@ fn s(v: &Value, k: &str) -> String {
 
 /// The port the lab's service answers on.
 pub const SERVICE_PORT: u16 = 7000;
+/// The lab service's acknowledged-write port (see `lab-service`).
+pub const SERVICE_WRITE_PORT: u16 = SERVICE_PORT + 1;
+/// The lab service's ledger of acknowledged writes, in the replicated directory.
+pub const LEDGER: &str = "acked.log";
 
 impl Lab {
     /// Brings a lab up with a prefix unique to this process and test. The prefix
@@ -61,7 +65,8 @@ impl Lab {
     }
 
     /// Brings a lab up whose nodes run the lab's service as their application
-    /// (`lab-service`, answering its node name on [`SERVICE_PORT`]), with a TCP
+    /// (`lab-service`, answering its node name on [`SERVICE_PORT`] and taking
+    /// acknowledged writes into [`LEDGER`] on [`SERVICE_WRITE_PORT`]), with a TCP
     /// checker on it.
     pub fn up_with_service(tag: &str, service_bin: &Path) -> Result<Lab, String> {
         Self::up_with_service_edited(tag, service_bin, |_, text| text)
@@ -81,8 +86,9 @@ impl Lab {
             let log = n.state_dir.join("service.log");
             let (pid, log, bin) = (pid.display(), log.display(), service_bin.display());
             let start = format!(
-                "if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} >>{log} 2>&1 </dev/null & echo $! > {pid}",
+                "if [ -f {pid} ] && kill -0 $(cat {pid}) 2>/dev/null; then exit 0; fi; setsid {bin} {name} {SERVICE_PORT} {ledger} >>{log} 2>&1 </dev/null & echo $! > {pid}",
                 name = n.name,
+                ledger = n.data_dir.join(LEDGER).display(),
             );
             let stop = format!(
                 "if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true"

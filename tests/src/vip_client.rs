@@ -1,9 +1,10 @@
 //! A client in the lab's client namespace that connects to the VIP every few
 //! milliseconds and records who answered: the measure of a failover's outage and
-//! the check that exactly one node serves.
+//! the check that exactly one node serves; and a writer whose acknowledged writes
+//! must all survive.
 
 use std::{
-    io::Read,
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     os::fd::AsFd,
     sync::{
@@ -110,4 +111,88 @@ pub fn answered_after(samples: &[Sample], from: Instant) -> Vec<String> {
         }
     }
     seen
+}
+
+/// One write the service acknowledged as durable.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    /// When the request was sent.
+    pub at: Instant,
+    pub n: u64,
+    /// The node that acknowledged it.
+    pub node: String,
+}
+
+/// A client in the lab's client namespace that makes acknowledged writes through
+/// the VIP one after another (the lab service's write port): the RPO workload of
+/// the failover scenarios. A write that gets no acknowledgement is simply not
+/// counted; the next one gets the next number.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<Vec<Ack>, String>>,
+}
+
+impl Writer {
+    /// Starts writing to `target` from namespace `netns`, one write at a time with
+    /// at least `every` between two.
+    #[must_use]
+    pub fn start(netns: &str, target: SocketAddr, every: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = format!("/run/netns/{netns}");
+        let thread = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {path}: {e}"))?;
+            let mut acks = Vec::new();
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                n += 1;
+                let at = Instant::now();
+                if let Some(node) = write(target, n) {
+                    acks.push(Ack { at, n, node });
+                }
+                if let Some(rest) = every.checked_sub(at.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            Ok(acks)
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stops writing and returns the acknowledged writes.
+    pub fn stop(self) -> Result<Vec<Ack>, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| "the writer thread panicked".to_string())?
+    }
+}
+
+/// Sends write `n`; the acknowledging node, if it was made durable. A durable write
+/// may wait for the peer's acknowledgement, or for a failover to release it, so the
+/// answer gets far longer than a probe.
+fn write(target: SocketAddr, n: u64) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&target, Duration::from_millis(100)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("{n}\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let mut words = text.split_whitespace();
+    let node = words.next()?;
+    (words.next()? == n.to_string()).then(|| node.to_string())
+}
+
+/// The acknowledged writes missing from `ledger` (the lab service's ledger file in
+/// some node's replicated directory).
+pub fn missing_acks(acks: &[Ack], ledger: &std::path::Path) -> Result<Vec<u64>, String> {
+    let text = std::fs::read_to_string(ledger).map_err(|e| format!("{}: {e}", ledger.display()))?;
+    let present: std::collections::HashSet<u64> =
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    Ok(acks
+        .iter()
+        .map(|a| a.n)
+        .filter(|n| !present.contains(n))
+        .collect())
 }

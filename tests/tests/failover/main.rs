@@ -24,9 +24,9 @@ use std::{
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tandem_tests::{
-    compare::compare_trees,
-    lab::{Lab, SERVICE_PORT, tandem_bin},
-    vip_client::{self, Client, Sample},
+    compare::wait_identical,
+    lab::{LEDGER, Lab, SERVICE_PORT, SERVICE_WRITE_PORT, tandem_bin},
+    vip_client::{self, Client, Sample, Writer},
 };
 
 mod demo;
@@ -66,20 +66,66 @@ fn layout_str(lab: &Lab, pointer: &str) -> String {
         .to_string()
 }
 
-fn client(lab: &Lab) -> Client {
+/// The client probing the VIP and the writer making acknowledged writes through
+/// it, both from the client namespace.
+struct Watch {
+    probe: Client,
+    writer: Writer,
+}
+
+impl Watch {
+    /// Stops both and checks the RPO: every write acknowledged through the VIP,
+    /// by whichever node, is in the copy of `primary` (the node serving at the
+    /// end). Returns the probe's samples.
+    fn finish(self, lab: &Lab, primary: usize) -> Vec<Sample> {
+        let samples = self.probe.stop().expect("client");
+        let acks = self.writer.stop().expect("writer");
+        assert!(!acks.is_empty(), "no write was acknowledged at all");
+        let ledger = lab.nodes[primary].data_dir.join(LEDGER);
+        let missing = vip_client::missing_acks(&acks, &ledger).expect("ledger");
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged writes are missing on {}: {:?}",
+            missing.len(),
+            acks.len(),
+            lab.nodes[primary].name,
+            &missing[..missing.len().min(20)]
+        );
+        let by: Vec<String> = ["node1", "node2"]
+            .iter()
+            .map(|n| format!("{} by {n}", acks.iter().filter(|a| a.node == *n).count()))
+            .collect();
+        eprintln!(
+            "{} acknowledged writes ({}), none lost",
+            acks.len(),
+            by.join(", ")
+        );
+        samples
+    }
+}
+
+fn client(lab: &Lab) -> Watch {
     let vip: std::net::IpAddr = layout_str(lab, "/vip").parse().expect("vip");
-    Client::start(
-        &layout_str(lab, "/namespaces/client"),
-        SocketAddr::new(vip, SERVICE_PORT),
-        Duration::from_millis(20),
-    )
+    let ns = layout_str(lab, "/namespaces/client");
+    Watch {
+        probe: Client::start(
+            &ns,
+            SocketAddr::new(vip, SERVICE_PORT),
+            Duration::from_millis(20),
+        ),
+        writer: Writer::start(
+            &ns,
+            SocketAddr::new(vip, SERVICE_WRITE_PORT),
+            Duration::from_millis(20),
+        ),
+    }
 }
 
 /// Waits until the client has been served by `node` (the pair is serving).
-fn wait_served(c: &Client, node: &str, timeout: Duration) {
+fn wait_served(c: &Watch, node: &str, timeout: Duration) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
-        if c.last_answer().as_deref() == Some(node) {
+        if c.probe.last_answer().as_deref() == Some(node) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -149,9 +195,13 @@ fn cut_links_move_the_service_and_fence_the_isolated_node() {
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
     lab.wait_state(1, "PRIM", true, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
-    let d = compare_trees(&lab.nodes[1].data_dir, &lab.nodes[0].data_dir, 20).expect("compare");
+    let samples = c.finish(&lab, 1);
+    let d = wait_identical(
+        &lab.nodes[1].data_dir,
+        &lab.nodes[0].data_dir,
+        Duration::from_secs(10),
+    );
     assert!(d.is_empty(), "copies differ after the return: {d:?}");
-    let samples = c.stop().expect("client");
     let outage = vip_client::first_answer_from(&samples, t0, "node2").expect("node2 answered");
     eprintln!("links cut: node2 served {outage:?} after the cut (seen at {took:?})");
     assert_single_server(&samples, t0 + outage, &["node2"]);
@@ -176,7 +226,7 @@ fn agent_death_is_not_node_death() {
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
     lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 0);
     assert_single_server(&samples, t0, &["node1"]);
 }
 
@@ -197,7 +247,7 @@ fn killed_agent_and_service_resume_on_restart() {
     // service, since the VIP it left kept node2 from taking over.
     lab.restart_missing().expect("restart node1's agent");
     wait_served(&c, "node1", Duration::from_secs(30));
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 0);
     let back = vip_client::first_answer_from(&samples, t0 + Duration::from_millis(100), "node1");
     eprintln!("agent and service killed: served again after {back:?}");
     assert_eq!(state(&lab, 1), "SECOND");
@@ -220,7 +270,7 @@ fn frozen_agent_does_not_cause_a_takeover() {
     assert_eq!(second, "SECOND", "node2 took over from a frozen agent");
     lab.wait_state(0, "PRIM", true, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 0);
     assert_single_server(&samples, t0, &["node1"]);
 }
 
@@ -247,7 +297,7 @@ fn swap_both_ways_keeps_the_data() {
             "{marker} did not reach the new primary"
         );
     }
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 0);
     let seen = vip_client::answered_after(&samples, samples[0].at);
     assert_eq!(seen, ["node1", "node2"], "servers seen, in order");
     assert_eq!(
@@ -339,7 +389,7 @@ fn losing_the_witness_changes_nothing() {
         .expect("ip");
     assert!(up.success());
     assert_eq!(states, ("PRIM".to_string(), "SECOND".to_string()));
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 0);
     assert!(
         samples
             .iter()
@@ -381,7 +431,7 @@ fn both_restarted_at_once_the_newest_data_wins() {
     );
     let c = client(&lab);
     wait_served(&c, "node1", Duration::from_secs(10));
-    drop(c.stop());
+    c.finish(&lab, 0);
 }
 
 /// With node1 preferred (`role: primary` on node1, `secondary` on node2), the
@@ -414,7 +464,7 @@ fn failback_to_the_preferred_node() {
     lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
     assert!(lab.nodes[0].data_dir.join("while-away.txt").exists());
-    drop(c.stop());
+    c.finish(&lab, 0);
 }
 
 /// `tandem stop` on the primary hands the service to the peer; `tandem start`
@@ -440,7 +490,7 @@ fn stop_and_start_commands() {
     lab.wait_state(0, "SECOND", true, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
     assert_eq!(state(&lab, 1), "PRIM");
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 1);
     assert_eq!(
         samples.last().and_then(|s| s.answer.as_deref()),
         Some("node2")

@@ -17,12 +17,11 @@ mod resync;
 mod rpo;
 
 use std::{
-    path::Path,
     sync::{Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tandem_tests::{compare::compare_trees, lab::Lab};
+use tandem_tests::{compare::wait_identical, lab::Lab};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -46,16 +45,4 @@ fn pair(tag: &str) -> Lab {
     lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
     lab
-}
-
-/// Waits until both copies are identical; returns the remaining differences on timeout.
-fn wait_identical(a: &Path, b: &Path, timeout: Duration) -> Vec<String> {
-    let end = Instant::now() + timeout;
-    loop {
-        let diffs = compare_trees(a, b, 20).unwrap_or_else(|e| vec![format!("compare: {e}")]);
-        if diffs.is_empty() || Instant::now() > end {
-            return diffs;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
