@@ -64,6 +64,7 @@ pub(super) struct RawHeartbeat {
     pub(super) timeout: Option<Text>,
     pub(super) secret_file: Option<Text>,
     pub(super) networks: Option<Spanned<Vec<Spanned<RawHeartbeatNetwork>>>>,
+    pub(super) nice: Option<Text>,
 }
 
 /// One item of `heartbeat.networks:`.

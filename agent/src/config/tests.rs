@@ -1589,3 +1589,20 @@ fn metrics_endpoint_is_checked() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn heartbeat_nice_defaults_and_bounds() {
+    let f = Fixture::new();
+    assert_eq!(
+        f.parse(&f.minimal()).expect("valid").heartbeat.nice,
+        DEFAULT_NICE
+    );
+    let with = |v: &str| format!("{}heartbeat:\n  nice: {v}\n", f.minimal());
+    assert_eq!(f.parse(&with("0")).expect("valid").heartbeat.nice, 0);
+    assert_eq!(f.parse(&with("-20")).expect("valid").heartbeat.nice, -20);
+    for bad in ["-21", "20", "high"] {
+        let e = f.errors(&with(bad));
+        let err = only(&e, "heartbeat.nice");
+        assert!(err.to_string().contains("from -20 to 19"), "{bad}: {err}");
+    }
+}

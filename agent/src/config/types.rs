@@ -107,6 +107,10 @@ pub struct Heartbeat {
     /// A file holding the shared heartbeat secret (`heartbeat.secret_file`); when
     /// absent the key is derived from both nodes' certificate fingerprints.
     pub secret_file: Option<PathBuf>,
+    /// The agent's nice value (`heartbeat.nice`, default -10), so that its
+    /// heartbeats go out and are heard on time on a saturated machine. The
+    /// application's commands run at the nice value the agent started with.
+    pub nice: i32,
 }
 
 /// One heartbeat network.
@@ -261,6 +265,8 @@ impl Role {
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// `heartbeat.timeout` when not given.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default of `heartbeat.nice`: well ahead of ordinary work, not real time.
+pub const DEFAULT_NICE: i32 = -10;
 /// `resync.block_size` when not given.
 pub const DEFAULT_BLOCK_SIZE: u32 = 65_536;
 /// `application.timeout` when not given.

@@ -73,6 +73,7 @@ pub async fn run_command(
             c
         }
     };
+    super::priority::restore_in_child(&mut cmd);
     cmd.env("TANDEM_ACTION", action.as_str())
         .env("TANDEM_STATE", env.state.as_str())
         .env("TANDEM_NODE", &env.node)
@@ -229,16 +230,19 @@ async fn check_loop(
 async fn check_once(kind: &CheckerKind) -> bool {
     match kind {
         CheckerKind::Tcp(addr) => tcp(*addr).await,
-        CheckerKind::Command(shell) => Command::new("/bin/sh")
-            .arg("-c")
-            .arg(shell)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await
-            .is_ok_and(|s| s.success()),
+        CheckerKind::Command(shell) => {
+            let mut cmd = Command::new("/bin/sh");
+            super::priority::restore_in_child(&mut cmd);
+            cmd.arg("-c")
+                .arg(shell)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await
+                .is_ok_and(|s| s.success())
+        }
         CheckerKind::Process(name) => process_alive(name),
     }
 }

@@ -227,6 +227,9 @@ pub async fn run(
     loop {
         let deadline = engine.poll_timeout().min(Instant::now() + POLL);
         let ev = tokio::select! {
+            // Heartbeats first: after a stall, those that arrived in time are
+            // handled before the timer that would declare the peer lost.
+            biased;
             r = received.recv() => match r {
                 Some(r) => match networks.iter().position(|n| n.name == r.network) {
                     Some(network) => {

@@ -25,6 +25,7 @@ pub mod failover;
 mod lag;
 pub mod link;
 pub mod primary;
+pub mod priority;
 pub mod role;
 pub mod secondary;
 
@@ -128,6 +129,14 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     for r in &cfg.replicated {
         std::fs::create_dir_all(&r.path)
             .with_context(|| format!("cannot create {}", r.path.display()))?;
+    }
+    // Before the runtime's threads exist, so that they inherit it.
+    if let Err(e) = priority::favour(cfg.heartbeat.nice) {
+        tracing::warn!(
+            nice = cfg.heartbeat.nice,
+            error = %e,
+            "cannot set the agent's nice value; heartbeats may be late on a busy machine"
+        );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -217,6 +217,10 @@ impl Validator<'_> {
             None => Some(None),
         };
         let networks = self.heartbeat_networks(raw.and_then(|h| h.networks.as_ref()), ends);
+        let nice = match raw.and_then(|h| h.nice.as_ref()) {
+            Some(t) => self.nice(t),
+            None => Some(DEFAULT_NICE),
+        };
         let (interval, timeout) = (interval?, timeout?);
         // Three heartbeats may be lost before the peer is declared gone, so a
         // single dropped packet never triggers a failover.
@@ -237,7 +241,26 @@ impl Validator<'_> {
             timeout,
             networks: networks?,
             secret_file: secret_file?,
+            nice: nice?,
         })
+    }
+
+    /// A nice value, -20 (most favoured) to 19.
+    fn nice(&mut self, t: &Text) -> Option<i32> {
+        match t.value.trim().parse::<i32>() {
+            Ok(n) if (-20..=19).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    "heartbeat.nice",
+                    Some(t.referenced),
+                    format!(
+                        "`{}` must be a whole number from -20 to 19",
+                        t.value.escape_debug()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn resync(&mut self, raw: Option<&RawResync>) -> Option<Resync> {
