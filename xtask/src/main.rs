@@ -175,6 +175,21 @@ fn lint(root: &Path) -> anyhow::Result<()> {
         ],
         &[],
     )?;
+    // The agent without its optional parts (the `docker` checker) must build too.
+    run(
+        root,
+        "cargo",
+        &[
+            "clippy",
+            "-p",
+            "tandem",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     tidy(root)
 }
 

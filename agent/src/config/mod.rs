@@ -61,6 +61,8 @@ pub const KEYS: &[&str] = &[
     "application.checkers[].tcp",
     "application.checkers[].command",
     "application.checkers[].process",
+    "application.checkers[].docker",
+    "application.checkers[].docker_socket",
     "application.checkers[].interval",
     "application.checkers[].timeout",
     "application.checkers[].failures",

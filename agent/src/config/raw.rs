@@ -103,6 +103,10 @@ pub(super) struct RawChecker {
     pub(super) tcp: Option<Text>,
     pub(super) command: Option<Text>,
     pub(super) process: Option<Text>,
+    // Read also without the `docker` feature, so that such a binary names the
+    // missing feature instead of calling the key unknown.
+    pub(super) docker: Option<Text>,
+    pub(super) docker_socket: Option<Text>,
     pub(super) interval: Option<Text>,
     pub(super) timeout: Option<Text>,
     pub(super) failures: Option<Text>,

@@ -113,6 +113,15 @@ metrics:
         )
     }
 
+    /// The same with the `worker` checker asking Docker (on the same line, so
+    /// that line numbers do not move).
+    fn full_with_docker(&self) -> String {
+        self.full().replace(
+            "{ name: worker, process: app-worker }",
+            "{ name: worker, docker: app-worker-1, docker_socket: /run/docker.sock }",
+        )
+    }
+
     /// Only the required keys; identity paths relative to the file.
     fn minimal(&self) -> String {
         "\
@@ -658,8 +667,11 @@ fn load_reads_files_and_reports_unreadable_ones() {
 fn keys_list_matches_the_schema() {
     let f = Fixture::new();
     let mut seen = BTreeSet::new();
-    for text in [f.full(), f.full_with_fingerprint()] {
-        f.parse(&text).expect("valid");
+    for text in [f.full(), f.full_with_fingerprint(), f.full_with_docker()] {
+        // Without the feature the docker example is rejected (tests/docker.rs).
+        if cfg!(feature = "docker") || !text.contains("docker:") {
+            f.parse(&text).expect("valid");
+        }
         for k in locate::scan(&text) {
             let generic: Vec<String> = k
                 .path
@@ -1345,14 +1357,14 @@ fn application_restarts_and_checkers_are_checked() {
                 "",
                 "application.checkers[0]",
                 35,
-                "needs one of `tcp`, `command` or `process`",
+                "needs one of `tcp`, `command`, `process` or `docker`",
             ),
             bad(
                 "      tcp: 127.0.0.1:8080\n",
                 "      tcp: 127.0.0.1:8080\n      process: app\n",
                 "application.checkers[0].process",
                 37,
-                "only one of `tcp`, `command` and `process` (this one also has `tcp`)",
+                "only one of `tcp`, `command`, `process` and `docker` (this one also has `tcp`)",
             ),
             bad(
                 "{ name: db, command: pg_isready -q, action: restart }",
@@ -1534,9 +1546,16 @@ fn packaging_examples_are_valid() {
                 let text = std::fs::read_to_string(&path).expect("read example");
                 // Parsed as if it were in the fixture's directory, where the
                 // certificate files exist.
-                let c = Config::parse(&text, &f.origin())
-                    .unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
-                assert!(c.application.is_some(), "{}", path.display());
+                match Config::parse(&text, &f.origin()) {
+                    Ok(c) => assert!(c.application.is_some(), "{}", path.display()),
+                    // A binary without the feature says so, and nothing else.
+                    Err(e)
+                        if !cfg!(feature = "docker")
+                            && e.errors()
+                                .iter()
+                                .all(|e| e.message.contains("`docker` feature")) => {}
+                    Err(e) => panic!("{}:\n{e}", path.display()),
+                }
                 checked.push(path);
             }
         }
@@ -1606,3 +1625,5 @@ fn heartbeat_nice_defaults_and_bounds() {
         assert!(err.to_string().contains("from -20 to 19"), "{bad}: {err}");
     }
 }
+
+mod docker;

@@ -195,7 +195,7 @@ pub struct Application {
 pub struct Checker {
     /// Its name, unique among the checkers (`name`).
     pub name: String,
-    /// What it checks: exactly one of `tcp`, `command`, `process`.
+    /// What it checks: exactly one of `tcp`, `command`, `process`, `docker`.
     pub kind: CheckerKind,
     /// Time between two checks (`interval`, default 1s).
     pub interval: Duration,
@@ -216,6 +216,16 @@ pub enum CheckerKind {
     Command(String),
     /// A process with this exact name (comm) is alive (`process: NAME`).
     Process(String),
+    /// A Docker container runs and, when it has a health check, is healthy
+    /// (`docker: NAME_OR_ID`, `docker_socket: PATH`).
+    #[cfg(feature = "docker")]
+    Docker {
+        /// The container's name or (full or abbreviated) id: validated as Docker
+        /// names are, so it needs no escaping in the API's URL.
+        container: String,
+        /// The Docker Engine API's unix socket (default [`DEFAULT_DOCKER_SOCKET`]).
+        socket: PathBuf,
+    },
 }
 
 /// What a checker's failure does.
@@ -259,6 +269,19 @@ impl Role {
     }
 }
 
+// === Docker container names ===
+
+/// Docker's rule for container names, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, which ids
+/// (hex) also follow; such a name is one URL path segment as it is, so the
+/// `docker` checker's request needs no escaping.
+#[cfg(feature = "docker")]
+#[must_use]
+pub fn is_container_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 // === defaults ===
 
 /// `heartbeat.interval` when not given.
@@ -287,6 +310,8 @@ pub const DEFAULT_BOOT_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Checker `failures` when not given.
 pub const DEFAULT_CHECK_FAILURES: u32 = 3;
+/// Checker `docker_socket` when not given: where dockerd listens by default.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The name of the default heartbeat network.
 pub const DEFAULT_HEARTBEAT_NETWORK: &str = "replication";
 /// The file name of the control socket under `state_dir` when not given.

@@ -55,7 +55,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         .required(raw.state_dir.as_ref(), "state_dir", None)
         .and_then(|t| c.absolute_path(t, "state_dir"));
     let control_socket = match &raw.control_socket {
-        Some(t) => c.control_socket(t),
+        Some(t) => c.socket_path(t, "control_socket"),
         None => state_dir
             .as_ref()
             .map(|d| d.join(DEFAULT_CONTROL_SOCKET_NAME)),
@@ -459,11 +459,12 @@ impl Validator<'_> {
         }
     }
 
-    fn control_socket(&mut self, t: &Text) -> Option<PathBuf> {
-        let path = self.absolute_path(t, "control_socket")?;
+    /// An absolute path short enough for a Unix socket address.
+    fn socket_path(&mut self, t: &Text, key: &str) -> Option<PathBuf> {
+        let path = self.absolute_path(t, key)?;
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             self.error(
-                "control_socket",
+                key,
                 Some(t.referenced),
                 format!("is longer than the {MAX_SOCKET_PATH} bytes a Unix socket path may have"),
             );

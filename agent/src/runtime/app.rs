@@ -244,6 +244,10 @@ async fn check_once(kind: &CheckerKind) -> bool {
                 .is_ok_and(|s| s.success())
         }
         CheckerKind::Process(name) => process_alive(name),
+        #[cfg(feature = "docker")]
+        CheckerKind::Docker { container, socket } => {
+            super::docker::container_healthy(socket, container).await
+        }
     }
 }
 
@@ -365,6 +369,15 @@ mod tests {
         let me = std::fs::read_to_string("/proc/self/comm").expect("comm");
         assert!(check_once(&CheckerKind::Process(me.trim().into())).await);
         assert!(!check_once(&CheckerKind::Process("no-such-proc-xyz".into())).await);
+        // No daemon behind the socket: a failed check (docker/tests.rs has the rest).
+        #[cfg(feature = "docker")]
+        assert!(
+            !check_once(&CheckerKind::Docker {
+                container: "tandem-pg".into(),
+                socket: "/nonexistent/docker.sock".into(),
+            })
+            .await
+        );
     }
 
     #[tokio::test]

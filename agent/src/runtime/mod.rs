@@ -21,6 +21,8 @@ pub mod app;
 pub mod capture;
 pub mod conflict;
 pub mod control;
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod failover;
 mod lag;
 pub mod link;

@@ -133,7 +133,12 @@ pub(crate) struct ContainerName(pub(crate) String);
 
 impl ContainerName {
     pub(crate) fn new() -> Self {
-        Self(unique("barrier-ctr"))
+        Self::of_kind("barrier-ctr")
+    }
+
+    /// A name `tandem-KIND-PID-N`, so that each test's containers are recognisable.
+    pub(crate) fn of_kind(kind: &str) -> Self {
+        Self(unique(kind))
     }
 }
 

@@ -8,7 +8,7 @@
 //! Docker runtime. Every image, container, runtime entry and socket a test creates
 //! is removed when it ends, also on failure; the one exception is the PostgreSQL
 //! image (`postgres`), which is kept, by recipe hash, because building it takes
-//! minutes.
+//! minutes. `dockercheck` tests the `docker` checker against the daemon.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +16,7 @@
     reason = "a test binary: a failed set-up step must panic with its error"
 )]
 
+mod dockercheck;
 mod fixture;
 mod pg_failover;
 mod postgres;

@@ -1,10 +1,15 @@
 //! Checks of `application.checkers`: unique names, exactly one kind each, and
-//! their timing.
+//! their timing. A `docker` checker is read in every build; a binary built
+//! without the `docker` feature rejects it with one error naming the feature.
 
 use super::*;
 
 /// The longest process name the kernel keeps (`comm`, 16 bytes with the NUL).
 const MAX_COMM: usize = 15;
+/// The longest container name accepted. Docker sets no limit of its own; this one
+/// only keeps the request line short, and real names are far shorter.
+#[cfg(feature = "docker")]
+const MAX_CONTAINER_NAME: usize = 255;
 
 impl Validator<'_> {
     /// The list of checkers (empty when not given).
@@ -81,24 +86,46 @@ impl Validator<'_> {
         (name, checker)
     }
 
-    /// Exactly one of `tcp`, `command` and `process`.
+    /// Exactly one of `tcp`, `command`, `process` and `docker`; `docker_socket`
+    /// only with `docker`.
     fn checker_kind(&mut self, i: usize, item: &Spanned<RawChecker>) -> Option<CheckerKind> {
         let raw = &item.value;
         let given: Vec<(&str, &Text)> = [
             ("tcp", raw.tcp.as_ref()),
             ("command", raw.command.as_ref()),
             ("process", raw.process.as_ref()),
+            ("docker", raw.docker.as_ref()),
         ]
         .into_iter()
         .filter_map(|(k, t)| Some((k, t?)))
         .collect();
+        let kind = self.one_kind(i, item, &given);
+        if let Some(s) = &raw.docker_socket
+            && raw.docker.is_none()
+        {
+            self.error(
+                &format!("application.checkers[{i}].docker_socket"),
+                Some(s.referenced),
+                "is only for a `docker` checker",
+            );
+            return None;
+        }
+        kind
+    }
+
+    fn one_kind(
+        &mut self,
+        i: usize,
+        item: &Spanned<RawChecker>,
+        given: &[(&str, &Text)],
+    ) -> Option<CheckerKind> {
         let key = |field: &str| format!("application.checkers[{i}].{field}");
-        match given.as_slice() {
+        match given {
             [] => {
                 self.error(
                     &format!("application.checkers[{i}]"),
                     Some(item.referenced),
-                    "needs one of `tcp`, `command` or `process` to say what it checks",
+                    "needs one of `tcp`, `command`, `process` or `docker` to say what it checks",
                 );
                 None
             }
@@ -106,6 +133,8 @@ impl Validator<'_> {
                 .socket_addr(t, &key("tcp"), false)
                 .map(CheckerKind::Tcp),
             [("command", t)] => self.command(t, &key("command")).map(CheckerKind::Command),
+            [("docker", t)] => self.docker(t, item.value.docker_socket.as_ref(), &key),
+            // `process`, the one key left.
             [(_, t)] => self
                 .process_name(t, &key("process"))
                 .map(CheckerKind::Process),
@@ -114,11 +143,69 @@ impl Validator<'_> {
                     &key(second),
                     Some(t.referenced),
                     format!(
-                        "a checker checks one thing: give only one of `tcp`, `command` and `process` (this one also has `{first}`)"
+                        "a checker checks one thing: give only one of `tcp`, `command`, `process` and `docker` (this one also has `{first}`)"
                     ),
                 );
                 None
             }
+        }
+    }
+
+    /// A Docker container's name or id and the daemon's socket.
+    #[cfg(feature = "docker")]
+    fn docker(
+        &mut self,
+        t: &Text,
+        socket: Option<&Text>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<CheckerKind> {
+        let container = self.container_name(t, &key("docker"));
+        let socket = match socket {
+            Some(s) => self.socket_path(s, &key("docker_socket")),
+            None => Some(PathBuf::from(crate::config::DEFAULT_DOCKER_SOCKET)),
+        };
+        Some(CheckerKind::Docker {
+            container: container?,
+            socket: socket?,
+        })
+    }
+
+    /// Without the feature the file is still read, and the one error says why it
+    /// cannot be used.
+    #[cfg(not(feature = "docker"))]
+    fn docker(
+        &mut self,
+        t: &Text,
+        _socket: Option<&Text>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<CheckerKind> {
+        self.error(
+            &key("docker"),
+            Some(t.referenced),
+            "this tandem binary was built without the `docker` feature, which `docker` checkers need",
+        );
+        None
+    }
+
+    /// A container name as Docker accepts one (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`),
+    /// which includes full and abbreviated ids: nothing in it needs escaping in
+    /// the API's URL path.
+    #[cfg(feature = "docker")]
+    fn container_name(&mut self, t: &Text, key: &str) -> Option<String> {
+        let name = t.value.as_str();
+        let ok = crate::config::is_container_name(name) && name.len() <= MAX_CONTAINER_NAME;
+        if ok {
+            Some(name.to_owned())
+        } else {
+            self.error(
+                key,
+                Some(t.referenced),
+                format!(
+                    "`{}` is not a container name or id: use 1 to {MAX_CONTAINER_NAME} of a-z, A-Z, 0-9, _, . and -, starting with a letter or digit",
+                    name.escape_debug()
+                ),
+            );
+            None
         }
     }
 
