@@ -94,23 +94,22 @@ fn state(lab: &Lab, i: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Sets node `i`'s only link down or up (its end of the lab bridge).
+/// Sets node `i`'s links on both lab networks (public and private) down or up: cut,
+/// the node is lost to its peer, the witness and the client.
 fn link(lab: &Lab, i: usize, up: bool) {
-    let st = Command::new("ip")
-        .args(["-n", &lab.nodes[i].namespace, "link", "set", "eth0"])
-        .arg(if up { "up" } else { "down" })
-        .status()
-        .expect("ip");
-    assert!(st.success(), "ip link set eth0 failed");
+    lab.set_links(i, up).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Restores a cut link when dropped, so that a failing test still leaves a lab
-/// `lab down` can remove cleanly.
+/// Restores cut links when dropped, so that a failing test still leaves a lab
+/// `lab down` can remove cleanly (reporting, not panicking: a panic while
+/// unwinding would abort before the lab's own guard runs).
 struct LinkGuard<'a>(&'a Lab, usize);
 
 impl Drop for LinkGuard<'_> {
     fn drop(&mut self) {
-        link(self.0, self.1, true);
+        if let Err(e) = self.0.set_links(self.1, true) {
+            eprintln!("cannot restore {}'s links: {e}", self.0.nodes[self.1].name);
+        }
     }
 }
 
