@@ -2,7 +2,8 @@
 //! application and a client in its own namespace connecting to the VIP every 20 ms:
 //! who serves, when, and that never more than one node does.
 //!
-//! `demo` runs `tandem demo` itself, end to end.
+//! `demo` runs `tandem demo` itself, end to end; `networks` cuts one of the lab's
+//! two networks at a time.
 //!
 //! Each scenario prints its measured outage; the figures over many runs are the
 //! failover benchmark's business (BENCHMARKS.md), not a pass criterion here.
@@ -30,6 +31,7 @@ use tandem_tests::{
 };
 
 mod demo;
+mod networks;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
