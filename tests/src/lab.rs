@@ -298,9 +298,85 @@ impl Lab {
         false
     }
 
+    /// The lab's networks as (name, bridge, interface), from the layout (`public`
+    /// and `private`).
+    #[must_use]
+    pub fn networks(&self) -> Vec<(String, String, String)> {
+        self.layout
+            .get("networks")
+            .and_then(Value::as_array)
+            .map(|nets| {
+                nets.iter()
+                    .map(|n| (s(n, "name"), s(n, "bridge"), s(n, "interface")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets node `i`'s interfaces on every lab network down or up: cut, the node is
+    /// lost to its peer, the witness and the client alike (its cables pulled).
+    pub fn set_links(&self, i: usize, up: bool) -> Result<(), String> {
+        let ns = &self.nodes[i].namespace;
+        let nets = self.networks();
+        if nets.is_empty() {
+            return Err("the lab layout names no networks".into());
+        }
+        for (_, _, dev) in nets {
+            ip(&[
+                "-n",
+                ns,
+                "link",
+                "set",
+                &dev,
+                if up { "up" } else { "down" },
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Sets the bridge of network `name` down or up: the whole network fails (its
+    /// switch dies) while every member's interface stays up, so nothing but
+    /// silence tells the nodes.
+    pub fn set_network(&self, name: &str, up: bool) -> Result<(), String> {
+        let bridge_ns = self
+            .layout
+            .pointer("/namespaces/bridge")
+            .and_then(Value::as_str)
+            .ok_or("the lab layout has no bridge namespace")?;
+        let (_, bridge, _) = self
+            .networks()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| format!("the lab has no network {name}"))?;
+        ip(&[
+            "-n",
+            bridge_ns,
+            "link",
+            "set",
+            &bridge,
+            if up { "up" } else { "down" },
+        ])
+    }
+
     /// Starts whatever agents are not running (`lab up` is idempotent).
     pub fn restart_missing(&self) -> Result<(), String> {
         self.cmd(&["lab", "up", "--json"]).map(|_| ())
+    }
+}
+
+/// Runs `ip ARGS` (only ever with `-n <a lab namespace>`).
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

@@ -1,8 +1,10 @@
 //! Shared fixtures of the integration tests: the capture oracle's workload generator,
-//! its stream consumer (the shadow replayer) and the tree comparator.
+//! its stream consumer (the shadow replayer), the tree comparator, the lab, the VIP
+//! client and the RPO workload.
 
 pub mod compare;
 pub mod lab;
+pub mod rpo;
 pub mod shadow;
 pub mod sys;
 pub mod vip_client;

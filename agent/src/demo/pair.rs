@@ -27,6 +27,8 @@ pub(crate) struct Node {
     pub(crate) namespace: String,
     pub(crate) data_dir: PathBuf,
     pub(crate) control_socket: PathBuf,
+    /// Its interfaces, one per lab network.
+    pub(crate) interfaces: Vec<String>,
 }
 
 /// Both nodes, and what was last printed about them.
@@ -48,6 +50,11 @@ impl Pair {
                 namespace: n.namespace.clone(),
                 data_dir: n.data_dir.clone(),
                 control_socket: n.control_socket.clone(),
+                interfaces: layout
+                    .node_interfaces(&n.namespace)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             })
         };
         Ok(Self {
@@ -106,11 +113,15 @@ impl Pair {
         }
     }
 
-    /// Sets node `i`'s only link (its end of the lab bridge) down or up.
-    pub(crate) fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+    /// Sets node `i`'s links (its ends of both lab networks) down or up: cut, the
+    /// node is lost to its peer, the witness and the client alike.
+    pub(crate) fn set_links(&self, i: usize, up: bool) -> anyhow::Result<()> {
         let ns = self.nodes[i].namespace.as_str();
         let how = if up { "up" } else { "down" };
-        netns::ip(&["-n", ns, "link", "set", netns::INNER, how])
+        for dev in &self.nodes[i].interfaces {
+            netns::ip(&["-n", ns, "link", "set", dev, how])?;
+        }
+        Ok(())
     }
 }
 

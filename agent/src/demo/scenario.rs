@@ -151,15 +151,15 @@ impl Scenario<'_> {
         Ok(client)
     }
 
-    /// Cuts node1's link, waits until node2 serves and node1 has fenced itself, and
+    /// Cuts node1's links, waits until node2 serves and node1 has fenced itself, and
     /// lets node2 serve alone for a while.
     fn takeover(&mut self, client: &Client) -> anyhow::Result<()> {
         self.p.step(
-            "FAULT: cutting node1's network link (node1 is lost to node2, the witness and the client)",
+            "FAULT: cutting node1's network links, public and private (node1 is lost to node2, the witness and the client)",
         );
         // The outage is counted from just before the cut, so it is never understated.
         let cut = Instant::now();
-        self.pair.set_link(0, false)?;
+        self.pair.set_links(0, false)?;
         self.p
             .step("waiting for node2 to take over the VIP and the service");
         self.pair.wait(
@@ -225,11 +225,11 @@ impl Scenario<'_> {
         Ok(())
     }
 
-    /// Restores node1's link and waits until it is SECOND in sync again.
+    /// Restores node1's links and waits until it is SECOND in sync again.
     fn node1_returns(&mut self) -> anyhow::Result<()> {
         self.p
-            .step("restoring node1's link: node1 returns and resyncs from node2");
-        self.pair.set_link(0, true)?;
+            .step("restoring node1's links: node1 returns and resyncs from node2");
+        self.pair.set_links(0, true)?;
         let now = self.pair.wait(
             &self.p,
             self.stop,

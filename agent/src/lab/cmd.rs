@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 
 use super::{Keygen, LabOptions, Layout, Status};
 
-/// Builds, shows or removes the two-node lab (network namespaces on one bridge).
+/// Builds, shows or removes the two-node lab (network namespaces on a public and a
+/// private bridge).
 /// TANDEM_LAB_PREFIX and TANDEM_LAB_DIR choose another lab than the default.
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -144,6 +145,22 @@ fn write_layout(
         "  vip      {} (moved by the failover engine)",
         layout.vip
     )?;
+    for net in &layout.networks {
+        let members: Vec<String> = net
+            .members
+            .iter()
+            .map(|m| format!("{}/{}", m.address, net.prefix_len))
+            .collect();
+        writeln!(
+            out,
+            "  network {} ({} {}): {}; {}",
+            net.name,
+            net.bridge,
+            net.interface,
+            members.join(" "),
+            net.carries
+        )?;
+    }
     for node in &layout.nodes {
         let agent = match (node.agent_pid, status) {
             (Some(pid), Some(s)) if s.agents_alive.get(&node.name).copied().unwrap_or(false) => {
@@ -154,6 +171,7 @@ fn write_layout(
             (None, _) => "agent not started".to_owned(),
         };
         writeln!(out, "  {}: {agent}", node.name)?;
+        writeln!(out, "    replication    {}", node.listen)?;
         writeln!(out, "    config         {}", node.config.display())?;
         writeln!(out, "    data_dir       {}", node.data_dir.display())?;
         writeln!(out, "    state_dir      {}", node.state_dir.display())?;

@@ -1,6 +1,19 @@
-//! What a lab is made of: namespace names, addresses and each node's files. The
-//! layout is a pure function of the options (prefix and base directory) plus the
-//! agents' pids, and is what `tandem lab up --json` prints and `lab.json` records.
+//! What a lab is made of: namespace names, networks, addresses and each node's
+//! files. The layout is a pure function of the options (prefix and base directory)
+//! plus the agents' pids, and is what `tandem lab up --json` prints and `lab.json`
+//! records.
+//!
+//! Two networks, as a real pair is usually cabled:
+//!
+//! ```text
+//!   public  br0  10.213.7.0/24  eth0: node1 .11, node2 .12, client .100, witness .1
+//!           the VIP (.50), the client, the witness (the gateway), heartbeats
+//!   private br1  10.213.8.0/24  eth1: node1 .11, node2 .12
+//!           replication (QUIC) and heartbeats: the nodes' back-to-back link
+//! ```
+//!
+//! Heartbeats travel on both, so losing either network alone is not mistaken for
+//! losing the peer; replication stays off the network the clients use.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -11,12 +24,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{LabOptions, netns};
 
-/// The lab subnet's prefix length.
+/// The prefix length of both lab subnets.
 pub const PREFIX_LEN: u8 = 24;
-/// Node 1's address.
+/// Node 1's address on the public network.
 pub const NODE1_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 11);
-/// Node 2's address.
+/// Node 2's address on the public network.
 pub const NODE2_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 12);
+/// Node 1's address on the private network.
+pub const NODE1_PRIVATE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 8, 11);
+/// Node 2's address on the private network.
+pub const NODE2_PRIVATE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 8, 12);
 /// The client's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 100);
 /// The witness's address; it is also the other namespaces' default gateway.
@@ -24,10 +41,18 @@ pub const WITNESS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 1);
 /// The service address the failover engine moves between the nodes (the lab
 /// does not assign it).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 50);
-/// The replication port both nodes listen on.
+/// The replication port both nodes listen on (on the private network).
 pub const REPLICATION_PORT: u16 = 7400;
-/// The bridge's name inside the bridge namespace.
+/// The heartbeat port, on both networks.
+pub const HEARTBEAT_PORT: u16 = 7401;
+/// The public network's bridge inside the bridge namespace.
 pub const BRIDGE: &str = "br0";
+/// The private network's bridge inside the bridge namespace.
+pub const PRIVATE_BRIDGE: &str = "br1";
+/// The public network's name (also its heartbeat network's name).
+pub const PUBLIC_NETWORK: &str = "public";
+/// The private network's name (also its heartbeat network's name).
+pub const PRIVATE_NETWORK: &str = "private";
 
 /// Everything `up` makes, and where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,14 +63,49 @@ pub struct Layout {
     pub base_dir: PathBuf,
     /// The namespaces.
     pub namespaces: Namespaces,
-    /// Each namespace's address on the lab subnet.
+    /// Each namespace's address on the public network.
     pub addresses: Addresses,
     /// The service address (assigned by the failover engine, not by the lab).
     pub vip: Ipv4Addr,
-    /// The subnet's prefix length.
+    /// The public subnet's prefix length.
     pub prefix_len: u8,
+    /// The networks, public first. (A record written before the private network
+    /// existed has none; it is read for its agents only.)
+    #[serde(default)]
+    pub networks: Vec<Network>,
     /// The two nodes.
     pub nodes: Vec<NodeLayout>,
+}
+
+/// One lab network: a bridge in the bridge namespace and, in each member
+/// namespace, one interface on it (a veth pair).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Its name; the nodes' heartbeat network on it has the same name.
+    pub name: String,
+    /// What travels on it.
+    pub carries: String,
+    /// Its bridge, in the bridge namespace.
+    pub bridge: String,
+    /// The name of each member's interface on it.
+    pub interface: String,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// The default gateway of the members that are not it, if this network has one.
+    pub gateway: Option<Ipv4Addr>,
+    /// Who is on it.
+    pub members: Vec<Member>,
+}
+
+/// A namespace on a lab network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The namespace.
+    pub namespace: String,
+    /// Its address on the network.
+    pub address: Ipv4Addr,
+    /// The name of its veth end on the bridge (in the bridge namespace).
+    pub port: String,
 }
 
 /// The lab's namespace names.
@@ -83,9 +143,12 @@ pub struct NodeLayout {
     pub name: String,
     /// Its namespace.
     pub namespace: String,
-    /// Its address.
+    /// Its address on the public network (the VIP's, the client's).
     pub address: Ipv4Addr,
-    /// Its replication endpoint.
+    /// Its address on the private network (replication, heartbeats).
+    #[serde(default = "unspecified")]
+    pub private_address: Ipv4Addr,
+    /// Its replication endpoint, on the private network.
     pub listen: SocketAddr,
     /// Its configuration file.
     pub config: PathBuf,
@@ -129,10 +192,50 @@ impl Layout {
             witness: ns("witness"),
             bridge: ns("br"),
         };
-        let nodes = [("node1", NODE1_ADDR), ("node2", NODE2_ADDR)]
-            .into_iter()
-            .map(|(name, address)| NodeLayout::plan(&opts.base_dir, name, ns(name), address))
-            .collect();
+        let nodes = [
+            ("node1", NODE1_ADDR, NODE1_PRIVATE_ADDR),
+            ("node2", NODE2_ADDR, NODE2_PRIVATE_ADDR),
+        ]
+        .into_iter()
+        .map(|(name, public, private)| {
+            NodeLayout::plan(&opts.base_dir, name, ns(name), public, private)
+        })
+        .collect();
+        let member = |namespace: &str, address, port: &str| Member {
+            namespace: namespace.to_owned(),
+            address,
+            port: port.to_owned(),
+        };
+        let n = &namespaces;
+        let networks = vec![
+            Network {
+                name: PUBLIC_NETWORK.to_owned(),
+                carries: "the VIP, the client, the witness (the gateway), heartbeats".to_owned(),
+                bridge: BRIDGE.to_owned(),
+                interface: netns::INNER.to_owned(),
+                prefix_len: PREFIX_LEN,
+                gateway: Some(WITNESS_ADDR),
+                members: vec![
+                    member(&n.node1, NODE1_ADDR, "node1"),
+                    member(&n.node2, NODE2_ADDR, "node2"),
+                    member(&n.client, CLIENT_ADDR, "client"),
+                    member(&n.witness, WITNESS_ADDR, "witness"),
+                ],
+            },
+            Network {
+                name: PRIVATE_NETWORK.to_owned(),
+                carries: "replication and heartbeats (the nodes' direct link)".to_owned(),
+                bridge: PRIVATE_BRIDGE.to_owned(),
+                interface: netns::PRIVATE_INNER.to_owned(),
+                prefix_len: PREFIX_LEN,
+                // Only the two nodes are on it: nothing beyond it to route to.
+                gateway: None,
+                members: vec![
+                    member(&n.node1, NODE1_PRIVATE_ADDR, "node1-priv"),
+                    member(&n.node2, NODE2_PRIVATE_ADDR, "node2-priv"),
+                ],
+            },
+        ];
         Self {
             prefix: opts.prefix.clone(),
             base_dir: opts.base_dir.clone(),
@@ -145,22 +248,26 @@ impl Layout {
             },
             vip: VIP,
             prefix_len: PREFIX_LEN,
+            networks,
             nodes,
         }
     }
 
-    /// Every namespace with its address (none for the bridge) and the name of its
-    /// port on the bridge.
+    /// The network named `name`.
     #[must_use]
-    pub fn members(&self) -> [(&str, Ipv4Addr, &'static str); 4] {
-        let n = &self.namespaces;
-        let a = &self.addresses;
-        [
-            (n.node1.as_str(), a.node1, "node1"),
-            (n.node2.as_str(), a.node2, "node2"),
-            (n.client.as_str(), a.client, "client"),
-            (n.witness.as_str(), a.witness, "witness"),
-        ]
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The interfaces a node has, one per network it is on: cutting them all
+    /// isolates it.
+    #[must_use]
+    pub fn node_interfaces(&self, namespace: &str) -> Vec<&str> {
+        self.networks
+            .iter()
+            .filter(|net| net.members.iter().any(|m| m.namespace == namespace))
+            .map(|net| net.interface.as_str())
+            .collect()
     }
 
     /// All five namespace names, the bridge's last.
@@ -180,14 +287,21 @@ impl Layout {
 // === impl NodeLayout ===
 
 impl NodeLayout {
-    fn plan(base: &Path, name: &str, namespace: String, address: Ipv4Addr) -> Self {
+    fn plan(
+        base: &Path,
+        name: &str,
+        namespace: String,
+        address: Ipv4Addr,
+        private_address: Ipv4Addr,
+    ) -> Self {
         let dir = base.join(name);
         let state_dir = dir.join("state");
         Self {
             name: name.to_owned(),
             namespace,
             address,
-            listen: SocketAddr::V4(SocketAddrV4::new(address, REPLICATION_PORT)),
+            private_address,
+            listen: SocketAddr::V4(SocketAddrV4::new(private_address, REPLICATION_PORT)),
             config: dir.join(CONFIG_FILE),
             data_dir: dir.join("data"),
             control_socket: state_dir.join("control.sock"),
@@ -216,9 +330,9 @@ impl NodeLayout {
     }
 
     /// The node's configuration file (docs/configuration.md), pinning `peer`'s
-    /// certificate, with the lab's VIP on the node's lab interface and the witness
-    /// namespace as failover witness; heartbeats use the default network (the
-    /// replication addresses, port + 1). Values are written as JSON strings, which
+    /// certificate, replicating over the private network, with heartbeats on both
+    /// networks, the lab's VIP on the node's public interface and the witness
+    /// namespace as failover witness. Values are written as JSON strings, which
     /// YAML reads as double-quoted scalars, so no path can break the syntax.
     pub fn config_yaml(&self, peer: &NodeLayout) -> anyhow::Result<String> {
         let q = |v: &dyn std::fmt::Display| {
@@ -237,7 +351,9 @@ impl NodeLayout {
              state_dir: {state}\n\
              control_socket: {socket}\n\
              replicated:\n  - name: data\n    path: {data}\n\
-             heartbeat:\n  interval: 100ms\n  timeout: 1s\n\
+             heartbeat:\n  interval: 100ms\n  timeout: 1s\n  networks:\n\
+             \x20   - name: {public}\n      local: {public_local}\n      peer: {public_peer}\n\
+             \x20   - name: {private}\n      local: {private_local}\n      peer: {private_peer}\n\
              vip:\n  address: {vip}\n  interface: {interface}\n\
              failover:\n  witnesses: [{witness}]\n",
             node = q(&self.name),
@@ -250,9 +366,20 @@ impl NodeLayout {
             state = q(&self.state_dir.display()),
             socket = q(&self.control_socket.display()),
             data = q(&self.data_dir.display()),
+            public = q(&PUBLIC_NETWORK),
+            public_local = q(&SocketAddrV4::new(self.address, HEARTBEAT_PORT)),
+            public_peer = q(&SocketAddrV4::new(peer.address, HEARTBEAT_PORT)),
+            private = q(&PRIVATE_NETWORK),
+            private_local = q(&SocketAddrV4::new(self.private_address, HEARTBEAT_PORT)),
+            private_peer = q(&SocketAddrV4::new(peer.private_address, HEARTBEAT_PORT)),
             vip = q(&format!("{VIP}/{PREFIX_LEN}")),
             interface = q(&netns::INNER),
             witness = q(&WITNESS_ADDR),
         ))
     }
+}
+
+/// A private address read from a record that predates the private network.
+fn unspecified() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
 }

@@ -1,9 +1,10 @@
 //! The two-node lab: network namespaces for two nodes, a client and a witness on
-//! one bridge, each node with its keys, configuration and replicated directory,
-//! and optionally its agent running inside its namespace (`tandem lab up`,
-//! `status`, `down`).
+//! a public bridge, the two nodes also on a private bridge (replication and
+//! heartbeats, like a back-to-back cable; see `layout`), each node with its keys,
+//! configuration and replicated directory, and optionally its agent running inside
+//! its namespace (`tandem lab up`, `status`, `down`).
 //!
-//! Nothing is created in the root network namespace: the bridge lives in its own
+//! Nothing is created in the root network namespace: the bridges live in their own
 //! namespace, so the host's firewall (Docker's FORWARD DROP) never sees lab
 //! traffic. `up` is idempotent and repairs a partly built lab; `down` removes
 //! whatever exists, also after a partial failure, and does nothing when nothing
@@ -25,8 +26,9 @@ use serde::Serialize;
 
 use self::layout::MARKER;
 pub use self::layout::{
-    Addresses, BRIDGE, CLIENT_ADDR, Layout, NODE1_ADDR, NODE2_ADDR, Namespaces, NodeLayout,
-    PREFIX_LEN, REPLICATION_PORT, VIP, WITNESS_ADDR,
+    Addresses, BRIDGE, CLIENT_ADDR, HEARTBEAT_PORT, Layout, Member, NODE1_ADDR, NODE1_PRIVATE_ADDR,
+    NODE2_ADDR, NODE2_PRIVATE_ADDR, Namespaces, Network, NodeLayout, PREFIX_LEN, PRIVATE_BRIDGE,
+    PRIVATE_NETWORK, PUBLIC_NETWORK, REPLICATION_PORT, VIP, WITNESS_ADDR,
 };
 use crate::config::Config;
 
@@ -303,17 +305,22 @@ pub fn status(opts: &LabOptions) -> anyhow::Result<Status> {
     })
 }
 
-/// The namespaces, the bridge, one veth pair per member, addresses and routes.
+/// The namespaces, one bridge per network, one veth pair per member of each,
+/// addresses and routes.
 fn build_network(layout: &Layout) -> anyhow::Result<()> {
     let br = &layout.namespaces.bridge;
     netns::ensure(br)?;
-    netns::ensure_bridge(br, BRIDGE)?;
-    for (ns, addr, port) in layout.members() {
-        netns::ensure(ns)?;
-        netns::ensure_port(br, BRIDGE, port, ns)?;
-        netns::ensure_address(ns, &format!("{addr}/{}", layout.prefix_len))?;
-        if addr != layout.addresses.witness {
-            netns::ensure_default_route(ns, &layout.addresses.witness.to_string())?;
+    for net in &layout.networks {
+        netns::ensure_bridge(br, &net.bridge)?;
+        for m in &net.members {
+            let ns = m.namespace.as_str();
+            netns::ensure(ns)?;
+            netns::ensure_port(br, &net.bridge, &m.port, ns, &net.interface)?;
+            let cidr = format!("{}/{}", m.address, net.prefix_len);
+            netns::ensure_address(ns, &net.interface, &cidr)?;
+            if let Some(gw) = net.gateway.filter(|gw| *gw != m.address) {
+                netns::ensure_default_route(ns, &net.interface, &gw.to_string())?;
+            }
         }
     }
     Ok(())

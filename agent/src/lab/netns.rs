@@ -64,7 +64,7 @@ pub(crate) fn link_exists(ns: &str, dev: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Makes `br0` in `ns`: a bridge without spanning tree and with no forwarding
+/// Makes `bridge` in `ns`: a bridge without spanning tree and with no forwarding
 /// delay, so ports forward as soon as they are up.
 pub(crate) fn ensure_bridge(ns: &str, bridge: &str) -> anyhow::Result<()> {
     if !link_exists(ns, bridge) {
@@ -86,42 +86,45 @@ pub(crate) fn ensure_bridge(ns: &str, bridge: &str) -> anyhow::Result<()> {
 }
 
 /// Connects namespace `member` to `bridge` in `bridge_ns`: a veth pair whose end
-/// `port` is a bridge port and whose other end is `eth0` in `member`.
+/// `port` is a bridge port and whose other end is `inner` in `member`.
 pub(crate) fn ensure_port(
     bridge_ns: &str,
     bridge: &str,
     port: &str,
     member: &str,
+    inner: &str,
 ) -> anyhow::Result<()> {
     if !link_exists(bridge_ns, port) {
-        // A pair is destroyed as a whole, so a lone eth0 is not ours; it would
+        // A pair is destroyed as a whole, so a lone `inner` is not ours; it would
         // make the new pair's creation fail, so name the problem instead.
-        if link_exists(member, INNER) {
+        if link_exists(member, inner) {
             bail!(
-                "{member} has an {INNER} that is not connected to the lab bridge; run `tandem lab down` first"
+                "{member} has an {inner} that is not connected to the lab bridge {bridge}; run `tandem lab down` first"
             );
         }
         ip(&[
-            "-n", bridge_ns, "link", "add", port, "type", "veth", "peer", "name", INNER, "netns",
+            "-n", bridge_ns, "link", "add", port, "type", "veth", "peer", "name", inner, "netns",
             member,
         ])?;
     }
     ip(&["-n", bridge_ns, "link", "set", port, "master", bridge, "up"])?;
-    ip(&["-n", member, "link", "set", INNER, "up"])
+    ip(&["-n", member, "link", "set", inner, "up"])
 }
 
-/// The interface name inside each member namespace.
+/// The interface name on the public network inside each member namespace.
 pub(crate) const INNER: &str = "eth0";
+/// The interface name on the private network inside each node's namespace.
+pub(crate) const PRIVATE_INNER: &str = "eth1";
 
-/// Gives `eth0` in `ns` the address `cidr` (replacing nothing else).
-pub(crate) fn ensure_address(ns: &str, cidr: &str) -> anyhow::Result<()> {
-    ip(&["-n", ns, "addr", "replace", cidr, "dev", INNER])
+/// Gives `dev` in `ns` the address `cidr` (replacing nothing else).
+pub(crate) fn ensure_address(ns: &str, dev: &str, cidr: &str) -> anyhow::Result<()> {
+    ip(&["-n", ns, "addr", "replace", cidr, "dev", dev])
 }
 
-/// Routes everything not on the lab subnet through `gateway`.
-pub(crate) fn ensure_default_route(ns: &str, gateway: &str) -> anyhow::Result<()> {
+/// Routes everything not on the lab subnets through `gateway` on `dev`.
+pub(crate) fn ensure_default_route(ns: &str, dev: &str, gateway: &str) -> anyhow::Result<()> {
     ip(&[
-        "-n", ns, "route", "replace", "default", "via", gateway, "dev", INNER,
+        "-n", ns, "route", "replace", "default", "via", gateway, "dev", dev,
     ])
 }
 

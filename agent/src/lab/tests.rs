@@ -130,6 +130,7 @@ fn assert_node1_reaches_everyone(layout: &Layout) {
     let a = &layout.addresses;
     for (ns, addr) in [
         (&n.node2, a.node2),
+        (&n.node2, NODE2_PRIVATE_ADDR),
         (&n.client, a.client),
         (&n.witness, a.witness),
     ] {
@@ -139,6 +140,12 @@ fn assert_node1_reaches_everyone(layout: &Layout) {
             n.node1
         );
     }
+}
+
+/// Sets bridge `bridge` (a whole lab network) down or up.
+fn set_bridge(layout: &Layout, bridge: &str, up: bool) {
+    let how = if up { "up" } else { "down" };
+    netns::ip(&["-n", &layout.namespaces.bridge, "link", "set", bridge, how]).expect("bridge");
 }
 
 /// Waits until `pid` is inside namespace `ns` (it enters it before exec).
@@ -170,21 +177,48 @@ fn up_builds_a_lab_where_node1_reaches_everyone_and_down_removes_it() {
         assert!(netns::exists(ns), "{ns} missing");
     }
     let br = &layout.namespaces.bridge;
-    let ports: BTreeSet<String> = netns::bridge_ports(br, BRIDGE)
-        .expect("ports")
-        .into_iter()
-        .collect();
+    let ports = |bridge| -> BTreeSet<String> {
+        netns::bridge_ports(br, bridge)
+            .expect("ports")
+            .into_iter()
+            .collect()
+    };
     let want: BTreeSet<String> = ["node1", "node2", "client", "witness"]
         .map(String::from)
         .into();
-    assert_eq!(ports, want);
-    for (ns, addr, _) in layout.members() {
-        assert_eq!(
-            netns::addresses(ns, netns::INNER).expect("addrs"),
-            [format!("{addr}/24")]
-        );
+    assert_eq!(ports(BRIDGE), want);
+    let want: BTreeSet<String> = ["node1-priv", "node2-priv"].map(String::from).into();
+    assert_eq!(ports(PRIVATE_BRIDGE), want);
+    for net in &layout.networks {
+        for m in &net.members {
+            assert_eq!(
+                netns::addresses(&m.namespace, &net.interface).expect("addrs"),
+                [format!("{}/24", m.address)]
+            );
+        }
+    }
+    // Only the nodes are on the private network.
+    for ns in [&layout.namespaces.client, &layout.namespaces.witness] {
+        assert!(!netns::link_exists(ns, netns::PRIVATE_INNER), "{ns}");
     }
     assert_node1_reaches_everyone(&layout);
+    // Each network can be cut alone, as its switch failing would: the other still
+    // joins the nodes, and the private one never reaches beyond them (the nodes'
+    // default route is on the public network, whose gateway does not forward).
+    let (n1, n2) = (&layout.namespaces.node1, &layout.namespaces.node2);
+    set_bridge(&layout, PRIVATE_BRIDGE, false);
+    assert!(!reachable(n1, n2, NODE2_PRIVATE_ADDR));
+    assert!(reachable(n1, n2, layout.addresses.node2));
+    set_bridge(&layout, PRIVATE_BRIDGE, true);
+    set_bridge(&layout, BRIDGE, false);
+    assert!(!reachable(n1, n2, layout.addresses.node2));
+    assert!(reachable(n1, n2, NODE2_PRIVATE_ADDR));
+    set_bridge(&layout, BRIDGE, true);
+    assert!(!reachable(
+        &layout.namespaces.client,
+        n2,
+        NODE2_PRIVATE_ADDR
+    ));
     // The probe can fail: with the client's link down nothing comes back.
     let client = &layout.namespaces.client;
     netns::ip(&["-n", client, "link", "set", netns::INNER, "down"]).expect("link down");
@@ -200,6 +234,7 @@ fn up_builds_a_lab_where_node1_reaches_everyone_and_down_removes_it() {
     let c2 = Config::load(&layout.nodes[1].config).expect("node2 config");
     assert_eq!((c1.node.as_str(), c2.node.as_str()), ("node1", "node2"));
     assert_eq!(c1.listen, c2.peer.address);
+    assert_eq!(c1.listen.ip(), IpAddr::V4(NODE1_PRIVATE_ADDR));
     assert_eq!(
         c1.peer.pin,
         crate::config::PeerPinSpec::Certificate(c2.identity.certificate.clone())
@@ -216,10 +251,10 @@ fn up_builds_a_lab_where_node1_reaches_everyone_and_down_removes_it() {
         assert_eq!(vip.interface, netns::INNER);
         assert_eq!(c.failover.witnesses, [IpAddr::V4(layout.addresses.witness)]);
     }
-    assert_eq!(
-        c1.heartbeat.networks[0].peer,
-        c2.heartbeat.networks[0].local
-    );
+    for (h1, h2) in c1.heartbeat.networks.iter().zip(&c2.heartbeat.networks) {
+        assert_eq!((&h1.name, h1.peer), (&h2.name, h2.local));
+    }
+    assert_eq!(c1.heartbeat.networks.len(), 2);
     assert!(layout.nodes[0].data_dir.is_dir() && layout.nodes[1].state_dir.is_dir());
 
     let json = serde_json::to_value(&layout).expect("json");
@@ -231,6 +266,14 @@ fn up_builds_a_lab_where_node1_reaches_everyone_and_down_removes_it() {
     assert_eq!(json["addresses"]["client"], "10.213.7.100");
     assert_eq!(json["vip"], "10.213.7.50");
     assert_eq!(json["nodes"][1]["address"], "10.213.7.12");
+    assert_eq!(json["nodes"][1]["private_address"], "10.213.8.12");
+    assert_eq!(json["nodes"][0]["listen"], "10.213.8.11:7400");
+    assert_eq!(json["networks"][0]["name"], "public");
+    assert_eq!(json["networks"][0]["interface"], "eth0");
+    assert_eq!(json["networks"][1]["name"], "private");
+    assert_eq!(json["networks"][1]["bridge"], "br1");
+    assert_eq!(json["networks"][1]["interface"], "eth1");
+    assert_eq!(json["networks"][1]["members"][1]["address"], "10.213.8.12");
     assert!(json["nodes"][0]["agent_pid"].is_null());
     for key in [
         "name",
@@ -269,18 +312,22 @@ fn up_twice_leaves_one_lab_and_repairs_what_is_missing() {
     );
     let again = std::fs::read(second.nodes[0].certificate.as_ref().expect("cert")).expect("read");
     assert_eq!(cert, again);
-    assert_eq!(
-        netns::bridge_ports(&second.namespaces.bridge, BRIDGE)
-            .expect("ports")
-            .len(),
-        4
-    );
-    assert_eq!(
-        netns::addresses(&second.namespaces.node1, netns::INNER)
-            .expect("addrs")
-            .len(),
-        1
-    );
+    for (bridge, ports) in [(BRIDGE, 4), (PRIVATE_BRIDGE, 2)] {
+        assert_eq!(
+            netns::bridge_ports(&second.namespaces.bridge, bridge)
+                .expect("ports")
+                .len(),
+            ports
+        );
+    }
+    for dev in [netns::INNER, netns::PRIVATE_INNER] {
+        assert_eq!(
+            netns::addresses(&second.namespaces.node1, dev)
+                .expect("addrs")
+                .len(),
+            1
+        );
+    }
 
     // A namespace deleted by hand comes back on the next up.
     netns::remove(&second.namespaces.client).expect("remove client");
@@ -425,17 +472,22 @@ fn plan_names_everything_and_writes_valid_configurations() {
     let (n1, n2) = (&layout.nodes[0], &layout.nodes[1]);
     std::fs::write(&n1.config, n1.config_yaml(n2).expect("yaml")).expect("write");
     let c = Config::load(&n1.config).expect("valid");
-    assert_eq!(c.listen.to_string(), "10.213.7.11:7400");
-    assert_eq!(c.peer.address.to_string(), "10.213.7.12:7400");
+    // Replication on the private network.
+    assert_eq!(c.listen.to_string(), "10.213.8.11:7400");
+    assert_eq!(c.peer.address.to_string(), "10.213.8.12:7400");
     assert_eq!(c.state_dir, n1.state_dir);
-    // The default heartbeat network, the VIP on the lab interface, the witness.
+    // Heartbeats on both networks, the VIP on the public interface, the witness.
+    let hb = |name: &str, local: &str, peer: &str| crate::config::HeartbeatNetwork {
+        name: name.into(),
+        local: local.parse().expect("addr"),
+        peer: peer.parse().expect("addr"),
+    };
     assert_eq!(
         c.heartbeat.networks,
-        [crate::config::HeartbeatNetwork {
-            name: crate::config::DEFAULT_HEARTBEAT_NETWORK.into(),
-            local: "10.213.7.11:7401".parse().expect("addr"),
-            peer: "10.213.7.12:7401".parse().expect("addr"),
-        }]
+        [
+            hb(PUBLIC_NETWORK, "10.213.7.11:7401", "10.213.7.12:7401"),
+            hb(PRIVATE_NETWORK, "10.213.8.11:7401", "10.213.8.12:7401"),
+        ]
     );
     let vip = c.vip.expect("vip");
     assert_eq!(vip.address.to_string(), "10.213.7.50");
@@ -444,6 +496,12 @@ fn plan_names_everything_and_writes_valid_configurations() {
     assert_eq!(vip.interface, netns::INNER);
     assert_eq!(c.failover.witnesses, [IpAddr::V4(WITNESS_ADDR)]);
     assert_eq!(c.failover.preferred, None);
+    assert_eq!(layout.node_interfaces(&n1.namespace), ["eth0", "eth1"]);
+    assert_eq!(layout.node_interfaces("plan-client"), ["eth0"]);
+    assert_eq!(
+        layout.network(PRIVATE_NETWORK).map(|n| n.members.len()),
+        Some(2)
+    );
 
     assert_eq!(
         opts.agent_argv(&n1.config).expect("argv")[1..3],
@@ -459,4 +517,21 @@ fn plan_names_everything_and_writes_valid_configurations() {
         assert!(LabOptions::new(bad, "/tmp/x").check().is_err(), "{bad:?}");
     }
     assert!(LabOptions::new("ok", "relative").check().is_err());
+}
+
+#[test]
+fn a_record_from_before_the_private_network_is_still_read() {
+    // `down` stops the agents a record names; a lab brought up by an older
+    // `tandem` must not lose them to a parse error.
+    let opts = LabOptions::new("old", "/tmp/old-lab");
+    let mut json = serde_json::to_value(Layout::plan(&opts)).expect("json");
+    json.as_object_mut().expect("object").remove("networks");
+    for node in json["nodes"].as_array_mut().expect("nodes") {
+        let node = node.as_object_mut().expect("node");
+        node.remove("private_address");
+        node.insert("agent_pid".into(), 4242.into());
+    }
+    let old: Layout = serde_json::from_value(json).expect("an old record parses");
+    assert!(old.networks.is_empty());
+    assert_eq!(old.nodes[0].agent_pid, Some(4242));
 }

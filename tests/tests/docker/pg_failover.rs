@@ -9,13 +9,14 @@
 //! and records every id whose COMMIT was acknowledged.
 //!
 //! Each round, mid-load, node1 dies: its agent is SIGKILLed, its container
-//! `docker kill`ed and its link cut. node2 takes over and starts PostgreSQL on its
-//! copy. Then every acknowledged id must be there (through the VIP), amcheck must
-//! pass, node1 (link back, agent restarted) must become SECOND in sync with a
-//! resync of what changed only, and a `tandem swap` must bring PostgreSQL back to
-//! node1 with every row. The kill comes after a seeded random delay
-//! (`TANDEM_PG_SEED`). Afterwards pgbench measures the barrier's cost against the
-//! same container on an unreplicated directory (issue 6 item 4's figure).
+//! `docker kill`ed and its links (public and private) cut. node2 takes over and
+//! starts PostgreSQL on its copy. Then every acknowledged id must be there (through
+//! the VIP), amcheck must pass, node1 (links back, agent restarted) must become
+//! SECOND in sync with a resync of what changed only, and a `tandem swap` must
+//! bring PostgreSQL back to node1 with every row. The kill comes after a seeded
+//! random delay (`TANDEM_PG_SEED`). Afterwards pgbench measures the barrier's cost
+//! against the same container on an unreplicated directory (issue 6 item 4's
+//! figure).
 
 use std::{
     collections::BTreeSet,
@@ -225,14 +226,10 @@ impl Inserter {
     }
 }
 
+/// Node `i`'s links on both lab networks, public and private (a dead node is
+/// silent on both).
 fn set_link(lab: &Lab, i: usize, up: bool) {
-    let ok = Command::new("ip")
-        .args(["-n", &lab.nodes[i].namespace, "link", "set", "eth0"])
-        .arg(if up { "up" } else { "down" })
-        .status()
-        .expect("ip")
-        .success();
-    assert!(ok, "ip link set eth0 failed");
+    lab.set_links(i, up).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runtimes registered one after the other: each one's Drop puts back the
@@ -248,12 +245,15 @@ impl Drop for Runtimes {
     }
 }
 
-/// Puts node1's link back up if the test stops while it is cut.
+/// Puts node1's links back up if the test stops while they are cut (reporting,
+/// not panicking: a panic while unwinding would abort before `lab down`).
 struct LinkGuard<'a>(&'a Lab);
 
 impl Drop for LinkGuard<'_> {
     fn drop(&mut self) {
-        set_link(self.0, 0, true);
+        if let Err(e) = self.0.set_links(0, true) {
+            eprintln!("cannot restore node1's links: {e}");
+        }
     }
 }
 

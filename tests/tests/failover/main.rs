@@ -2,7 +2,8 @@
 //! application and a client in its own namespace connecting to the VIP every 20 ms:
 //! who serves, when, and that never more than one node does.
 //!
-//! `demo` runs `tandem demo` itself, end to end.
+//! `demo` runs `tandem demo` itself, end to end; `networks` cuts one of the lab's
+//! two networks at a time.
 //!
 //! Each scenario prints its measured outage; the figures over many runs are the
 //! failover benchmark's business (BENCHMARKS.md), not a pass criterion here.
@@ -30,6 +31,7 @@ use tandem_tests::{
 };
 
 mod demo;
+mod networks;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -140,23 +142,22 @@ fn state(lab: &Lab, i: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Sets node `i`'s only link down or up (its end of the lab bridge).
+/// Sets node `i`'s links on both lab networks (public and private) down or up: cut,
+/// the node is lost to its peer, the witness and the client.
 fn link(lab: &Lab, i: usize, up: bool) {
-    let st = Command::new("ip")
-        .args(["-n", &lab.nodes[i].namespace, "link", "set", "eth0"])
-        .arg(if up { "up" } else { "down" })
-        .status()
-        .expect("ip");
-    assert!(st.success(), "ip link set eth0 failed");
+    lab.set_links(i, up).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Restores a cut link when dropped, so that a failing test still leaves a lab
-/// `lab down` can remove cleanly.
+/// Restores cut links when dropped, so that a failing test still leaves a lab
+/// `lab down` can remove cleanly (reporting, not panicking: a panic while
+/// unwinding would abort before the lab's own guard runs).
 struct LinkGuard<'a>(&'a Lab, usize);
 
 impl Drop for LinkGuard<'_> {
     fn drop(&mut self) {
-        link(self.0, self.1, true);
+        if let Err(e) = self.0.set_links(self.1, true) {
+            eprintln!("cannot restore {}'s links: {e}", self.0.nodes[self.1].name);
+        }
     }
 }
 

@@ -11,31 +11,12 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use tandem_tests::{lab::tandem_bin, workload::Rng};
+use tandem_tests::{lab::tandem_bin, rpo::check_records, workload::Rng};
 
 use super::{pair, serial};
 
 fn writer_bin() -> std::path::PathBuf {
     Path::new(env!("CARGO_BIN_EXE_rpo-writer")).to_path_buf()
-}
-
-/// Records numbered `0..=n` must all be in the file, in order.
-fn check_records(file: &Path, acked: &[u64]) -> Result<(), String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let present: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .collect();
-    for a in acked {
-        if present.binary_search(a).is_err() {
-            return Err(format!(
-                "acknowledged record {a} is missing on node2 ({} records there, {} acknowledged)",
-                present.len(),
-                acked.len()
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[test]

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use tandem::lab::{Keygen, LabOptions, Layout};
 
-/// The interface of every lab member on the lab bridge.
+/// The interface of every lab member on the public lab network (the VIP's).
 pub(crate) const IFACE: &str = "eth0";
 
 /// Node keys from Tandem's own key generator: the lab writes each node's agent
@@ -98,17 +98,15 @@ impl NetLab {
         &self.opts.prefix
     }
 
-    /// Brings node `i`'s lab interface up or down (the "node death" fault cuts it).
+    /// Brings node `i`'s lab interfaces (public and private) up or down: the
+    /// "node death" fault cuts them all, since a dead node is silent on every
+    /// network, heartbeats on the private one included.
     pub(crate) fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
-        ip(&[
-            "-n",
-            self.node_ns(i),
-            "link",
-            "set",
-            IFACE,
-            if up { "up" } else { "down" },
-        ])
-        .map(drop)
+        let ns = self.node_ns(i);
+        for dev in self.layout.node_interfaces(ns) {
+            ip(&["-n", ns, "link", "set", dev, if up { "up" } else { "down" }])?;
+        }
+        Ok(())
     }
 
     /// Whether node `i` has the VIP on its lab interface.

@@ -46,7 +46,9 @@ impl Fault {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Fault::Kill => "kill -9 of node1's HA manager",
-            Fault::NodeDeath => "kill -9 of node1's HA manager, then node1's eth0 down",
+            Fault::NodeDeath => {
+                "kill -9 of node1's HA manager, then node1's links (eth0, eth1) down"
+            }
             Fault::Soak => "none: every CPU busy on both nodes, watching for spurious failovers",
         }
     }
