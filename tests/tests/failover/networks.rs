@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tandem_tests::{
-    compare::compare_trees,
+    compare::wait_identical,
     lab::Lab,
     rpo::{self, Writer},
     vip_client::{self, Sample},
@@ -260,17 +260,13 @@ fn one_network_cut_moves_nothing() {
 
     // The end: the copies are identical and hold every acknowledged record.
     let acks = writer.stop();
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 0);
     let acked: Vec<u64> = acks.iter().map(|(n, _)| *n).collect();
-    let end = Instant::now() + Duration::from_secs(30);
-    let diffs = loop {
-        let d = compare_trees(&lab.nodes[0].data_dir, &lab.nodes[1].data_dir, 20)
-            .unwrap_or_else(|e| vec![format!("compare: {e}")]);
-        if d.is_empty() || Instant::now() > end {
-            break d;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let diffs = wait_identical(
+        &lab.nodes[0].data_dir,
+        &lab.nodes[1].data_dir,
+        Duration::from_secs(30),
+    );
     assert!(diffs.is_empty(), "the copies differ: {diffs:?}");
     rpo::check_records(&on_node2, &acked).unwrap_or_else(|e| panic!("at the end: {e}"));
     assert_single_server(&samples, started, &["node1"]);
