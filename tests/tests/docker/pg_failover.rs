@@ -430,7 +430,6 @@ fn loadavg() -> String {
 }
 
 #[test]
-#[ignore = "not in CI yet: takes minutes and failed twice with the release agent (issue 6 note); run with --ignored"]
 fn postgres_survives_the_loss_of_its_server() {
     let Some(_serial) = serial() else { return };
     let started = Instant::now();
