@@ -24,6 +24,7 @@ pub mod control;
 pub mod failover;
 mod lag;
 pub mod link;
+pub mod node_checks;
 pub mod primary;
 pub mod role;
 pub mod secondary;
