@@ -48,6 +48,10 @@ pub struct Peer {
     /// Each witness, in configuration order: whether it answered its last probe.
     #[serde(default)]
     pub witnesses: Vec<Witness>,
+    /// Whether the peer says it could run the application if chosen (no failing
+    /// checker, in sync if SECOND); `null` when it is not heard.
+    #[serde(default)]
+    pub can_run: Option<bool>,
 }
 
 /// One heartbeat network as this node sees it.
@@ -102,6 +106,47 @@ pub struct Application {
     pub running: bool,
 }
 
+/// One checker as this node sees it.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+pub struct Checker {
+    pub name: String,
+    pub scope: CheckerScope,
+    pub state: CheckerState,
+}
+
+/// What a checker watches (`application.checkers[].scope`).
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckerScope {
+    Application,
+    Node,
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckerState {
+    /// Passing (for the application's checkers: not past their failure threshold).
+    Ok,
+    /// Past its failure threshold: keeps this node from running the application.
+    Failing,
+    /// A node checker without a first result yet.
+    Pending,
+    /// An application checker while the application does not run here.
+    Idle,
+}
+
+impl CheckerState {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failing => "failing",
+            Self::Pending => "pending",
+            Self::Idle => "idle",
+        }
+    }
+}
+
 /// The whole status, as `tandem status --json` prints it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Status {
@@ -113,6 +158,14 @@ pub struct Status {
     pub replication: Replication,
     pub vip: Vip,
     pub application: Application,
+    /// Whether this node could run the application if chosen, as its heartbeats
+    /// tell the peer: no failing checker, no administrator hold, in sync if
+    /// SECOND.
+    #[serde(default)]
+    pub can_run: bool,
+    /// Every checker, in configuration order.
+    #[serde(default)]
+    pub checkers: Vec<Checker>,
 }
 
 /// The shared, updatable status.
@@ -247,13 +300,30 @@ pub fn render(s: &Status, color: bool) -> String {
             }
         ));
     }
+    for c in &s.checkers {
+        let scope = match c.scope {
+            CheckerScope::Application => "application",
+            CheckerScope::Node => "node",
+        };
+        links.push_str(&format!(
+            "checker {} ({scope}): {}\n",
+            c.name,
+            c.state.as_str()
+        ));
+    }
     let app = if s.application.running {
         "running here"
     } else {
         "not running here"
     };
+    // Only worth saying when it matters: a peer that could not take over.
+    let peer_can_run = if s.peer.can_run == Some(false) {
+        ", cannot run the application"
+    } else {
+        ""
+    };
     format!(
-        "{:<8} {mine} {}\n{:<8} {theirs} {}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n{links}",
+        "{:<8} {mine} {}\n{:<8} {theirs} {}{peer_can_run}\nreplication: {sync}, lag {} bytes, {} bytes replicated\nvip: {vip}; application: {app}\n{links}",
         s.node,
         s.reason,
         s.peer.name,
@@ -298,6 +368,51 @@ mod tests {
         );
         let waiting = render(&status(State::Wait, false, false), true);
         assert!(waiting.contains("\x1b[31mWAIT  \x1b[0m"), "{waiting:?}");
+    }
+
+    #[test]
+    fn checkers_and_what_each_node_can_run_are_shown() {
+        let mut s = status(State::Second, true, false);
+        s.peer.state = Some(State::Prim);
+        s.peer.can_run = Some(false);
+        s.checkers = vec![
+            Checker {
+                name: "web".into(),
+                scope: CheckerScope::Application,
+                state: CheckerState::Idle,
+            },
+            Checker {
+                name: "data-disk".into(),
+                scope: CheckerScope::Node,
+                state: CheckerState::Failing,
+            },
+        ];
+        let text = render(&s, false);
+        assert!(
+            text.contains("node2    PRIM   connected, cannot run the application\n"),
+            "{text}"
+        );
+        assert!(text.contains("checker web (application): idle\n"), "{text}");
+        assert!(
+            text.contains("checker data-disk (node): failing\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["can_run"], false);
+        assert_eq!(json["peer"]["can_run"], false);
+        assert_eq!(json["checkers"][1]["scope"], "node");
+        assert_eq!(json["checkers"][1]["state"], "failing");
+        // An older agent's status, without these fields, still reads.
+        let old = serde_json::json!({
+            "node": "node1", "state": "PRIM", "reason": "", "peer": {"name": "node2",
+            "state": null, "connected": false}, "replication": {"in_sync": false,
+            "linked": false, "resyncing": false, "lag_bytes": 0,
+            "resync_remaining_bytes": 0, "resync_total_bytes": 0, "seq": 0,
+            "bytes_total": 0, "released_unprotected": 0, "barriers": 0},
+            "vip": {"held": false}, "application": {"running": true}
+        });
+        let old: Status = serde_json::from_value(old).expect("an older status");
+        assert!(old.checkers.is_empty() && old.peer.can_run.is_none());
     }
 
     #[test]

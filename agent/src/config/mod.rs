@@ -67,6 +67,7 @@ pub const KEYS: &[&str] = &[
     "application.checkers[].timeout",
     "application.checkers[].failures",
     "application.checkers[].action",
+    "application.checkers[].scope",
     "vip",
     "vip.address",
     "vip.interface",

@@ -111,6 +111,7 @@ pub(super) struct RawChecker {
     pub(super) timeout: Option<Text>,
     pub(super) failures: Option<Text>,
     pub(super) action: Option<Text>,
+    pub(super) scope: Option<Text>,
 }
 
 /// `vip:`

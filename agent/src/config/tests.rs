@@ -82,7 +82,7 @@ application:
       failures: 4
       action: failover
     - {{ name: db, command: pg_isready -q, action: restart }}
-    - {{ name: worker, process: app-worker }}
+    - {{ name: worker, process: app-worker, scope: application }}
 vip:
   address: 10.213.7.50/24
   interface: eth0
@@ -233,6 +233,7 @@ fn full_example_is_typed() {
         [
             Checker {
                 name: "web".into(),
+                scope: CheckerScope::Application,
                 kind: CheckerKind::Tcp(addr("127.0.0.1:8080")),
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_millis(500),
@@ -241,6 +242,7 @@ fn full_example_is_typed() {
             },
             Checker {
                 name: "db".into(),
+                scope: CheckerScope::Application,
                 kind: CheckerKind::Command("pg_isready -q".into()),
                 interval: DEFAULT_CHECK_INTERVAL,
                 timeout: DEFAULT_CHECK_INTERVAL,
@@ -249,6 +251,7 @@ fn full_example_is_typed() {
             },
             Checker {
                 name: "worker".into(),
+                scope: CheckerScope::Application,
                 kind: CheckerKind::Process("app-worker".into()),
                 interval: DEFAULT_CHECK_INTERVAL,
                 timeout: DEFAULT_CHECK_INTERVAL,
@@ -1346,8 +1349,8 @@ fn application_restarts_and_checkers_are_checked() {
                 "not a checker name",
             ),
             bad(
-                "{ name: worker, process: app-worker }",
-                "{ process: app-worker }",
+                "{ name: worker, process: app-worker,",
+                "{ process: app-worker,",
                 "application.checkers[2].name",
                 42,
                 "is required",
@@ -1442,6 +1445,66 @@ fn application_restarts_and_checkers_are_checked() {
         .parse(&f.full().replace("max_restarts: 5", "max_restarts: 0"))
         .expect("no local restarts");
     assert_eq!(c.application.map(|a| a.max_restarts), Some(0));
+}
+
+/// `scope: node` makes a node checker, whose only action is `failover` (also its
+/// default); the application's checkers keep `restart` as their default.
+#[test]
+fn node_checkers_fail_over_and_cannot_restart() {
+    let f = Fixture::new();
+    let checkers = |text: &str| {
+        f.parse(text)
+            .expect("valid")
+            .application
+            .expect("application")
+            .checkers
+    };
+    let c = checkers(&f.full().replace("scope: application", "scope: node"));
+    assert_eq!(
+        (c[2].scope, c[2].action),
+        (CheckerScope::Node, CheckerAction::Failover)
+    );
+    let c = checkers(&f.full().replace(", scope: application", ""));
+    assert_eq!(
+        (c[2].scope, c[2].action),
+        (CheckerScope::Application, CheckerAction::Restart)
+    );
+    let c = checkers(&f.full().replace(
+        "action: failover\n",
+        "action: failover\n      scope: node\n",
+    ));
+    assert_eq!(
+        (c[0].scope, c[0].action),
+        (CheckerScope::Node, CheckerAction::Failover)
+    );
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "scope: application",
+                "scope: host",
+                "application.checkers[2].scope",
+                42,
+                "`host` is not a scope: use application or node",
+            ),
+            bad(
+                "{ name: db, command: pg_isready -q, action: restart }",
+                "{ name: db, command: pg_isready -q, action: restart, scope: node }",
+                "application.checkers[1].action",
+                41,
+                "cannot restart the application",
+            ),
+        ],
+    );
+    // Both at once, with the line and column of each.
+    let text = f
+        .full()
+        .replace("scope: application", "scope: always")
+        .replace("action: restart }", "action: restart, scope: node }");
+    let e = f.errors(&text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!(only(&e, "application.checkers[1].action").column, Some(51));
+    assert_eq!(only(&e, "application.checkers[2].scope").column, Some(51));
 }
 
 #[test]

@@ -186,15 +186,18 @@ pub struct Application {
     pub max_restarts: u32,
     /// (`application.restart_window`, default 1h).
     pub restart_window: Duration,
-    /// Health checks of the running application (`application.checkers`).
+    /// Health checks (`application.checkers`): of the running application, and of
+    /// this node's ability to run it (`scope: node`).
     pub checkers: Vec<Checker>,
 }
 
-/// One health check of the application.
+/// One health check of the application or of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checker {
     /// Its name, unique among the checkers (`name`).
     pub name: String,
+    /// When it runs and what its failure means (`scope`, default `application`).
+    pub scope: CheckerScope,
     /// What it checks: exactly one of `tcp`, `command`, `process`, `docker`.
     pub kind: CheckerKind,
     /// Time between two checks (`interval`, default 1s).
@@ -203,8 +206,20 @@ pub struct Checker {
     pub timeout: Duration,
     /// Consecutive failures before it counts as failed (`failures`, default 3).
     pub failures: u32,
-    /// What a failure does (`action`: `restart` (default) or `failover`).
+    /// What a failure does (`action`: `restart` (default for the application's
+    /// checkers) or `failover` (the only action of a node checker)).
     pub action: CheckerAction,
+}
+
+/// What a checker watches, which decides when it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckerScope {
+    /// The running application: checked only while it runs on this node.
+    Application,
+    /// What this node needs to run the application (a mount, a link, a daemon):
+    /// checked from start-up in every state; while it fails the node does not
+    /// take the application over and hands it to a healthy peer.
+    Node,
 }
 
 /// What a checker checks.

@@ -147,6 +147,9 @@ impl Engine {
         });
         self.state = to;
         self.reason = reason;
+        if to != State::Wait {
+            self.deferred_takeover = false;
+        }
         self.last_note.clear();
         // A swap request belongs to the SECOND that made it.
         self.swap_request_until = None;
@@ -172,10 +175,18 @@ impl Engine {
         self.hold = false;
         self.diverged = false;
         self.resume = false;
+        self.deferred_takeover = false;
+        self.handover_retry_at = None;
     }
 
-    /// Probes the VIP, and starts once a probe found it free.
+    /// Probes the VIP, and starts once a probe found it free; waits first for every
+    /// node checker's first result.
     pub(super) fn try_start(&mut self, now: Instant, reason: String, out: &mut Vec<Command>) {
+        if let Some(name) = self.node_pending() {
+            let msg = format!("waiting for the first result of node checker {name}");
+            self.note(&msg, out);
+            return;
+        }
         if self.vip_clear {
             self.vip_clear = false;
             self.start_running(now, reason, out);

@@ -30,7 +30,8 @@ impl Engine {
             Some(false)
                 if matches!(rel, Relation::Same | Relation::Newer | Relation::PeerEmpty)
                     && self.memory.consistent
-                    && self.failing.is_empty() =>
+                    && self.failing.is_empty()
+                    && !self.node_failing() =>
             {
                 return Choice::Start("administrator: tandem prim".into());
             }
@@ -123,7 +124,11 @@ impl Engine {
                         .into(),
                 );
             }
-            Some(false) if self.memory.peer_may_be_newer || !self.failing.is_empty() => {
+            Some(false)
+                if self.memory.peer_may_be_newer
+                    || !self.failing.is_empty()
+                    || self.node_failing() =>
+            {
                 self.admin_prim = None;
                 self.note(
                     "tandem prim refused: the peer may hold newer data, or a checker fails; \
@@ -147,6 +152,12 @@ impl Engine {
 
     /// Why a SECOND whose peer went silent must not take over, if it must not.
     pub(super) fn takeover_blocker(&self, now: Instant) -> Option<String> {
+        self.data_blocker(now).or_else(|| self.node_why())
+    }
+
+    /// [`Self::takeover_blocker`] without the node checkers: what makes a takeover
+    /// unsafe or pointless for good, rather than until a checker passes.
+    pub(super) fn data_blocker(&self, now: Instant) -> Option<String> {
         if !self.witness_ok() {
             return Some("no witness answers".into());
         }
@@ -176,6 +187,8 @@ impl Engine {
             "this node's data is incomplete (a resync did not finish)".into()
         } else if let Some(c) = self.failing.iter().next() {
             format!("checker {c} fails")
+        } else if let Some(why) = self.node_why() {
+            why
         } else if self.blocked_until.is_some_and(|t| now < t) {
             "the application failed repeatedly here".into()
         } else if self.hold {

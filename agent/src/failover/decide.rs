@@ -57,7 +57,11 @@ impl Engine {
             && now >= until
         {
             self.handover = None;
+            self.handover_retry_at = Some(now + self.p.swap_timeout);
             self.note("swap abandoned: the handover did not complete in time", out);
+        }
+        if due(self.handover_retry_at) {
+            self.handover_retry_at = None;
         }
         if due(self.blocked_until) {
             self.blocked_until = None;
@@ -119,6 +123,7 @@ impl Engine {
                 if self.handover.is_none() && b.swap_request && b.consistent && b.can_run {
                     self.begin_handover(now, out);
                 }
+                self.node_handover(now, &b, out);
             }
             Some(b) => {
                 let waited = self
@@ -137,6 +142,10 @@ impl Engine {
 
     pub(super) fn decide_idle(&mut self, now: Instant, out: &mut Vec<Command>) {
         let peer = self.peer.clone().filter(|_| self.peer_connected(now));
+        if peer.is_some() {
+            // The peer speaks for itself again: the ordinary rules decide.
+            self.deferred_takeover = false;
+        }
         match peer {
             Some(b) if matches!(b.state, State::Prim | State::Alone) => self.follow(now, &b, out),
             Some(b) => {
@@ -151,6 +160,9 @@ impl Engine {
                         out,
                     );
                     out.push(Command::ReplicateStop);
+                    // Only the node checkers stand in the way: this node's data is
+                    // as good as a SECOND's, so it stays ready to take over.
+                    self.deferred_takeover = self.data_blocker(now).is_none();
                 }
                 None => self.try_start(
                     now,
@@ -158,6 +170,9 @@ impl Engine {
                     out,
                 ),
             },
+            None if self.deferred_takeover && self.admin_prim.is_none() => {
+                self.deferred_takeover(now, out);
+            }
             None => {
                 let booting = self.booting.is_some_and(|t| now < t);
                 if booting && self.admin_prim.is_none() {

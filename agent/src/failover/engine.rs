@@ -2,13 +2,13 @@
 //! the decisions in [`super::decide`] (resources, transitions, heartbeats).
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     time::Instant,
 };
 
 use agent_common::wire::Generations;
 
-use super::types::{Beacon, CheckerAction, Command, Event, Memory, Params};
+use super::types::{Beacon, CheckerAction, Command, Event, Memory, NodeCheck, Params};
 use crate::{
     replication::generation::{Relation, relate},
     status::State,
@@ -33,7 +33,17 @@ pub struct Engine {
     /// Since when the peer, heard and not running, has not been SECOND.
     pub(super) peer_not_following_since: Option<Instant>,
     pub(super) witness: Vec<bool>,
+    /// The application's checkers that crossed their threshold.
     pub(super) failing: BTreeSet<String>,
+    /// Each node checker's last result (see [`super::node_checks`]).
+    pub(super) node_checks: BTreeMap<String, NodeCheck>,
+    /// The peer went silent while this node was an in-sync SECOND kept from taking
+    /// over only by its node checkers: once they pass, with the peer still silent,
+    /// it takes over as that SECOND would have.
+    pub(super) deferred_takeover: bool,
+    /// After an abandoned handover, when a runner whose node checker fails may
+    /// try handing over again (in between, the application runs here again).
+    pub(super) handover_retry_at: Option<Instant>,
     pub(super) restarts: VecDeque<Instant>,
     pub(super) blocked_until: Option<Instant>,
     /// `tandem second` on a node that does not follow a primary yet.
@@ -89,6 +99,11 @@ impl Engine {
     /// persisted.
     #[must_use]
     pub fn new(p: Params, generations: Generations, memory: Memory, now: Instant) -> Self {
+        let node_checks = p
+            .node_checkers
+            .iter()
+            .map(|n| (n.clone(), NodeCheck::Pending))
+            .collect();
         Self {
             heard: vec![None; p.networks],
             witness: vec![false; p.witnesses],
@@ -103,6 +118,9 @@ impl Engine {
             peer: None,
             peer_not_following_since: None,
             failing: BTreeSet::new(),
+            node_checks,
+            deferred_takeover: false,
+            handover_retry_at: None,
             restarts: VecDeque::new(),
             blocked_until: None,
             hold: false,
@@ -169,6 +187,29 @@ impl Engine {
             .collect()
     }
 
+    /// Whether the peer, heard within the timeout, says it could run the
+    /// application; `None` when it is not heard.
+    #[must_use]
+    pub fn peer_can_run(&self, now: Instant) -> Option<bool> {
+        self.peer
+            .as_ref()
+            .filter(|_| self.peer_connected(now))
+            .map(|b| b.can_run)
+    }
+
+    /// Whether the application's checker `name` crossed its threshold (and was not
+    /// reported passing since).
+    #[must_use]
+    pub fn checker_failing(&self, name: &str) -> bool {
+        self.failing.contains(name)
+    }
+
+    /// The last result of node checker `name`, if it is one.
+    #[must_use]
+    pub fn node_check(&self, name: &str) -> Option<NodeCheck> {
+        self.node_checks.get(name).copied()
+    }
+
     /// Whether an administrator's `tandem prim` waits to be carried out or refused.
     #[must_use]
     pub fn admin_prim_pending(&self) -> bool {
@@ -199,6 +240,7 @@ impl Engine {
             .chain(self.handing_over_until)
             .chain(self.swap_request_until)
             .chain(self.swap_retry_at)
+            .chain(self.handover_retry_at)
             .chain(self.peer_not_following_since.map(|s| s + timeout))
             .chain(self.handover.map(|h| match h {
                 Handover::Stopping { until } | Handover::Draining { until } => until,
@@ -286,7 +328,11 @@ impl Engine {
                     self.resyncing = false;
                     self.memory.consistent = true;
                     self.handing_over_until = Some(now + self.p.swap_timeout);
-                    self.transition(State::Second, "swap: handed over to the peer".into(), out);
+                    let reason = match self.node_why() {
+                        Some(why) => format!("swap: handed over to the peer ({why})"),
+                        None => "swap: handed over to the peer".into(),
+                    };
+                    self.transition(State::Second, reason, out);
                     out.push(Command::ReplicateSecondary { diverged: false });
                 }
             }
@@ -305,6 +351,8 @@ impl Engine {
             Event::CheckerOk { checker } => {
                 self.failing.remove(&checker);
             }
+            Event::NodeCheckerFailed { checker } => self.on_node_check(now, checker, false, out),
+            Event::NodeCheckerOk { checker } => self.on_node_check(now, checker, true, out),
             Event::AdminPrim { force } => {
                 if self.state == State::Stop {
                     self.start(now, out);
@@ -334,10 +382,13 @@ impl Engine {
         self.transition(State::Wait, "started: waiting to hear the peer".into(), out);
     }
 
-    /// Whether this node would run the application if chosen.
-    pub(super) fn can_run(&self, now: Instant) -> bool {
+    /// Whether this node would run the application if chosen (what its heartbeats
+    /// tell the peer).
+    #[must_use]
+    pub fn can_run(&self, now: Instant) -> bool {
         self.state != State::Stop
             && self.failing.is_empty()
+            && !self.node_failing()
             && self.blocked_until.is_none_or(|t| now >= t)
             && !self.hold
             && self.handover.is_none()

@@ -24,9 +24,11 @@
 //!   after an agent restart, then the preferred node, then a static tie-break);
 //!   (c) when the peer is silent and this node remembers that the peer cannot hold
 //!   newer data ([`Memory::peer_may_be_newer`]); or (d) by `tandem prim --force`,
-//!   the recorded administrator override. Equal generations do not make equal
-//!   data when one copy is incomplete (a resync did not finish,
-//!   [`Memory::consistent`]): that copy counts as the older one.
+//!   the recorded administrator override. A SECOND kept from (a) only by a failing
+//!   node checker takes over once it passes, if nothing else changed meanwhile.
+//!   Equal generations do not make equal data when one copy is incomplete (a
+//!   resync did not finish, [`Memory::consistent`]): that copy counts as the
+//!   older one.
 //! - At most one runner. A takeover needs the peer silent on every network for the
 //!   heartbeat timeout, a witness that answers, and a VIP probe that nobody answers.
 //!   A runner that hears neither its peer nor any witness fences itself (stops the
@@ -34,6 +36,10 @@
 //!   hear each other are resolved within a heartbeat: the preferred node (else the
 //!   tie-break winner) keeps running, the other becomes SECOND and its own changes
 //!   are kept aside ([`Command::ReplicateSecondary`] `diverged`), never dropped.
+//! - No takeover by a node that cannot run. Nothing starts on a node while one of
+//!   its node checkers fails or has no first result yet (but `--force`); a runner
+//!   whose node checker fails hands over to an in-sync SECOND whose node checkers
+//!   pass, and keeps running when there is none ([`Params::node_checkers`]).
 //! - Convergence. Once faults heal the pair reaches PRIM + SECOND with identical
 //!   generations, except when the data diverged while neither runs: then both WAIT
 //!   ([`Engine::diverged`]) until the administrator keeps one side with
@@ -78,10 +84,11 @@ mod choice;
 mod decide;
 mod engine;
 mod heartbeat;
+mod node_checks;
 mod types;
 
 pub use engine::Engine;
-pub use types::{Beacon, CheckerAction, Command, Event, Memory, Params, Preference};
+pub use types::{Beacon, CheckerAction, Command, Event, Memory, NodeCheck, Params, Preference};
 
 pub use crate::status::State;
 

@@ -40,6 +40,9 @@ pub struct Params {
     /// Distinguishes this engine's heartbeats from those of its previous runs; the
     /// runtime draws it at random on start.
     pub incarnation: u64,
+    /// The names of the node checkers (`scope: node`). The node starts nothing
+    /// until each has reported a first result.
+    pub node_checkers: Vec<String>,
 }
 
 impl Default for Params {
@@ -58,6 +61,7 @@ impl Default for Params {
             restart_window: Duration::from_secs(3600),
             swap_timeout: Duration::from_secs(60),
             incarnation: 0,
+            node_checkers: Vec::new(),
         }
     }
 }
@@ -83,6 +87,17 @@ pub enum CheckerAction {
     /// Restart the application here, up to `max_restarts` in `restart_window`,
     /// then fail over.
     Restart,
+}
+
+/// What a node checker last said about this node's ability to run the application.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum NodeCheck {
+    /// No result yet (the agent just started). It does not count as a failure in
+    /// what the peer is told, but nothing is started here until it has one.
+    Pending,
+    Passing,
+    /// Crossed its failure threshold: the node must not take the application over.
+    Failing,
 }
 
 /// What the engine needs to remember across restarts; the runtime stores it
@@ -129,8 +144,9 @@ pub struct Beacon {
     /// SECOND, in sync and not resyncing; otherwise as it last was (a resync that was
     /// interrupted leaves it false).
     pub consistent: bool,
-    /// The sender would run the application if chosen: no failing checker, no
-    /// administrator hold, not handing over, and in sync if it is SECOND.
+    /// The sender would run the application if chosen: no failing checker (of the
+    /// application or of the node), no administrator hold, not handing over, and in
+    /// sync if it is SECOND.
     pub can_run: bool,
     /// The sender ran the application before its agent restarted and is deciding
     /// whether to resume.
@@ -161,6 +177,11 @@ pub enum Event {
     },
     /// A checker that had failed passes again.
     CheckerOk { checker: String },
+    /// A node checker (one of [`Params::node_checkers`]) crossed its failure
+    /// threshold: this node cannot run the application until it passes again.
+    NodeCheckerFailed { checker: String },
+    /// A node checker passed: its first result, or a recovery.
+    NodeCheckerOk { checker: String },
     /// The peer acknowledged everything this primary wrote (after
     /// [`Command::DrainReplication`]).
     Drained,

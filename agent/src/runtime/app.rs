@@ -6,8 +6,10 @@
 //! the durability barrier (through `tandem exec`), so the application and every
 //! process it forks have their durability calls held until the peer has the data.
 //!
-//! Checkers run only while the application runs here; each one reports to the
-//! failover actor when it crosses its failure threshold and when it passes again.
+//! The application's checkers (`scope: application`) run only while the application
+//! runs here; each one reports to the failover actor when it crosses its failure
+//! threshold and when it passes again. Node checkers run in every state
+//! ([`super::node_checks`]).
 
 use std::{net::SocketAddr, process::Stdio, time::Instant};
 
@@ -19,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    config::{Application, Checker, CheckerKind},
+    config::{Application, Checker, CheckerKind, CheckerScope},
     failover::{CheckerAction, Event},
     metrics::Metrics,
     status::State,
@@ -131,8 +133,8 @@ pub struct Checkers {
 }
 
 impl Checkers {
-    /// Starts every checker; events go to the failover actor, failures are also
-    /// counted in `metrics`.
+    /// Starts every checker of the application (node checkers run elsewhere);
+    /// events go to the failover actor, failures are also counted in `metrics`.
     #[must_use]
     pub fn start(
         checkers: &[Checker],
@@ -142,6 +144,7 @@ impl Checkers {
     ) -> Self {
         let tasks = checkers
             .iter()
+            .filter(|c| c.scope == CheckerScope::Application)
             .map(|c| {
                 metrics.checker_known(&c.name);
                 tokio::spawn(check_loop(
@@ -227,7 +230,8 @@ async fn check_loop(
     }
 }
 
-async fn check_once(kind: &CheckerKind) -> bool {
+/// One check; `true` when it passed.
+pub(super) async fn check_once(kind: &CheckerKind) -> bool {
     match kind {
         CheckerKind::Tcp(addr) => tcp(*addr).await,
         CheckerKind::Command(shell) => {
@@ -386,6 +390,7 @@ mod tests {
         let flag = dir.path().join("ok");
         let checker = Checker {
             name: "flag".into(),
+            scope: CheckerScope::Application,
             kind: CheckerKind::Command(format!("test -f {}", flag.display())),
             interval: Duration::from_millis(20),
             timeout: Duration::from_secs(1),

@@ -34,14 +34,15 @@ use tokio::{
 use super::{
     Ctx,
     app::{self, Action, Checkers},
+    node_checks::NodeCheckers,
     role::{Gate, Kind, Roles},
 };
 use crate::{
-    config::Vip,
-    failover::{Beacon, Command, Engine, Event, Memory, Params, Preference},
+    config::{CheckerScope, Vip},
+    failover::{Beacon, Command, Engine, Event, Memory, NodeCheck, Params, Preference},
     heartbeat::{self, HeartbeatConfig, Heartbeats, NetworkSpec},
     metrics::classify_failover,
-    status::State,
+    status::{self, CheckerState, State},
     vip::{Addresses, AnnounceConfig, Announcer, ProbeConfig, ProbeOutcome},
 };
 
@@ -99,6 +100,13 @@ fn params(ctx: &Ctx) -> anyhow::Result<Params> {
         .map_or((3, Duration::from_secs(3600)), |a| {
             (a.max_restarts, a.restart_window)
         });
+    let node_checkers = cfg
+        .application
+        .iter()
+        .flat_map(|a| &a.checkers)
+        .filter(|c| c.scope == CheckerScope::Node)
+        .map(|c| c.name.clone())
+        .collect();
     Ok(Params {
         heartbeat_interval: cfg.heartbeat.interval,
         heartbeat_timeout: cfg.heartbeat.timeout,
@@ -110,6 +118,7 @@ fn params(ctx: &Ctx) -> anyhow::Result<Params> {
         max_restarts,
         restart_window,
         incarnation: random_u64()?,
+        node_checkers,
         ..Params::default()
     })
 }
@@ -198,7 +207,7 @@ pub async fn run(
     ctx.status.update(|s| {
         s.peer.networks = networks
             .iter()
-            .map(|n| crate::status::Network {
+            .map(|n| status::Network {
                 name: n.name.clone(),
                 ..Default::default()
             })
@@ -208,13 +217,19 @@ pub async fn run(
             .failover
             .witnesses
             .iter()
-            .map(|w| crate::status::Witness {
+            .map(|w| status::Witness {
                 address: w.to_string(),
                 reachable: false,
             })
             .collect();
     });
     let witnesses = spawn_witnesses(&ctx, events_tx.clone());
+    // Node checkers run in every state, from now until the agent stops.
+    let node_checkers = ctx
+        .cfg
+        .application
+        .as_ref()
+        .map(|a| NodeCheckers::start(&a.checkers, &events_tx, &ctx.metrics));
     let mut actor = Actor {
         ctx: ctx.clone(),
         exec: exec_tx,
@@ -222,6 +237,7 @@ pub async fn run(
         repl: None,
         gens: ctx.generations(),
         follow_ups: VecDeque::new(),
+        checkers: Vec::new(),
     };
     actor.feed(&mut engine, Event::Start)?;
     loop {
@@ -264,6 +280,7 @@ pub async fn run(
     // The module stops with the agent: application, VIP, then replication.
     actor.feed(&mut engine, Event::Stop)?;
     drop(actor);
+    drop(node_checkers);
     for w in witnesses {
         w.abort();
     }
@@ -284,6 +301,8 @@ struct Actor {
     repl: Option<(bool, bool)>,
     gens: Generations,
     follow_ups: VecDeque<Event>,
+    /// The checkers' states as the status last showed them.
+    checkers: Vec<CheckerState>,
 }
 
 impl Actor {
@@ -389,18 +408,73 @@ impl Actor {
         Ok(())
     }
 
-    fn show_peer(&self, engine: &Engine) {
+    fn show_peer(&mut self, engine: &Engine) {
         let now = Instant::now();
         let connected = engine.peer_connected(now);
         let state = engine.peer_state();
         let up = engine.networks_up(now);
+        let peer_can_run = engine.peer_can_run(now);
+        let can_run = engine.can_run(now);
+        let states = self.checker_states(engine);
+        // The list is rebuilt into the status only when a state changed.
+        let checkers = (states != self.checkers).then(|| {
+            let list = self.checker_list(&states);
+            self.checkers = states;
+            list
+        });
         self.ctx.status.update(|s| {
             s.peer.connected = connected;
             s.peer.state = if connected { state } else { None };
+            s.peer.can_run = peer_can_run;
+            s.can_run = can_run;
             for (n, up) in s.peer.networks.iter_mut().zip(up) {
                 n.up = up;
             }
+            if let Some(list) = checkers {
+                s.checkers = list;
+            }
         });
+    }
+
+    /// Every checker's state as the engine knows it, in configuration order.
+    fn checker_states(&self, engine: &Engine) -> Vec<CheckerState> {
+        let Some(app) = &self.ctx.cfg.application else {
+            return Vec::new();
+        };
+        let running = self.ctx.status.read(|s| s.application.running);
+        app.checkers
+            .iter()
+            .map(|c| match c.scope {
+                CheckerScope::Node => match engine.node_check(&c.name) {
+                    Some(NodeCheck::Passing) => CheckerState::Ok,
+                    Some(NodeCheck::Failing) => CheckerState::Failing,
+                    Some(NodeCheck::Pending) | None => CheckerState::Pending,
+                },
+                CheckerScope::Application if engine.checker_failing(&c.name) => {
+                    CheckerState::Failing
+                }
+                CheckerScope::Application if running => CheckerState::Ok,
+                CheckerScope::Application => CheckerState::Idle,
+            })
+            .collect()
+    }
+
+    fn checker_list(&self, states: &[CheckerState]) -> Vec<status::Checker> {
+        let Some(app) = &self.ctx.cfg.application else {
+            return Vec::new();
+        };
+        app.checkers
+            .iter()
+            .zip(states)
+            .map(|(c, state)| status::Checker {
+                name: c.name.clone(),
+                scope: match c.scope {
+                    CheckerScope::Node => status::CheckerScope::Node,
+                    CheckerScope::Application => status::CheckerScope::Application,
+                },
+                state: *state,
+            })
+            .collect()
     }
 }
 
@@ -643,7 +717,7 @@ async fn witness(
     ip: IpAddr,
     interface: String,
     events: mpsc::Sender<Event>,
-    status: crate::status::Shared,
+    status: status::Shared,
 ) {
     let config = ProbeConfig {
         count: 2,

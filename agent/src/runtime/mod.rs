@@ -26,6 +26,7 @@ pub mod docker;
 pub mod failover;
 mod lag;
 pub mod link;
+pub mod node_checks;
 pub mod primary;
 pub mod priority;
 pub mod role;

@@ -497,3 +497,91 @@ fn stop_and_start_commands() {
         Some("node2")
     );
 }
+
+/// A node checker (`scope: node`) on node2 that fails keeps node2 from taking over
+/// a dead primary, and node2 tells node1 so; once it passes again, node2 takes
+/// over.
+#[test]
+fn failing_node_checker_keeps_the_second_from_taking_over() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = dir.path().join("node2-can-run");
+    std::fs::write(&flag, b"").expect("write the flag");
+    let checker = format!(
+        "  checkers:\n    - name: uplink\n      command: test -f {}\n      interval: 200ms\n      failures: 2\n      scope: node\n",
+        flag.display()
+    );
+    let lab = Lab::up_with_service_edited("nodechk", &service_bin(), |i, text| {
+        // Below the application section the lab wrote last.
+        if i == 1 { text + &checker } else { text }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 30)));
+    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
+    let c = client(&lab);
+    wait_served(&c, "node1", Duration::from_secs(10));
+    let checker_state = |v: &Value| v.pointer("/checkers/0/state").cloned();
+    let s = lab.status(1).expect("node2's status");
+    assert_eq!(checker_state(&s), Some(Value::from("ok")), "{s}");
+    assert_eq!(s["checkers"][0]["scope"], "node", "{s}");
+    assert_eq!(s["can_run"], true, "{s}");
+
+    // node2 loses what it needs: it says so, and node1 hears it.
+    std::fs::remove_file(&flag).expect("remove the flag");
+    let end = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = lab.status(1).expect("node2's status");
+        if checker_state(&s) == Some(Value::from("failing")) && s["can_run"] == false {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "node2 does not show its failing checker: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(s["state"], "SECOND", "{s}");
+    let end = Instant::now() + Duration::from_secs(5);
+    while lab.status(0).expect("node1's status")["peer"]["can_run"] != false {
+        assert!(Instant::now() < end, "node1 does not know node2 cannot run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // node1 dies: agent and service killed, its link cut (its VIP, left behind by
+    // the dead agent, is unreachable with it).
+    lab.signal_agent(0, Signal::SIGKILL)
+        .expect("kill node1's agent");
+    if let Some(pid) = lab.service_pid(0) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert!(lab.wait_agent_gone(0, Duration::from_secs(30)));
+    link(&lab, 0, false);
+    let _guard = LinkGuard(&lab, 0);
+    let s = lab
+        .wait_state(1, "WAIT", false, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("node checker uplink fails"), "{reason}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        state(&lab, 1),
+        "WAIT",
+        "node2 took over while it cannot run"
+    );
+    assert!(lab.service_pid(1).is_none(), "node2 started the service");
+
+    // What node2 needs is back: it takes over.
+    let t0 = Instant::now();
+    std::fs::write(&flag, b"").expect("restore the flag");
+    lab.wait_state(1, "ALONE", false, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    wait_served(&c, "node2", Duration::from_secs(10));
+    eprintln!(
+        "node checker passes again: node2 serves after {:?}",
+        t0.elapsed()
+    );
+    let samples = c.stop().expect("client");
+    assert_single_server(&samples, t0, &["node2"]);
+}

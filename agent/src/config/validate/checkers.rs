@@ -1,6 +1,7 @@
-//! Checks of `application.checkers`: unique names, exactly one kind each, and
-//! their timing. A `docker` checker is read in every build; a binary built
-//! without the `docker` feature rejects it with one error naming the feature.
+//! Checks of `application.checkers`: unique names, exactly one kind each, their
+//! timing, and a scope with an action that makes sense for it. A `docker` checker
+//! is read in every build; a binary built without the `docker` feature rejects it
+//! with one error naming the feature.
 
 use super::*;
 
@@ -67,15 +68,25 @@ impl Validator<'_> {
             .map_or(Some(DEFAULT_CHECK_FAILURES), |t| {
                 self.count(t, &key("failures"), 1..=u32::MAX)
             });
-        let action = raw
-            .action
+        let scope = raw
+            .scope
             .as_ref()
-            .map_or(Some(CheckerAction::Restart), |t| {
-                self.checker_action(t, &key("action"))
+            .map_or(Some(CheckerScope::Application), |t| {
+                self.checker_scope(t, &key("scope"))
             });
+        let action = match (&raw.action, scope) {
+            // A node checker cannot be repaired by restarting the application, so
+            // its one action is the default.
+            (None, Some(CheckerScope::Node)) => Some(CheckerAction::Failover),
+            (None, _) => Some(CheckerAction::Restart),
+            (Some(t), scope) => self
+                .checker_action(t, &key("action"))
+                .and_then(|a| self.action_for_scope(t, &key("action"), a, scope)),
+        };
         let checker = (|| {
             Some(Checker {
                 name: name.clone()?,
+                scope: scope?,
                 kind: kind?,
                 interval: interval?,
                 timeout: timeout?,
@@ -233,6 +244,44 @@ impl Validator<'_> {
             return None;
         }
         Some(name.to_owned())
+    }
+
+    fn checker_scope(&mut self, t: &Text, key: &str) -> Option<CheckerScope> {
+        match t.value.as_str() {
+            "application" => Some(CheckerScope::Application),
+            "node" => Some(CheckerScope::Node),
+            other => {
+                self.error(
+                    key,
+                    Some(t.referenced),
+                    format!(
+                        "`{}` is not a scope: use application or node",
+                        other.escape_debug()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A node checker watches what the node needs, not the application: restarting
+    /// the application would not repair it, so only `failover` is accepted.
+    fn action_for_scope(
+        &mut self,
+        t: &Text,
+        key: &str,
+        action: CheckerAction,
+        scope: Option<CheckerScope>,
+    ) -> Option<CheckerAction> {
+        if scope == Some(CheckerScope::Node) && action == CheckerAction::Restart {
+            self.error(
+                key,
+                Some(t.referenced),
+                "a node checker (`scope: node`) cannot restart the application, which would not repair the node: use failover or leave `action` out",
+            );
+            return None;
+        }
+        Some(action)
     }
 
     fn checker_action(&mut self, t: &Text, key: &str) -> Option<CheckerAction> {

@@ -101,8 +101,8 @@ impl World {
             let _ = write!(
                 s,
                 " n{i}: {:?} reason {:?} app {} vip {} role {:?} in_sync {} writes {} gen {:x} \
-                 witness {} checker_failing {} frozen {} diverged {:?} memory {:?} peer {:?} \
-                 connected {:?};",
+                 witness {} checker_failing {} node_check_failing {} frozen {} diverged {:?} \
+                 memory {:?} peer {:?} connected {:?};",
                 n.state(),
                 n.engine.as_ref().map(|e| e.reason().to_string()),
                 n.app,
@@ -113,6 +113,7 @@ impl World {
                 n.gens.current,
                 n.witness,
                 n.checker_failing,
+                n.node_check_failing,
                 n.frozen_until.is_some(),
                 n.engine.as_ref().map(|e| e.diverged()),
                 n.memory,

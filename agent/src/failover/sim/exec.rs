@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::{
     node::Role,
-    world::{Flight, World},
+    world::{Flight, NODE_CHECKER, World},
 };
-use crate::failover::{Command, Event, State};
+use crate::failover::{Command, Event, NodeCheck, State};
 
 /// How long a VIP probe takes.
 const PROBE: Duration = Duration::from_millis(100);
@@ -124,6 +124,9 @@ impl World {
         }
         if from == State::Prim && to == State::Second && reason.starts_with("swap") {
             self.stats.swaps += 1;
+            if reason.contains("node checker") {
+                self.stats.node_handovers += 1;
+            }
         }
         if !running(to) || running(from) {
             return;
@@ -136,6 +139,28 @@ impl World {
         }
         if from == State::Second {
             self.stats.takeovers += 1;
+        }
+        if reason.starts_with("node checkers pass again") {
+            self.stats.deferred_takeovers += 1;
+        }
+        // No takeover by a node that cannot run the application: neither while its
+        // engine knows the node checker fails, nor while it fails and the agent
+        // could have heard so (a frozen agent's news waits in its inbox).
+        let told = self.nodes[i]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.node_check(NODE_CHECKER) == Some(NodeCheck::Failing));
+        let news_waiting = self.nodes[i].inbox.iter().any(|(_, ev)| {
+            matches!(
+                ev,
+                Event::NodeCheckerFailed { .. } | Event::NodeCheckerOk { .. }
+            )
+        });
+        if told || (self.nodes[i].node_check_failing && !news_waiting) {
+            self.fail(format!(
+                "n{i} started the application ({reason}) while its node checker fails; {}",
+                self.describe()
+            ));
         }
         let missing = self.nodes[1 - i].log.missing_from(&self.nodes[i].log);
         let aware = self.nodes[i].aware;

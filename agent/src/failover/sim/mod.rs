@@ -1,7 +1,8 @@
 //! A seeded randomized simulation of two engines: two heartbeat networks cut, lossy
 //! and slow independently, witnesses lost per node, a VIP that answers ARP probes
 //! while some machine holds it, replicated data with generations, crashes of nodes
-//! and of agents alone, freezes, failing checkers and administrator commands.
+//! and of agents alone, freezes, failing checkers (of the application and of the
+//! node) and administrator commands.
 //! Invariants are checked after every step; a failure names its seed
 //! (`TANDEM_SIM_SEED=n cargo test -p tandem --lib failover::sim` replays one).
 //!
@@ -10,6 +11,8 @@
 //! - no stale promotion: a node never starts the application (other than by
 //!   `prim --force`) without a write the peer made before a heartbeat that this
 //!   node received;
+//! - no takeover by a node that cannot run: a node never starts the application
+//!   (other than by `prim --force`) while its node checker fails;
 //! - no silent loss: a SECOND's own writes are overwritten by a resync only when
 //!   the engine asked for them to be kept aside;
 //! - at most one node runs the application or holds the VIP, except within a grace
@@ -58,5 +61,7 @@ fn simulation_holds_its_invariants() {
         assert!(total.forced > 0, "{total:?}");
         assert!(total.kept_aside > 0, "{total:?}");
         assert!(total.writes > 10_000, "{total:?}");
+        assert!(total.node_handovers > 10, "{total:?}");
+        assert!(total.deferred_takeovers > 0, "{total:?}");
     }
 }

@@ -71,6 +71,8 @@ pub(super) struct Node {
     pub(super) witness: bool,
     pub(super) checker_failing: bool,
     pub(super) checker_reported: Option<Instant>,
+    /// The node checker fails: this node could not run the application.
+    pub(super) node_check_failing: bool,
     /// The logical time of the newest heartbeat this node ever received.
     pub(super) aware: u64,
     /// The simulation asked this node for `prim --force`.
@@ -102,6 +104,7 @@ impl Node {
             witness: true,
             checker_failing: false,
             checker_reported: None,
+            node_check_failing: false,
             aware: 0,
             forced: false,
             last_state: State::Stop,

@@ -20,6 +20,9 @@ pub(super) const BOUND: Duration = Duration::from_secs(18);
 /// VIP holders are excused: the residual case, until heartbeats resolve it.
 pub(super) const GRACE: Duration = Duration::from_secs(2);
 
+/// The one node checker of each node.
+pub(super) const NODE_CHECKER: &str = "uplink";
+
 /// What the runs exercised, to prove the checks were not vacuous.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
@@ -33,6 +36,10 @@ pub(super) struct Stats {
     pub(super) writes: u64,
     pub(super) dual_excused_steps: u64,
     pub(super) stale_excused: u64,
+    /// Runners that handed over because their node checker failed.
+    pub(super) node_handovers: u64,
+    /// Takeovers made once a node checker passed again, the peer still silent.
+    pub(super) deferred_takeovers: u64,
 }
 
 impl Stats {
@@ -47,6 +54,8 @@ impl Stats {
         self.writes += o.writes;
         self.dual_excused_steps += o.dual_excused_steps;
         self.stale_excused += o.stale_excused;
+        self.node_handovers += o.node_handovers;
+        self.deferred_takeovers += o.deferred_takeovers;
     }
 }
 
@@ -100,6 +109,7 @@ impl World {
             max_restarts: 2,
             restart_window: Duration::from_secs(4),
             swap_timeout: Duration::from_secs(3),
+            node_checkers: vec![NODE_CHECKER.into()],
             ..Params::default()
         };
         let params = [
@@ -225,6 +235,14 @@ impl World {
             if self.rng.chance(flip) {
                 self.set_checker(i, !self.nodes[i].checker_failing);
             }
+            let flip = if self.nodes[i].node_check_failing {
+                0.005
+            } else {
+                0.0015
+            };
+            if self.rng.chance(flip) {
+                self.set_node_check(i, !self.nodes[i].node_check_failing);
+            }
             if !self.nodes[i].live() || self.nodes[i].admin_start_at.is_some() {
                 continue;
             }
@@ -278,7 +296,18 @@ impl World {
             if self.nodes[i].checker_failing {
                 self.set_checker(i, false);
             }
+            if self.nodes[i].node_check_failing {
+                self.set_node_check(i, false);
+            }
         }
+    }
+
+    /// The node checker's result changes; the agent hears it at once (later if
+    /// frozen).
+    fn set_node_check(&mut self, i: usize, failing: bool) {
+        self.nodes[i].node_check_failing = failing;
+        let ev = node_check_event(failing);
+        self.send(i, ev);
     }
 
     fn set_checker(&mut self, i: usize, failing: bool) {
@@ -318,6 +347,9 @@ impl World {
                     reachable,
                 },
             );
+            // The node checker's first result.
+            let ev = node_check_event(self.nodes[i].node_check_failing);
+            self.feed(i, ev);
         }
         if self.nodes[i].frozen_until.is_some_and(|t| now >= t) {
             self.nodes[i].frozen_until = None;
@@ -388,5 +420,14 @@ impl World {
         }
         let ms = self.ms();
         self.trace.push_back(format!("{ms:>6} {line}"));
+    }
+}
+
+fn node_check_event(failing: bool) -> Event {
+    let checker = NODE_CHECKER.to_string();
+    if failing {
+        Event::NodeCheckerFailed { checker }
+    } else {
+        Event::NodeCheckerOk { checker }
     }
 }

@@ -8,6 +8,7 @@ use super::{Beacon, Command, Engine, Event, Memory, Params, State};
 
 use Command::*;
 
+mod node_checks;
 mod roles;
 mod takeover;
 
@@ -116,10 +117,19 @@ pub(super) const SAFE: Memory = Memory {
 
 /// A node started alone whose memory says the peer holds nothing newer: ALONE.
 pub(super) fn alone(t0: Instant, ties_won: bool) -> Node {
-    let mut a = Node::new(params(ties_won), g(5, &[]), SAFE, t0);
+    alone_with(t0, params(ties_won))
+}
+
+/// [`alone`] with `p`; its node checkers pass from the start.
+pub(super) fn alone_with(t0: Instant, p: Params) -> Node {
+    let checkers = p.node_checkers.clone();
+    let mut a = Node::new(p, g(5, &[]), SAFE, t0);
     let out = a.on(0, Event::Start);
     assert_eq!(transitions(&out), [tr(State::Stop, State::Wait)]);
     assert_eq!(acts(out), []);
+    for checker in checkers {
+        assert_eq!(a.on(0, Event::NodeCheckerOk { checker }), []);
+    }
     assert_eq!(
         a.on(
             0,
@@ -168,9 +178,18 @@ pub(super) fn alone(t0: Instant, ties_won: bool) -> Node {
 
 /// A runs ALONE; B starts fresh, hears A, becomes SECOND; A becomes PRIM.
 pub(super) fn pair(t0: Instant) -> (Node, Node) {
-    let mut a = alone(t0, true);
-    let mut b = Node::new(params(false), g(5, &[]), Memory::default(), t0);
+    pair_with(t0, params(true), params(false))
+}
+
+/// [`pair`] with A's and B's parameters; their node checkers pass from the start.
+pub(super) fn pair_with(t0: Instant, pa: Params, pb: Params) -> (Node, Node) {
+    let mut a = alone_with(t0, pa);
+    let checkers = pb.node_checkers.clone();
+    let mut b = Node::new(pb, g(5, &[]), Memory::default(), t0);
     b.on(2200, Event::Start);
+    for checker in checkers {
+        assert_eq!(b.on(2200, Event::NodeCheckerOk { checker }), []);
+    }
     let out = b.on(
         2200,
         a.on(2200, Event::Tick)
