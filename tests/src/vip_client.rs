@@ -129,6 +129,7 @@ pub struct Ack {
 /// counted; the next one gets the next number.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    acknowledged: Arc<std::sync::atomic::AtomicUsize>,
     thread: JoinHandle<Result<Vec<Ack>, String>>,
 }
 
@@ -139,6 +140,8 @@ impl Writer {
     pub fn start(netns: &str, target: SocketAddr, every: Duration) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let acknowledged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = acknowledged.clone();
         let path = format!("/run/netns/{netns}");
         let thread = std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
@@ -151,6 +154,7 @@ impl Writer {
                 let at = Instant::now();
                 if let Some(node) = write(target, n) {
                     acks.push(Ack { at, n, node });
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some(rest) = every.checked_sub(at.elapsed()) {
                     std::thread::sleep(rest);
@@ -158,7 +162,17 @@ impl Writer {
             }
             Ok(acks)
         });
-        Writer { stop, thread }
+        Writer {
+            stop,
+            acknowledged,
+            thread,
+        }
+    }
+
+    /// How many writes were acknowledged so far.
+    #[must_use]
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
     }
 
     /// Stops writing and returns the acknowledged writes.

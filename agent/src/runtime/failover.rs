@@ -154,6 +154,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let memory = load_memory(&ctx.cfg.state_dir)?;
+    let leftover_application = memory.was_running;
     let mut engine = Engine::new(params(&ctx)?, ctx.generations(), memory, Instant::now());
     let (payload_tx, payload_rx) = watch::channel(Beacon::default());
     let networks: Vec<NetworkSpec> = ctx
@@ -201,6 +202,7 @@ pub async fn run(
             announcer: None,
             checkers: None,
             app_running: watch::channel(false).0,
+            leftover_application,
         }
         .run(exec_rx),
     );
@@ -490,6 +492,8 @@ struct Executor {
     announcer: Option<JoinHandle<()>>,
     checkers: Option<Checkers>,
     app_running: watch::Sender<bool>,
+    /// A previous run of the agent ran the application, which may still run.
+    leftover_application: bool,
 }
 
 impl Executor {
@@ -516,6 +520,15 @@ impl Executor {
                     .await;
             }
             Command::StartApplication => {
+                if std::mem::take(&mut self.leftover_application) {
+                    // What the previous agent left running lives under that agent's
+                    // barrier, whose listener died with it: its durability calls now
+                    // fail. It is stopped, then started under this agent's barrier.
+                    tracing::info!(
+                        "stopping the application left by the previous run of the agent before starting it"
+                    );
+                    self.app(Action::Stop).await;
+                }
                 let ok = self.app(Action::Start).await;
                 let _ = self.app_running.send_replace(ok);
                 self.ctx.status.update(|s| s.application.running = ok);
@@ -538,6 +551,7 @@ impl Executor {
                 let _ = self.events.send(ev).await;
             }
             Command::StopApplication => {
+                self.leftover_application = false;
                 let _ = self.app_running.send_replace(false);
                 self.checkers = None;
                 self.app(Action::Stop).await;

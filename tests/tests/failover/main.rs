@@ -80,6 +80,12 @@ impl Watch {
     /// by whichever node, is in the copy of `primary` (the node serving at the
     /// end). Returns the probe's samples.
     fn finish(self, lab: &Lab, primary: usize) -> Vec<Sample> {
+        // A scenario that ends right after the service answered again may not have
+        // had a write acknowledged yet: give it time for one.
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.writer.acknowledged() == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let samples = self.probe.stop().expect("client");
         let acks = self.writer.stop().expect("writer");
         assert!(!acks.is_empty(), "no write was acknowledged at all");
@@ -227,6 +233,19 @@ fn agent_death_is_not_node_death() {
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 40)));
     lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 40)));
+    // The service the dead agent left could not make anything durable; the
+    // resumed agent restarted it under its own barrier, so writes are
+    // acknowledged again.
+    let before = c.writer.acknowledged();
+    let end = Instant::now() + Duration::from_secs(15);
+    while c.writer.acknowledged() < before + 5 {
+        assert!(
+            Instant::now() < end,
+            "no write acknowledged after the agent resumed\n{}",
+            lab.log_tail(0, 30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let samples = c.finish(&lab, 0);
     assert_single_server(&samples, t0, &["node1"]);
 }
@@ -582,6 +601,6 @@ fn failing_node_checker_keeps_the_second_from_taking_over() {
         "node checker passes again: node2 serves after {:?}",
         t0.elapsed()
     );
-    let samples = c.stop().expect("client");
+    let samples = c.finish(&lab, 1);
     assert_single_server(&samples, t0, &["node2"]);
 }
