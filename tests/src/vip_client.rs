@@ -129,8 +129,8 @@ pub struct Ack {
 /// counted; the next one gets the next number.
 pub struct Writer {
     stop: Arc<AtomicBool>,
-    acknowledged: Arc<std::sync::atomic::AtomicUsize>,
-    thread: JoinHandle<Result<Vec<Ack>, String>>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    thread: JoinHandle<Result<(), String>>,
 }
 
 impl Writer {
@@ -140,39 +140,50 @@ impl Writer {
     pub fn start(netns: &str, target: SocketAddr, every: Duration) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let acknowledged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = acknowledged.clone();
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let record = acks.clone();
         let path = format!("/run/netns/{netns}");
         let thread = std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("setns {path}: {e}"))?;
-            let mut acks = Vec::new();
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 n += 1;
                 let at = Instant::now();
                 if let Some(node) = write(target, n) {
-                    acks.push(Ack { at, n, node });
-                    count.fetch_add(1, Ordering::Relaxed);
+                    record
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Ack { at, n, node });
                 }
                 if let Some(rest) = every.checked_sub(at.elapsed()) {
                     std::thread::sleep(rest);
                 }
             }
-            Ok(acks)
+            Ok(())
         });
-        Writer {
-            stop,
-            acknowledged,
-            thread,
-        }
+        Writer { stop, acks, thread }
     }
 
     /// How many writes were acknowledged so far.
     #[must_use]
     pub fn acknowledged(&self) -> usize {
-        self.acknowledged.load(Ordering::Relaxed)
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// How many writes `node` acknowledged so far.
+    #[must_use]
+    pub fn acknowledged_by(&self, node: &str) -> usize {
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|a| a.node == node)
+            .count()
     }
 
     /// Stops writing and returns the acknowledged writes.
@@ -180,7 +191,10 @@ impl Writer {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
-            .map_err(|_| "the writer thread panicked".to_string())?
+            .map_err(|_| "the writer thread panicked".to_string())??;
+        Ok(std::mem::take(
+            &mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 }
 

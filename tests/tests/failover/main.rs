@@ -80,10 +80,16 @@ impl Watch {
     /// by whichever node, is in the copy of `primary` (the node serving at the
     /// end). Returns the probe's samples.
     fn finish(self, lab: &Lab, primary: usize) -> Vec<Sample> {
-        // A scenario that ends right after the service answered again may not have
-        // had a write acknowledged yet: give it time for one.
-        let end = Instant::now() + Duration::from_secs(10);
-        while self.writer.acknowledged() == 0 && Instant::now() < end {
+        // The node serving at the end makes writes durable: a scenario that ends
+        // right after the service answered again may not have had one yet.
+        let node = &lab.nodes[primary].name;
+        let end = Instant::now() + Duration::from_secs(15);
+        while self.writer.acknowledged_by(node) == 0 {
+            assert!(
+                Instant::now() < end,
+                "{node} serves but acknowledged no write\n{}",
+                lab.log_tail(primary, 30)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let samples = self.probe.stop().expect("client");
@@ -103,8 +109,12 @@ impl Watch {
             .iter()
             .map(|n| format!("{} by {n}", acks.iter().filter(|a| a.node == *n).count()))
             .collect();
+        let longest = acks
+            .windows(2)
+            .map(|w| (w[1].at.duration_since(w[0].at), w[0].n, w[1].n))
+            .max();
         eprintln!(
-            "{} acknowledged writes ({}), none lost",
+            "{} acknowledged writes ({}), none lost; longest time between two: {longest:?}",
             acks.len(),
             by.join(", ")
         );
