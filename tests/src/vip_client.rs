@@ -99,6 +99,29 @@ pub fn first_answer_from(samples: &[Sample], t0: Instant, node: &str) -> Option<
         .map(|s| s.at.duration_since(t0))
 }
 
+/// The longest time from a sample that got no answer to the next answered one
+/// (zero when every sample was answered): the outage the client saw.
+#[must_use]
+pub fn longest_outage(samples: &[Sample]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut since: Option<Instant> = None;
+    let mut last_answered: Option<Instant> = None;
+    for s in samples {
+        match (&s.answer, since) {
+            (None, None) => since = Some(last_answered.unwrap_or(s.at)),
+            (Some(_), Some(t)) => {
+                longest = longest.max(s.at.duration_since(t));
+                since = None;
+            }
+            _ => {}
+        }
+        if s.answer.is_some() {
+            last_answered = Some(s.at);
+        }
+    }
+    longest
+}
+
 /// Nodes that answered at or after `from`, in order of first answer.
 #[must_use]
 pub fn answered_after(samples: &[Sample], from: Instant) -> Vec<String> {
@@ -223,4 +246,30 @@ pub fn missing_acks(acks: &[Ack], ledger: &std::path::Path) -> Result<Vec<u64>, 
         .map(|a| a.n)
         .filter(|n| !present.contains(n))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outage_runs_from_the_last_answer_to_the_next() {
+        let t0 = Instant::now();
+        let at = |ms: u64, a: Option<&str>| Sample {
+            at: t0 + Duration::from_millis(ms),
+            answer: a.map(str::to_string),
+        };
+        let samples = [
+            at(0, Some("node1")),
+            at(20, None),
+            at(40, None),
+            at(60, Some("node2")),
+            at(80, None),
+            at(100, Some("node2")),
+        ];
+        assert_eq!(longest_outage(&samples), Duration::from_millis(60));
+        assert_eq!(longest_outage(&samples[..1]), Duration::ZERO);
+        // Unanswered to the end: no answer closes it, so it is not counted.
+        assert_eq!(longest_outage(&samples[..3]), Duration::ZERO);
+    }
 }

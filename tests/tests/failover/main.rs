@@ -109,14 +109,16 @@ impl Watch {
             .iter()
             .map(|n| format!("{} by {n}", acks.iter().filter(|a| a.node == *n).count()))
             .collect();
-        let longest = acks
+        let write_gap = acks
             .windows(2)
-            .map(|w| (w[1].at.duration_since(w[0].at), w[0].n, w[1].n))
-            .max();
+            .map(|w| w[1].at.duration_since(w[0].at))
+            .max()
+            .unwrap_or_default();
         eprintln!(
-            "{} acknowledged writes ({}), none lost; longest time between two: {longest:?}",
+            "{} acknowledged writes ({}), none lost; outage: {:?} without an answer, {write_gap:?} without an acknowledged write",
             acks.len(),
-            by.join(", ")
+            by.join(", "),
+            vip_client::longest_outage(&samples)
         );
         samples
     }
