@@ -52,7 +52,14 @@ fn service_bin() -> PathBuf {
 
 /// A lab whose node1 runs the service (PRIM) and node2 follows in sync.
 fn pair(tag: &str) -> Lab {
-    let lab = Lab::up_with_service(tag, &service_bin()).unwrap_or_else(|e| panic!("{e}"));
+    pair_edited(tag, |_, text| text)
+}
+
+/// [`pair`], with each node's configuration passed through `edit(node index,
+/// text)` first (see [`Lab::up_with_service_edited`]).
+fn pair_edited(tag: &str, edit: impl Fn(usize, String) -> String) -> Lab {
+    let lab =
+        Lab::up_with_service_edited(tag, &service_bin(), edit).unwrap_or_else(|e| panic!("{e}"));
     lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 30)));
     lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
@@ -471,17 +478,12 @@ fn both_restarted_at_once_the_newest_data_wins() {
 #[test]
 fn failback_to_the_preferred_node() {
     let _g = serial();
-    let lab = Lab::up_with_service_edited("fb", &service_bin(), |i, text| {
+    let lab = pair_edited("fb", |i, text| {
         // Below the lab's keys (the lab does not write `role`), so that a later
         // `lab up` keeps it.
         let role = if i == 0 { "primary" } else { "secondary" };
         format!("{text}role: {role}\n")
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 30)));
-    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
+    });
     let c = client(&lab);
     wait_served(&c, "node1", Duration::from_secs(10));
     link(&lab, 0, false);
@@ -542,15 +544,10 @@ fn failing_node_checker_keeps_the_second_from_taking_over() {
         "  checkers:\n    - name: uplink\n      command: test -f {}\n      interval: 200ms\n      failures: 2\n      scope: node\n",
         flag.display()
     );
-    let lab = Lab::up_with_service_edited("nodechk", &service_bin(), |i, text| {
+    let lab = pair_edited("nodechk", |i, text| {
         // Below the application section the lab wrote last.
         if i == 1 { text + &checker } else { text }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    lab.wait_state(0, "PRIM", true, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(0, 30)));
-    lab.wait_state(1, "SECOND", true, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tail(1, 30)));
+    });
     let c = client(&lab);
     wait_served(&c, "node1", Duration::from_secs(10));
     let checker_state = |v: &Value| v.pointer("/checkers/0/state").cloned();
