@@ -199,8 +199,15 @@ impl Lab {
 
     /// Runs `tandem ARGS` with this lab's prefix and directory; stdout on success.
     pub fn cmd(&self, args: &[&str]) -> Result<String, String> {
+        self.cmd_with_env(args, &[])
+    }
+
+    /// [`Lab::cmd`] with extra environment variables, which the agents a `lab up`
+    /// starts inherit.
+    pub fn cmd_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
         let out = Command::new(tandem_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env("TANDEM_LAB_PREFIX", &self.prefix)
             .env("TANDEM_LAB_DIR", &self.dir)
             .output()

@@ -30,6 +30,7 @@ pub mod node_checks;
 pub mod primary;
 pub mod priority;
 pub mod role;
+pub mod sd_notify;
 pub mod secondary;
 
 use std::{
@@ -219,6 +220,7 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping");
+        sd_notify::notify("STOPPING=1");
         let _ = stop_tx.send(true);
     });
     // Bound before the other sockets, so that a taken port stops the agent before

@@ -613,3 +613,44 @@ fn failing_node_checker_keeps_the_second_from_taking_over() {
     let samples = c.finish(&lab, 1);
     assert_single_server(&samples, t0, &["node2"]);
 }
+
+/// Under systemd (`Type=notify`), the agent says when it is ready, what state it
+/// is in and why, and when it stops.
+#[test]
+fn systemd_hears_readiness_state_and_stopping() {
+    let _g = serial();
+    let lab = pair("sd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    lab.signal_agent(1, Signal::SIGTERM).expect("stop node2");
+    assert!(lab.wait_agent_gone(1, Duration::from_secs(30)));
+    let notify = path.display().to_string();
+    lab.cmd_with_env(&["lab", "up", "--json"], &[("NOTIFY_SOCKET", &notify)])
+        .expect("restart node2 under a notify socket");
+    let mut heard: Vec<String> = Vec::new();
+    let wait_for = |want: &str, heard: &mut Vec<String>| {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 512];
+        while !heard.iter().any(|m| m.starts_with(want)) {
+            assert!(
+                Instant::now() < end,
+                "no {want} from the agent; heard {heard:?}; its environment: {:?}",
+                lab.agent_pid(1)
+                    .and_then(|p| std::fs::read(format!("/proc/{p}/environ")).ok())
+                    .map(|e| String::from_utf8_lossy(&e).replace('\0', " "))
+            );
+            if let Ok(n) = socket.recv(&mut buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    wait_for("READY=1", &mut heard);
+    wait_for("STATUS=SECOND: ", &mut heard);
+    lab.signal_agent(1, Signal::SIGTERM).expect("stop node2");
+    wait_for("STOPPING=1", &mut heard);
+    eprintln!("systemd heard: {heard:?}");
+}
