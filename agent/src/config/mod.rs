@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "heartbeat.interval",
     "heartbeat.timeout",
     "heartbeat.secret_file",
+    "heartbeat.nice",
     "heartbeat.networks",
     "heartbeat.networks[].name",
     "heartbeat.networks[].local",

@@ -117,8 +117,8 @@ metrics:
     /// that line numbers do not move).
     fn full_with_docker(&self) -> String {
         self.full().replace(
-            "{ name: worker, process: app-worker }",
-            "{ name: worker, docker: app-worker-1, docker_socket: /run/docker.sock }",
+            "{ name: worker, process: app-worker, scope: application }",
+            "{ name: worker, docker: app-worker-1, docker_socket: /run/docker.sock, scope: application }",
         )
     }
 
@@ -670,7 +670,15 @@ fn load_reads_files_and_reports_unreadable_ones() {
 fn keys_list_matches_the_schema() {
     let f = Fixture::new();
     let mut seen = BTreeSet::new();
-    for text in [f.full(), f.full_with_fingerprint(), f.full_with_docker()] {
+    // The full example keeps its line numbers for the tests of error positions, so
+    // `heartbeat.nice` comes with the minimal one.
+    let nice = format!("{}heartbeat:\n  nice: -5\n", f.minimal());
+    for text in [
+        f.full(),
+        f.full_with_fingerprint(),
+        f.full_with_docker(),
+        nice,
+    ] {
         // Without the feature the docker example is rejected (tests/docker.rs).
         if cfg!(feature = "docker") || !text.contains("docker:") {
             f.parse(&text).expect("valid");
