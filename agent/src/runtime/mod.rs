@@ -27,6 +27,7 @@ pub mod failover;
 mod lag;
 pub mod link;
 pub mod node_checks;
+pub mod notify;
 pub mod primary;
 pub mod priority;
 pub mod role;
@@ -133,6 +134,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&r.path)
             .with_context(|| format!("cannot create {}", r.path.display()))?;
     }
+    let notifier = notify::Notifier::from_env();
     // Before the runtime's threads exist, so that they inherit it.
     if let Err(e) = priority::favour(cfg.heartbeat.nice) {
         tracing::warn!(
@@ -147,7 +149,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .thread_name("tandem")
         .build()
         .context("cannot start the async runtime")?;
-    let result = rt.block_on(agent(cfg));
+    let result = rt.block_on(agent(cfg, notifier));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -181,7 +183,7 @@ fn create_private_dir(p: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict {}", p.display()))
 }
 
-async fn agent(cfg: Config) -> anyhow::Result<()> {
+async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     let identity = Identity::load(&cfg.identity.certificate, &cfg.identity.key)?;
     let pin = match &cfg.peer.pin {
         PeerPinSpec::Certificate(p) => PeerPin::from_cert_file(p)?,
@@ -216,9 +218,11 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         metrics: Metrics::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let on_stop = notifier.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping");
+        on_stop.notify("STOPPING=1");
         let _ = stop_tx.send(true);
     });
     // Bound before the other sockets, so that a taken port stops the agent before
@@ -251,6 +255,9 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
     let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
     role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
+    // Every socket is served: `tandem status` and `tandem exec` work from here on,
+    // which is what an operator waiting on `systemctl start` expects.
+    notifier.notify("READY=1");
 
     let result = failover::run(
         ctx.clone(),
