@@ -14,7 +14,7 @@ die() { echo "quickstart: $*" >&2; exit 1; }
 
 install_packages() {
     local need=()
-    for pkg in clang llvm libbpf-dev bpftool gcc make pkg-config attr acl rsync util-linux iproute2 debootstrap; do
+    for pkg in clang llvm libbpf-dev bpftool gcc make pkg-config attr acl rsync util-linux iproute2 debootstrap dpkg-dev; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
     done
     if [ "${#need[@]}" -gt 0 ]; then

@@ -1,5 +1,6 @@
 //! Developer tasks, run as `cargo xtask <task>`: the generated vmlinux header, lint,
-//! the whole test suite (unprivileged and privileged parts), the demo and benchmarks.
+//! the whole test suite (unprivileged and privileged parts), the demo, benchmarks,
+//! the man pages and completions (`dist`) and the packages (`package`).
 //!
 //! Every task is a plain sequence of commands, printed before it runs, so that what
 //! CI does can be repeated by hand.
@@ -11,6 +12,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+
+mod dist;
+mod package;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask")]
@@ -50,6 +54,27 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Generates the man pages and the bash, zsh and fish completions from the
+    /// command line's definitions, into TARGET/dist/{man,completions}.
+    Dist,
+    /// Builds the .deb (dpkg-deb) and the .rpm (rpmbuild, `apt-get install rpm`)
+    /// into TARGET/package, from the release build unless --bin names a binary.
+    Package {
+        /// Which packages: `deb`, `rpm` or both (`all`).
+        #[arg(value_enum, default_value = "all")]
+        kind: package::Kind,
+        /// Package this binary instead of building the release one (the install
+        /// test packages the binary under test).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
+        /// Where to write the packages (default TARGET/package).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Compress the .deb with gzip -1 instead of xz (seconds instead of a
+        /// minute for a debug build; for tests).
+        #[arg(long)]
+        fast: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,7 +89,20 @@ fn main() -> anyhow::Result<()> {
             oracle,
         } => test(&root, &seeds, no_lint, oracle),
         Task::Bench { which, args } => bench(&root, &which, &args),
+        Task::Dist => dist::dist(&target_dir(&root).join("dist")).map(drop),
+        Task::Package {
+            kind,
+            bin,
+            out,
+            fast,
+        } => package::package(&root, kind, &package::Options { bin, out, fast }).map(drop),
     }
+}
+
+/// Cargo's target directory: CARGO_TARGET_DIR (relative to the workspace root when
+/// relative, as cargo reads it) or `target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d))
 }
 
 /// Runs the chosen benchmarks against the release build of the agent.
@@ -102,9 +140,7 @@ fn bench(root: &Path, which: &str, args: &[String]) -> anyhow::Result<()> {
             run(root, "apt-get", &["install", "-y", "rsync"], &[])?;
         }
         run(root, "cargo", &["build", "--release", "-p", "tandem"], &[])?;
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let bin = target.join("release/tandem");
+        let bin = target_dir(root).join("release/tandem");
         let bin = bin.to_string_lossy();
         run(
             root,
@@ -245,12 +281,20 @@ fn test(root: &Path, seeds: &str, no_lint: bool, oracle: bool) -> anyhow::Result
         &["test", "--workspace", "--exclude", "tandem-tests"],
         &[],
     )?;
-    let bin = root.join("target/debug/tandem");
+    let bin = target_dir(root).join("debug/tandem");
     let bin = bin.to_string_lossy();
     run(root, "cargo", &["test", "-p", "tandem-tests", "--lib"], &[])?;
+    // The docker target's install test installs a .deb of the binary under test.
+    let opts = package::Options {
+        bin: Some(PathBuf::from(&*bin)),
+        out: Some(target_dir(root).join("package/test")),
+        fast: true,
+    };
+    let debs = package::package(root, package::Kind::Deb, &opts)?;
+    let deb = debs.first().context("no .deb was built")?.to_string_lossy();
     // Replication and failover in a two-node lab: heavy (two agents with eBPF each),
     // one at a time; then containers under the durability barrier, through a real
-    // Docker daemon.
+    // Docker daemon, and the package's install test.
     for target in ["replication", "failover", "docker"] {
         run(
             root,
@@ -264,7 +308,7 @@ fn test(root: &Path, seeds: &str, no_lint: bool, oracle: bool) -> anyhow::Result
                 "--",
                 "--test-threads=1",
             ],
-            &[("TANDEM_BIN", &bin)],
+            &[("TANDEM_BIN", &bin), ("TANDEM_DEB", &deb)],
         )?;
     }
     if !oracle {

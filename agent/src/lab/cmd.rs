@@ -3,54 +3,10 @@
 use std::io::Write;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+
+pub use crate::cli::args::{LabArgs, LabCommand};
 
 use super::{Keygen, LabOptions, Layout, Status};
-
-/// Builds, shows or removes the two-node lab (network namespaces on a public and a
-/// private bridge).
-/// TANDEM_LAB_PREFIX and TANDEM_LAB_DIR choose another lab than the default.
-#[derive(Debug, Args)]
-pub struct LabArgs {
-    #[command(subcommand)]
-    command: LabCommand,
-}
-
-/// The lab's subcommands.
-#[derive(Debug, Subcommand)]
-pub enum LabCommand {
-    /// Removes the lab: stops its agents, deletes its namespaces and directory.
-    Down,
-    /// The demo's sample service (see `tandem demo`); the lab's application
-    /// commands start it inside a node's namespace.
-    #[command(hide = true)]
-    Service {
-        /// The node name it answers with.
-        #[arg(long)]
-        name: String,
-        /// The TCP port it listens on (every address).
-        #[arg(long)]
-        port: u16,
-        /// The replicated directory it writes into.
-        #[arg(long, value_name = "DIR")]
-        data: std::path::PathBuf,
-    },
-    /// Shows the layout, which namespaces exist and which agents run.
-    Status {
-        /// Prints JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Builds the lab, or completes and repairs it, and starts both agents.
-    Up {
-        /// Prints the layout as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Builds everything but does not start the agents.
-        #[arg(long)]
-        no_agents: bool,
-    },
-}
 
 /// Runs a lab subcommand, printing its outcome on standard output.
 pub fn run_cli(args: &LabArgs, keygen: &dyn Keygen) -> anyhow::Result<()> {

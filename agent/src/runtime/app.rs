@@ -76,7 +76,8 @@ pub async fn run_command(
         }
     };
     super::priority::restore_in_child(&mut cmd);
-    cmd.env("TANDEM_ACTION", action.as_str())
+    cmd.env_remove(super::notify::ENV)
+        .env("TANDEM_ACTION", action.as_str())
         .env("TANDEM_STATE", env.state.as_str())
         .env("TANDEM_NODE", &env.node)
         .env("TANDEM_PEER", &env.peer)
@@ -237,7 +238,8 @@ pub(super) async fn check_once(kind: &CheckerKind) -> bool {
         CheckerKind::Command(shell) => {
             let mut cmd = Command::new("/bin/sh");
             super::priority::restore_in_child(&mut cmd);
-            cmd.arg("-c")
+            cmd.env_remove(super::notify::ENV)
+                .arg("-c")
                 .arg(shell)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -242,8 +242,6 @@ pub async fn run(
         checkers: Vec::new(),
     };
     actor.feed(&mut engine, Event::Start)?;
-    // Every socket is bound and the engine runs: a `Type=notify` unit is started.
-    super::sd_notify::notify("READY=1");
     loop {
         let deadline = engine.poll_timeout().min(Instant::now() + POLL);
         let ev = tokio::select! {
@@ -339,10 +337,13 @@ impl Actor {
             }
             Command::Transition { from, to, reason } => {
                 tracing::info!(from = from.as_str(), to = to.as_str(), %reason, "state change");
-                super::sd_notify::notify(&super::sd_notify::status_line(&format!(
-                    "{}: {reason}",
-                    to.as_str()
-                )));
+                // `systemctl status` shows the state and why.
+                self.ctx
+                    .notifier
+                    .notify(&super::notify::status_line(&format!(
+                        "{}: {reason}",
+                        to.as_str()
+                    )));
                 self.ctx.status.update(|s| {
                     s.state = to;
                     s.reason = reason;

@@ -27,10 +27,10 @@ pub mod failover;
 mod lag;
 pub mod link;
 pub mod node_checks;
+pub mod notify;
 pub mod primary;
 pub mod priority;
 pub mod role;
-pub mod sd_notify;
 pub mod secondary;
 
 use std::{
@@ -68,6 +68,8 @@ pub struct Ctx {
     /// The Prometheus metrics, updated by every actor (served only when
     /// `metrics.listen` is set).
     pub metrics: Metrics,
+    /// systemd's notification socket, if the agent runs under systemd.
+    pub notifier: notify::Notifier,
 }
 
 impl Ctx {
@@ -134,6 +136,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&r.path)
             .with_context(|| format!("cannot create {}", r.path.display()))?;
     }
+    let notifier = notify::Notifier::from_env();
     // Before the runtime's threads exist, so that they inherit it.
     if let Err(e) = priority::favour(cfg.heartbeat.nice) {
         tracing::warn!(
@@ -148,7 +151,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .thread_name("tandem")
         .build()
         .context("cannot start the async runtime")?;
-    let result = rt.block_on(agent(cfg));
+    let result = rt.block_on(agent(cfg, notifier));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -182,7 +185,7 @@ fn create_private_dir(p: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict {}", p.display()))
 }
 
-async fn agent(cfg: Config) -> anyhow::Result<()> {
+async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     let identity = Identity::load(&cfg.identity.certificate, &cfg.identity.key)?;
     let pin = match &cfg.peer.pin {
         PeerPinSpec::Certificate(p) => PeerPin::from_cert_file(p)?,
@@ -215,12 +218,14 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         endpoint,
         primary: AtomicBool::new(false),
         metrics: Metrics::new(),
+        notifier: notifier.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let on_stop = notifier.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping");
-        sd_notify::notify("STOPPING=1");
+        on_stop.notify("STOPPING=1");
         let _ = stop_tx.send(true);
     });
     // Bound before the other sockets, so that a taken port stops the agent before
@@ -253,6 +258,9 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
     let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
     role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
+    // Every socket is served: `tandem status` and `tandem exec` work from here on,
+    // which is what an operator waiting on `systemctl start` expects.
+    notifier.notify("READY=1");
 
     let result = failover::run(
         ctx.clone(),

@@ -6,9 +6,10 @@
 //! drops `listenerPath`), so the tests register the OCI runtime wrapper
 //! (`tandem oci-runtime`, `tandem::barrier::oci`) as a temporary
 //! Docker runtime. Every image, container, runtime entry and socket a test creates
-//! is removed when it ends, also on failure; the one exception is the PostgreSQL
-//! image (`postgres`), which is kept, by recipe hash, because building it takes
-//! minutes. `dockercheck` tests the `docker` checker against the daemon.
+//! is removed when it ends, also on failure; the exceptions are the PostgreSQL
+//! image (`postgres`) and the Debian 12 base image (`package`), which are kept, by
+//! recipe hash, because building them takes minutes. `dockercheck` tests the `docker` checker against the daemon. `package`
+//! installs the .deb in a fresh Debian 12 container.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +19,7 @@
 
 mod dockercheck;
 mod fixture;
+mod package;
 mod pg_failover;
 mod postgres;
 mod probe;

@@ -1,5 +1,10 @@
-//! The command line: parsing with clap, one function per command, and the mapping
-//! of outcomes to exit codes. Errors are printed as one line with their causes.
+//! The command line: one function per command, and the mapping of outcomes to exit
+//! codes. Errors are printed as one line with their causes. The clap definitions
+//! are in `args`, which depends on nothing but clap and std so that `cargo xtask
+//! dist` can compile it too and generate the man page and shell completions from
+//! it without building the agent.
+
+pub mod args;
 
 use std::{
     io::Write,
@@ -9,175 +14,18 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+
+pub use self::args::Cli;
+use self::args::{
+    CaptureArgs, Command, ConfigArg, ConfigCommand, DemoArgs, ExecArgs, KeygenArgs, StatusArgs,
+    SwapArgs,
+};
 
 use crate::capture::{
     change::{Change, JsonSink, Op, Sink},
     engine::{CaptureError, Engine, Settings},
 };
-
-/// Tandem: a high-availability pair for Linux applications, with synchronous file
-/// replication.
-#[derive(Debug, Parser)]
-#[command(name = "tandem", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Prints every change under the watched directories until interrupted.
-    Capture(CaptureArgs),
-    /// Shows failover on this machine: a lab pair with a sample service, a lost
-    /// primary, every acknowledged write kept, the return and the swap back.
-    Demo(DemoArgs),
-    /// Builds, shows or removes a two-node test lab in network namespaces.
-    Lab(crate::lab::cmd::LabArgs),
-    /// Runs the agent in the foreground (systemd runs this).
-    Run(ConfigArg),
-    /// Works with configuration files.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Shows the agent's state (STOP when no agent answers).
-    Status(StatusArgs),
-    /// Makes this node run the application (with --force: even on data that may be
-    /// older than the peer's; recorded in the log).
-    Prim(PrimArgs),
-    /// Makes this node SECOND: it hands the application to its peer, or does not
-    /// take it.
-    Second(ConfigArg),
-    /// Exchanges the roles of the two nodes with no data loss, and waits for it.
-    Swap(SwapArgs),
-    /// Stops the module on this node: application, VIP, replication (state STOP).
-    Stop(ConfigArg),
-    /// Starts the module on this node after `stop`.
-    Start(ConfigArg),
-    /// Runs a command under the durability barrier: its fsyncs wait for the peer.
-    Exec(ExecArgs),
-    /// Writes a node key and self-signed certificate, and prints its fingerprint.
-    Keygen(KeygenArgs),
-    /// An OCI runtime for Docker that puts containers under the durability barrier,
-    /// then runs runc (registered in /etc/docker/daemon.json, see docs).
-    OciRuntime(OciArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Checks a configuration file, and what this host can tell about it: the
-    /// VIP's interface, this node's addresses, the directories the agent creates.
-    /// Prints `FILE: ok`, or every problem one per line (exit status 78).
-    Check(ConfigArg),
-}
-
-#[derive(Debug, clap::Args)]
-struct OciArgs {
-    /// The agent's runc listener socket (`<state_dir>/seccomp.sock`).
-    #[arg(long, value_name = "SOCKET")]
-    listener: PathBuf,
-    /// The real runc.
-    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/runc")]
-    runc: PathBuf,
-    /// runc's own arguments, as Docker passes them.
-    #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
-    args: Vec<std::ffi::OsString>,
-}
-
-#[derive(Debug, clap::Args)]
-struct DemoArgs {
-    /// The lab's namespace prefix; its files go to /var/tmp/PREFIX. A leftover lab
-    /// of that prefix is removed first.
-    #[arg(long, value_name = "PREFIX", default_value = crate::demo::DEFAULT_PREFIX)]
-    prefix: String,
-    /// How long the client writes through node1 before the fault, in seconds.
-    #[arg(long, default_value_t = 5, value_name = "S")]
-    workload: u64,
-}
-
-#[derive(Debug, clap::Args)]
-struct ConfigArg {
-    /// The configuration file.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-struct StatusArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, clap::Args)]
-struct PrimArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Run the application even if the peer may hold newer data.
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(Debug, clap::Args)]
-struct SwapArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Return once the agent has the command instead of waiting for the swap.
-    #[arg(long)]
-    no_wait: bool,
-    /// How long to wait for the swap, in seconds.
-    #[arg(long, default_value_t = 120, value_name = "S")]
-    timeout: u64,
-}
-
-#[derive(Debug, clap::Args)]
-struct ExecArgs {
-    /// The configuration file of the local agent.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        required_unless_present = "barrier_socket"
-    )]
-    config: Option<PathBuf>,
-    /// The agent's control socket, instead of a configuration file.
-    #[arg(
-        long = "barrier-socket",
-        value_name = "PATH",
-        conflicts_with = "config"
-    )]
-    barrier_socket: Option<PathBuf>,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<std::ffi::OsString>,
-}
-
-#[derive(Debug, clap::Args)]
-struct KeygenArgs {
-    /// Where to write NODE.crt and NODE.key.
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
-    /// The node's name (the certificate's subject).
-    #[arg(long, value_name = "NAME")]
-    node: String,
-    /// Replace an existing key.
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(Debug, clap::Args)]
-struct CaptureArgs {
-    /// A directory to watch; repeat for several.
-    #[arg(long = "watch", value_name = "DIR", required = true)]
-    watch: Vec<PathBuf>,
-    /// One JSON object per line (docs/capture-stream.md) instead of text.
-    #[arg(long)]
-    json: bool,
-    /// How long data changes are coalesced, in milliseconds.
-    #[arg(long, default_value_t = 5, value_name = "MS")]
-    coalesce_ms: u64,
-}
 
 /// Exit codes, as systemd and operators see them (after sysexits.h).
 #[derive(Clone, Copy, Debug)]
@@ -514,5 +362,10 @@ mod tests {
         let e = anyhow::Error::from(ConfigCheckFailed("/x.yaml".into()));
         assert_eq!(exit_of(&e) as u8, 78);
         assert_eq!(e.to_string(), "/x.yaml: the configuration has problems");
+    }
+
+    #[test]
+    fn the_demo_prefix_of_the_cli_is_the_demo_s() {
+        assert_eq!(args::DEMO_PREFIX, crate::demo::DEFAULT_PREFIX);
     }
 }
