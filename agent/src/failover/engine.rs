@@ -473,8 +473,10 @@ impl Engine {
         ) {
             (Relation::Same | Relation::Newer | Relation::Diverged, false, true) => Relation::Older,
             (Relation::Same | Relation::Older | Relation::Diverged, true, false) => Relation::Newer,
-            // Neither copy is complete: only the administrator can choose.
-            (Relation::Same, false, false) => Relation::Diverged,
+            // Neither copy is complete (each followed the other on a stale word
+            // from it, and either resync may have begun): whatever the
+            // generations say, only the administrator can choose.
+            (_, false, false) => Relation::Diverged,
             (rel, _, _) => rel,
         }
     }

@@ -52,9 +52,10 @@
 //!   whose node checker fails hands over to an in-sync SECOND whose node checkers
 //!   pass, and keeps running when there is none ([`Params::node_checkers`]).
 //! - Convergence. Once faults heal the pair reaches PRIM + SECOND with identical
-//!   generations, except when the data diverged while neither runs: then both WAIT
-//!   ([`Engine::diverged`]) until the administrator keeps one side with
-//!   `tandem prim --force`.
+//!   generations, except when the data diverged while neither runs, or both copies
+//!   are incomplete (each node followed the other on a stale heartbeat, and either
+//!   resync may have begun): then both WAIT ([`Engine::diverged`]) until the
+//!   administrator keeps one side with `tandem prim --force`.
 //!
 //! # Residual cases (named, tested in the simulation, not hidden)
 //! - Symmetric partition: every heartbeat network is cut, each node still reaches

@@ -254,3 +254,45 @@ fn a_second_that_adopts_a_generation_while_in_sync_does_not_take_over() {
     );
     assert_eq!(acts(out), [ReplicateStop]);
 }
+
+/// Seeds 10961 and 17948 (both WAIT forever): each node followed the other on a
+/// stale heartbeat (one saw the other still PRIM, the other saw it ALONE), so both
+/// copies became incomplete; with different generations each pointed at the
+/// other's "newest data" that could not run. Two incomplete copies are diverged
+/// whatever the generations say: the administrator keeps one side.
+#[test]
+fn two_incomplete_copies_wait_for_the_administrator() {
+    let t0 = Instant::now();
+    let incomplete = Memory {
+        peer_may_be_newer: true,
+        was_running: false,
+        consistent: false,
+    };
+    let mut a = Node::new(params(true), g(7, &[5]), incomplete, t0);
+    let mut b = Node::new(params(false), g(9, &[7, 5]), incomplete, t0);
+    a.on(0, Event::Start);
+    witness(&mut a, 0);
+    b.on(0, Event::Start);
+    witness(&mut b, 0);
+    let diverged = Note(
+        "data diverged: both nodes changed it on their own; keep one side with tandem prim \
+         --force"
+            .into(),
+    );
+    assert_eq!(
+        acts(b.on(50, a.hb())),
+        [StopApplication, RemoveVip],
+        "B, newer by its generations, does not wait for A either"
+    );
+    assert!(b.e.diverged());
+    assert_eq!(a.on(50, b.hb()), [StopApplication, RemoveVip, diverged]);
+    assert!(a.e.diverged());
+    assert_eq!(a.on(100, Event::AdminPrim { force: true }), [ProbeVip]);
+    let out = a.on(
+        200,
+        Event::VipProbeResult {
+            someone_answers: false,
+        },
+    );
+    assert_eq!(transitions(&out), [tr(State::Wait, State::Alone)]);
+}
