@@ -234,6 +234,7 @@ impl Engine {
     pub(super) fn enter_second(&mut self, reason: String, diverged: bool, out: &mut Vec<Command>) {
         self.transition(State::Second, reason, out);
         out.push(Command::ReplicateSecondary { diverged });
+        self.source_alone = self.peer_state() == Some(State::Alone);
         self.in_sync = false;
         self.resyncing = true;
         self.memory.consistent = false;

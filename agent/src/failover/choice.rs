@@ -165,15 +165,16 @@ impl Engine {
             return Some("this node is not in sync".into());
         }
         if let Some(b) = &self.peer {
+            // Its first word as ALONE may still carry the old generations; and an
+            // ALONE source does not wait for this node ([`Self::second_consistency`]).
+            if b.state == State::Alone || self.source_alone {
+                return Some("the peer last ran alone: its data may be newer".into());
+            }
             if matches!(
                 self.compare(b),
                 Relation::Older | Relation::Diverged | Relation::Empty
             ) {
                 return Some("generations say the peer's data is newer".into());
-            }
-            // Its first word as ALONE may still carry the old generations.
-            if b.state == State::Alone {
-                return Some("the peer last ran alone: its data may be newer".into());
             }
         }
         if !self.failing.is_empty() || self.blocked_until.is_some_and(|t| now < t) {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{
-    engine::{Engine, Handover},
+    engine::{Engine, Handover, Res},
     types::{Beacon, Command, Preference},
 };
 use crate::{replication::generation::Relation, status::State};
@@ -77,6 +77,7 @@ impl Engine {
     pub(super) fn decide_running(&mut self, now: Instant, out: &mut Vec<Command>) {
         let peer = self.peer.clone().filter(|_| self.peer_connected(now));
         let following = peer.as_ref().is_some_and(|b| b.state == State::Second);
+        let heard = peer.is_some();
         if self.handover.is_some() && !following {
             self.handover = None;
             self.note("swap aborted: the peer no longer follows", out);
@@ -97,6 +98,8 @@ impl Engine {
                 }
             }
             Some(b) if matches!(b.state, State::Prim | State::Alone) => {
+                // Static, so that both sides agree on who yields whatever they
+                // last heard of each other.
                 let wins = match self.p.preference {
                     Preference::ThisNode => true,
                     Preference::PeerNode => false,
@@ -109,6 +112,17 @@ impl Engine {
                          changes aside"
                             .into(),
                         true,
+                        out,
+                    );
+                    return;
+                }
+                if self.app != Res::On || self.vip != Res::On {
+                    // A handover aborted (the peer took over unheard): what it
+                    // stopped here stays stopped until the peer yields, or this
+                    // would be a second runner of its own making.
+                    self.note(
+                        "the peer runs the application: it yields before this node \
+                         resumes",
                         out,
                     );
                     return;
@@ -135,9 +149,32 @@ impl Engine {
             }
         }
         if self.handover.is_none() {
-            // Restores the application and the VIP after an abandoned handover.
-            self.ensure_running(out);
+            self.restore(now, heard, out);
         }
+    }
+
+    /// Restores the application and the VIP after an abandoned handover (a no-op
+    /// while they run). Once the VIP was dropped (the handover was draining) and
+    /// the peer is silent, the peer, an in-sync SECOND, may have taken over
+    /// meanwhile: the VIP is probed first, as for a takeover, and a VIP that
+    /// answers means the application runs elsewhere, so this node fails over
+    /// instead of starting a second one.
+    fn restore(&mut self, now: Instant, peer_heard: bool, out: &mut Vec<Command>) {
+        if self.vip == Res::Off && !peer_heard && !self.vip_clear {
+            if self.probe_busy_until.is_some_and(|t| now < t) {
+                self.fail_over(
+                    "handover abandoned: the peer is silent and another host answers for the \
+                     VIP"
+                    .into(),
+                    out,
+                );
+            } else if self.probe_sent.is_none() {
+                self.probe_sent = Some(now);
+                out.push(Command::ProbeVip);
+            }
+            return;
+        }
+        self.ensure_running(out);
     }
 
     pub(super) fn decide_idle(&mut self, now: Instant, out: &mut Vec<Command>) {
@@ -202,10 +239,16 @@ impl Engine {
         self.diverged = false;
         if self.state == State::Wait {
             // Our own changes are kept aside when our data moved on from the peer's.
-            let diverged = matches!(
-                self.compare(b),
-                Relation::Newer | Relation::Diverged | Relation::PeerEmpty
-            );
+            // The generations alone say so too: an incomplete copy whose own
+            // changes a resync did not finish overwriting counts as the older one
+            // in `compare`, yet those changes must still be kept aside.
+            let moved_on = |r: Relation| {
+                matches!(
+                    r,
+                    Relation::Newer | Relation::Diverged | Relation::PeerEmpty
+                )
+            };
+            let diverged = moved_on(self.compare(b)) || moved_on(self.relation(&b.generations));
             self.ensure_stopped(out);
             self.enter_second(format!("the peer is {}", b.state.as_str()), diverged, out);
         } else if self.p.preference == Preference::ThisNode

@@ -26,6 +26,11 @@ pub struct Engine {
     pub(super) gens: Generations,
     pub(super) in_sync: bool,
     pub(super) resyncing: bool,
+    /// As SECOND, the peer was last heard ALONE (not PRIM): its writes do not wait
+    /// for this node, so being in sync says nothing about what it wrote since; the
+    /// copy counts as incomplete until the peer is heard PRIM (see
+    /// [`Self::second_consistency`]).
+    pub(super) source_alone: bool,
     /// When a heartbeat last arrived, per network.
     pub(super) heard: Vec<Option<Instant>>,
     /// The peer's latest beacon (kept after the peer is lost: its last word).
@@ -115,6 +120,7 @@ impl Engine {
             gens: generations,
             in_sync: false,
             resyncing: false,
+            source_alone: false,
             peer: None,
             peer_not_following_since: None,
             failing: BTreeSet::new(),
@@ -223,6 +229,15 @@ impl Engine {
         self.diverged
     }
 
+    /// A swap (or failback) is under way: asked for by this SECOND, handing over
+    /// as PRIM, or handed over and waiting for the peer to start.
+    #[cfg(test)]
+    pub(super) fn swapping(&self) -> bool {
+        self.swap_request_until.is_some()
+            || self.handover.is_some()
+            || self.handing_over_until.is_some()
+    }
+
     /// When the engine next needs an [`Event::Tick`].
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
@@ -302,11 +317,18 @@ impl Engine {
             Event::ReplicationStatus { in_sync, resyncing } => {
                 self.in_sync = in_sync;
                 self.resyncing = resyncing;
-                if self.state == State::Second {
-                    self.memory.consistent = in_sync && !resyncing;
-                }
+                self.second_consistency();
             }
-            Event::Generations(g) => self.gens = g,
+            Event::Generations(g) => {
+                if self.state == State::Second && self.in_sync && g != self.gens {
+                    // The source started a generation while this node was in sync
+                    // with it: it ran ALONE, unheard (the heartbeats lost, the
+                    // replication link up), and did not wait for this node since.
+                    self.source_alone = true;
+                }
+                self.gens = g;
+                self.second_consistency();
+            }
             Event::AppStarted => {}
             Event::AppStartFailed => {
                 if self.running() && self.app == Res::On && self.handover.is_none() {
@@ -326,6 +348,7 @@ impl Engine {
                     self.handover = None;
                     self.in_sync = true;
                     self.resyncing = false;
+                    self.source_alone = false;
                     self.memory.consistent = true;
                     self.handing_over_until = Some(now + self.p.swap_timeout);
                     let reason = match self.node_why() {
@@ -397,6 +420,20 @@ impl Engine {
             && (self.state != State::Second || (self.in_sync && !self.resyncing))
     }
 
+    /// A SECOND's copy is complete when the replication layer says it is in sync
+    /// and its source is PRIM. An ALONE source does not wait for its SECOND: what it
+    /// wrote after the SECOND caught up may be missing here under the very
+    /// generation this node adopted, and if the source stops or dies before it
+    /// hears this node and turns PRIM, equal generations would claim equal data.
+    /// So the copy stays incomplete from the moment the source is heard ALONE
+    /// until it is heard PRIM, and a SECOND that leaves meanwhile (the source
+    /// stopped, or went silent) keeps it so ([`Memory::consistent`]).
+    pub(super) fn second_consistency(&mut self) {
+        if self.state == State::Second {
+            self.memory.consistent = self.in_sync && !self.resyncing && !self.source_alone;
+        }
+    }
+
     pub(super) fn witness_ok(&self) -> bool {
         self.witness.is_empty() || self.witness.iter().any(|w| *w)
     }
@@ -415,18 +452,31 @@ impl Engine {
         }
     }
 
-    /// [`Self::relation`] with the peer's beacon, where equal generations with
-    /// incomplete data on one side make that side the older one.
+    /// [`Self::relation`] with the peer's beacon, where incomplete data on one side
+    /// makes that side the older one, whatever the generations say.
+    ///
+    /// A copy is incomplete only as (or after being) the SECOND of the peer: during a
+    /// resync it is the peer's data half copied over this node's own, whose changes
+    /// since the common generation were kept aside when the resync began (the
+    /// follower's `diverged`, from the generations); in sync with an ALONE peer it
+    /// may lack the peer's last writes ([`Self::second_consistency`]). Its
+    /// generations stay what they were until the resync ends, so they may look
+    /// newer than the complete copy's, or diverged from it once that copy ran
+    /// alone: they no longer describe the data. Only the complete copy can run, and
+    /// the peer that holds it is the one the incomplete copy followed (a runner is
+    /// always complete, and only `prim --force` makes an incomplete copy run).
     pub(super) fn compare(&self, b: &Beacon) -> Relation {
         match (
             self.relation(&b.generations),
             self.memory.consistent,
             b.consistent,
         ) {
-            (Relation::Same, false, true) => Relation::Older,
-            (Relation::Same, true, false) => Relation::Newer,
-            // Neither copy is complete: only the administrator can choose.
-            (Relation::Same, false, false) => Relation::Diverged,
+            (Relation::Same | Relation::Newer | Relation::Diverged, false, true) => Relation::Older,
+            (Relation::Same | Relation::Older | Relation::Diverged, true, false) => Relation::Newer,
+            // Neither copy is complete (each followed the other on a stale word
+            // from it, and either resync may have begun): whatever the
+            // generations say, only the administrator can choose.
+            (_, false, false) => Relation::Diverged,
             (rel, _, _) => rel,
         }
     }

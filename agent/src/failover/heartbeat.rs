@@ -37,7 +37,15 @@ impl Engine {
             State::Second => beacon.consistent || peer_data_newer,
             State::Wait | State::Stop => peer_data_newer,
         };
+        if self.state == State::Second {
+            match beacon.state {
+                State::Alone => self.source_alone = true,
+                State::Prim => self.source_alone = false,
+                _ => {}
+            }
+        }
         self.peer = Some(beacon);
+        self.second_consistency();
     }
 
     /// A handle call long after the previous one means this process was stalled
@@ -66,7 +74,7 @@ impl Engine {
             generations: self.gens.clone(),
             consistent: match self.state {
                 State::Prim | State::Alone => true,
-                State::Second => self.in_sync && !self.resyncing,
+                State::Second => self.in_sync && !self.resyncing && !self.source_alone,
                 State::Wait | State::Stop => self.memory.consistent,
             },
             can_run: self.can_run(now),

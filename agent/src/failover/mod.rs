@@ -28,7 +28,13 @@
 //!   node checker takes over once it passes, if nothing else changed meanwhile.
 //!   Equal generations do not make equal data when one copy is incomplete (a
 //!   resync did not finish, [`Memory::consistent`]): that copy counts as the
-//!   older one.
+//!   older one, and so it does whatever the generations say, since it is the
+//!   peer's data half copied over this node's own changes, which were kept aside
+//!   when the resync began. A SECOND's copy is complete only in sync with a PRIM:
+//!   an ALONE source does not wait for it, so what it wrote after the SECOND
+//!   caught up may be missing under the very generation the SECOND adopted; the
+//!   copy counts as incomplete from hearing the source ALONE until hearing it
+//!   PRIM.
 //! - At most one runner. A takeover needs the peer silent on every network for the
 //!   heartbeat timeout, a witness that answers, and a VIP probe that nobody answers.
 //!   A runner that hears neither its peer nor any witness fences itself (stops the
@@ -36,14 +42,20 @@
 //!   hear each other are resolved within a heartbeat: the preferred node (else the
 //!   tie-break winner) keeps running, the other becomes SECOND and its own changes
 //!   are kept aside ([`Command::ReplicateSecondary`] `diverged`), never dropped.
+//!   A runner whose handover is aborted (its peer no longer follows) does not
+//!   restart what it stopped beside a peer that took over: with the peer heard
+//!   running it waits for the peer to yield; with the peer silent and the VIP
+//!   already dropped it probes the VIP first, as a takeover does, and fails over
+//!   when the VIP answers.
 //! - No takeover by a node that cannot run. Nothing starts on a node while one of
 //!   its node checkers fails or has no first result yet (but `--force`); a runner
 //!   whose node checker fails hands over to an in-sync SECOND whose node checkers
 //!   pass, and keeps running when there is none ([`Params::node_checkers`]).
 //! - Convergence. Once faults heal the pair reaches PRIM + SECOND with identical
-//!   generations, except when the data diverged while neither runs: then both WAIT
-//!   ([`Engine::diverged`]) until the administrator keeps one side with
-//!   `tandem prim --force`.
+//!   generations, except when the data diverged while neither runs, or both copies
+//!   are incomplete (each node followed the other on a stale heartbeat, and either
+//!   resync may have begun): then both WAIT ([`Engine::diverged`]) until the
+//!   administrator keeps one side with `tandem prim --force`.
 //!
 //! # Residual cases (named, tested in the simulation, not hidden)
 //! - Symmetric partition: every heartbeat network is cut, each node still reaches
@@ -53,8 +65,19 @@
 //!   on the VIP's network (the gateway) make this rarer; nothing two nodes can do
 //!   alone rules it out. The same holds when the VIP's network is cut while the
 //!   peer is silent for another reason (its agent frozen or dead): the probe is
-//!   blind, and the silent node cannot fence. The simulation excuses two runners or
-//!   two VIP holders only within two seconds of the VIP's network being cut.
+//!   blind, and the silent node cannot fence. Two runners so made are resolved by
+//!   heartbeats, so only once both agents run again: an agent frozen or killed
+//!   meanwhile keeps its VIP (and, frozen, its application), and nothing the
+//!   other node can see tells it so. The simulation excuses two runners or two
+//!   VIP holders within two seconds of the VIP's network being cut and, for those
+//!   that arose then, until two seconds after both agents are back on machines
+//!   that can hear each other.
+//! - Changes kept aside are reported, not served: a node that yields or follows
+//!   with diverged data sets its own changes since the common generation aside,
+//!   and the peer runs without them. When the resync that overwrites them is cut
+//!   short, the node's copy is incomplete; the peer, complete, runs (rather than
+//!   waiting for changes that are set aside anyway), and the node follows it again
+//!   with its changes still kept aside.
 //! - A primary cut off from its SECOND keeps writing ALONE, then dies before the
 //!   cut heals: the SECOND, in sync as of the cut, finds the VIP free and takes over
 //!   without those writes. When the old primary returns its generations show the

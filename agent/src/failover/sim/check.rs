@@ -39,25 +39,51 @@ impl World {
                 ));
             }
         }
-        let excused = self.vip_net_cut.is_some_and(|t| self.now <= t + GRACE);
+        if self.connected() {
+            self.resolvable_since.get_or_insert(self.now);
+        } else {
+            self.resolvable_since = None;
+        }
+        let cut = self.vip_net_cut.is_some_and(|t| self.now <= t + GRACE);
+        // Two runners that arose in that window are resolved by heartbeats, so only
+        // once both agents run and hear each other: an agent frozen or dead meanwhile
+        // (its application and VIP stay, see the fault model) resolves nothing, and
+        // the grace runs from when both are back.
+        let lingering =
+            self.dual_excused && self.resolvable_since.is_none_or(|t| self.now <= t + GRACE);
         let [a, b] = &self.nodes;
         if (a.app && b.app) || (a.vip && b.vip) {
-            if excused {
+            if cut || lingering {
+                self.dual_excused = true;
                 self.stats.dual_excused_steps += 1;
+                if !cut {
+                    self.stats.dual_lingering_steps += 1;
+                }
             } else {
                 self.fail(format!(
                     "two nodes run the application or hold the VIP: {}",
                     self.describe()
                 ));
             }
+        } else {
+            self.dual_excused = false;
         }
         if self.step < HEAL_STEP {
             return;
         }
-        let settled = self
-            .nodes
-            .iter()
-            .all(|n| n.live() && n.admin_start_at.is_none() && n.restart_at.is_none());
+        // An administrator's swap asked for before the heal may still be under
+        // way: it moves the application on purpose, so the pair is settled once it
+        // ends (or is abandoned). And a cut that lasted until the heal still times
+        // the peer out (a heartbeat timeout after the last one heard): settled once
+        // each node heard one sent after the heal.
+        let heal_clock = self.heal_clock;
+        let settled = self.nodes.iter().all(|n| {
+            n.live()
+                && n.aware > heal_clock
+                && n.admin_start_at.is_none()
+                && n.restart_at.is_none()
+                && n.engine.as_ref().is_some_and(|e| !e.swapping())
+        });
         if self.healed_at.is_none() && settled {
             self.healed_at = Some(self.now);
         }

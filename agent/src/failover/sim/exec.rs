@@ -74,10 +74,17 @@ impl World {
             }
             Command::Persist(m) => self.nodes[i].memory = m,
             Command::ReplicateAlone | Command::ReplicatePrimary => {
+                // A resync that did not finish left the writes kept aside in place:
+                // running again (`prim --force`) serves them.
+                self.nodes[i].aside.clear();
                 self.nodes[i].role = Role::Primary;
                 self.nodes[i].resync_done = None;
             }
             Command::ReplicateSecondary { diverged } => {
+                if diverged {
+                    let own = self.nodes[i].log.missing_from(&self.nodes[1 - i].log);
+                    self.nodes[i].aside.extend(own);
+                }
                 let n = &mut self.nodes[i];
                 n.role = Role::Secondary {
                     keep_aside: diverged,
@@ -162,7 +169,10 @@ impl World {
                 self.describe()
             ));
         }
-        let missing = self.nodes[1 - i].log.missing_from(&self.nodes[i].log);
+        // The peer's writes kept aside by its resync are not lacked: they were
+        // reported, to be merged by hand, and will not be served.
+        let mut missing = self.nodes[1 - i].log.missing_from(&self.nodes[i].log);
+        missing.retain(|id| !self.nodes[1 - i].aside.contains(id));
         let aware = self.nodes[i].aware;
         if let Some(id) = missing.iter().find(|id| **id < aware) {
             self.fail(format!(
@@ -292,6 +302,7 @@ impl World {
                         }
                     }
                     self.nodes[s].log = self.nodes[p].log.clone();
+                    self.nodes[s].aside.clear();
                     self.nodes[s].resync_done = None;
                 }
                 Some(_) => {}

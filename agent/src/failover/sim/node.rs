@@ -2,7 +2,7 @@
 //! persists (data, generations, memory), its application and VIP, and its
 //! simulated replication layer.
 
-use std::time::Instant;
+use std::{collections::HashSet, time::Instant};
 
 use agent_common::wire::Generations;
 
@@ -30,7 +30,7 @@ impl Log {
 
     /// The writes held here and not in `other`.
     pub(super) fn missing_from(&self, other: &Log) -> Vec<u64> {
-        let theirs: std::collections::HashSet<u64> = other.ids.iter().copied().collect();
+        let theirs: HashSet<u64> = other.ids.iter().copied().collect();
         self.ids
             .iter()
             .copied()
@@ -58,6 +58,10 @@ pub(super) struct Node {
     pub(super) gens: Generations,
     pub(super) memory: Memory,
     pub(super) log: Log,
+    /// This node's own writes that a resync was told to keep aside
+    /// (`ReplicateSecondary { diverged: true }`): reported, never served again, so
+    /// the peer does not lack them when it runs.
+    pub(super) aside: HashSet<u64>,
     /// The application runs (a frozen orphan after an agent death does not).
     pub(super) app: bool,
     pub(super) vip: bool,
@@ -93,6 +97,7 @@ impl Node {
             gens: Generations::default(),
             memory: Memory::default(),
             log: Log::default(),
+            aside: HashSet::new(),
             app: false,
             vip: false,
             role: Role::None,

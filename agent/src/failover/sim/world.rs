@@ -16,8 +16,9 @@ pub(super) const STEP: Duration = Duration::from_millis(25);
 pub(super) const HEAL_STEP: u32 = 1100;
 /// Once every fault healed, the pair must converge within this.
 pub(super) const BOUND: Duration = Duration::from_secs(18);
-/// How long after the VIP network (or every network) was cut two runners or two
-/// VIP holders are excused: the residual case, until heartbeats resolve it.
+/// How long after the VIP network was cut two runners or two VIP holders are
+/// excused (the residual case, until heartbeats resolve it), and, for those that
+/// arose then, how long after both agents are back and can hear each other.
 pub(super) const GRACE: Duration = Duration::from_secs(2);
 
 /// The one node checker of each node.
@@ -36,6 +37,9 @@ pub(super) struct Stats {
     pub(super) writes: u64,
     pub(super) dual_excused_steps: u64,
     pub(super) stale_excused: u64,
+    /// Of `dual_excused_steps`, those past the VIP network's grace while an agent
+    /// frozen or dead kept two runners from hearing each other.
+    pub(super) dual_lingering_steps: u64,
     /// Runners that handed over because their node checker failed.
     pub(super) node_handovers: u64,
     /// Takeovers made once a node checker passed again, the peer still silent.
@@ -54,6 +58,7 @@ impl Stats {
         self.writes += o.writes;
         self.dual_excused_steps += o.dual_excused_steps;
         self.stale_excused += o.stale_excused;
+        self.dual_lingering_steps += o.dual_lingering_steps;
         self.node_handovers += o.node_handovers;
         self.deferred_takeovers += o.deferred_takeovers;
     }
@@ -81,11 +86,19 @@ pub(super) struct World {
     pub(super) flights: Vec<Flight>,
     /// Last time the VIP network was cut (every dual runner needs it).
     pub(super) vip_net_cut: Option<Instant>,
+    /// Two runners (or VIP holders) excused so far, without a break.
+    pub(super) dual_excused: bool,
+    /// Since when both agents are live on running machines with a heartbeat
+    /// network between them: what resolving two runners takes.
+    pub(super) resolvable_since: Option<Instant>,
     /// Logical clock ordering writes and heartbeats.
     pub(super) clock: u64,
     pub(super) params: [Params; 2],
     incarnations: u64,
     pub(super) healed_at: Option<Instant>,
+    /// The logical clock when the faults healed: a heartbeat stamped later was
+    /// sent on healed networks.
+    pub(super) heal_clock: u64,
     pub(super) converged_at: Option<Instant>,
     trace: VecDeque<String>,
     /// Record engine events and commands in the trace (slower; for a replay).
@@ -144,10 +157,13 @@ impl World {
             loss,
             flights: Vec::new(),
             vip_net_cut: None,
+            dual_excused: false,
+            resolvable_since: None,
             clock: 0,
             params,
             incarnations: 0,
             healed_at: None,
+            heal_clock: 0,
             converged_at: None,
             trace: VecDeque::new(),
             tracing,
@@ -281,6 +297,7 @@ impl World {
 
     fn heal(&mut self) {
         self.log("all faults heal".into());
+        self.heal_clock = self.clock;
         self.links = [true, true];
         for i in 0..2 {
             if !self.nodes[i].witness {

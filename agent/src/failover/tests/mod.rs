@@ -10,6 +10,7 @@ use Command::*;
 
 mod node_checks;
 mod roles;
+mod seeds;
 mod takeover;
 
 pub(super) fn g(current: u64, history: &[u64]) -> Generations {
@@ -225,7 +226,12 @@ pub(super) fn pair_with(t0: Instant, pa: Params, pb: Params) -> (Node, Node) {
         },
     );
     a.on(2650, b.hb());
+    assert!(!b.e.memory().consistent, "B has not heard A as PRIM yet");
     b.on(2650, a.hb());
+    assert!(b.e.memory().consistent, "in sync with a PRIM");
+    // B's copy counts as complete only once it heard A as PRIM (an ALONE source
+    // does not wait for it): A learns so from B's next heartbeat.
+    a.on(2650, b.hb());
     assert_eq!((a.e.state(), b.e.state()), (State::Prim, State::Second));
     (a, b)
 }

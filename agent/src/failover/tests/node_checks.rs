@@ -208,6 +208,8 @@ fn runner_without_a_healthy_peer_keeps_running_then_hands_over() {
     let out = a.on(6050, b.hb());
     assert_eq!(transitions(&out), [tr(State::Alone, State::Prim)]);
     assert_eq!(acts(out), [ReplicatePrimary]);
+    // B hears A as PRIM: once in sync, its copy is complete.
+    b.on(6100, a.hb());
     b.on(
         6100,
         Event::ReplicationStatus {

@@ -74,9 +74,16 @@ fn swap_requested_on_the_second_and_failback_to_the_preferred_node() {
     let out = b.on(2700, a.hb());
     assert_eq!(
         out,
-        [Note(
-            "failback: asking the peer to hand over to the preferred node".into()
-        )]
+        [
+            // In sync since 2600, but complete only now that A is heard as PRIM
+            // (an ALONE source does not wait for its SECOND).
+            Persist(Memory {
+                peer_may_be_newer: true,
+                was_running: false,
+                consistent: true
+            }),
+            Note("failback: asking the peer to hand over to the preferred node".into())
+        ]
     );
     assert_eq!(acts(a.on(2710, b.hb())), [StopApplication]);
     a.on(2800, Event::AppStopped);
