@@ -336,6 +336,12 @@ impl Engine {
                 }
             }
             Event::AppStopped => {
+                // Application checkers judge the application running here; once it
+                // is stopped their failures say nothing more, and the runtime stops
+                // them with it (no CheckerOk would ever come). Kept, they would bar
+                // this node from running the application for good, even when its
+                // peer dies later. A restart is judged afresh.
+                self.failing.clear();
                 if let Some(Handover::Stopping { until }) = self.handover {
                     self.handover = Some(Handover::Draining { until });
                     self.vip = Res::Off;

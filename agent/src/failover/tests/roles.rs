@@ -274,6 +274,25 @@ fn checker_restarts_locally_then_fails_over() {
 }
 
 #[test]
+fn a_checker_failover_does_not_bar_the_node_for_good() {
+    let (mut a, _b) = pair(Instant::now());
+    let out = a.on(
+        3000,
+        Event::CheckerFailed {
+            checker: "tcp".into(),
+            action: CheckerAction::Failover,
+        },
+    );
+    assert_eq!(transitions(&out), [tr(State::Prim, State::Wait)]);
+    assert_eq!(acts(out), [StopApplication, RemoveVip, ReplicateStop]);
+    assert!(a.e.checker_failing("tcp"));
+    // The application stopped: the checker's verdict about it no longer holds, so
+    // this node may run it again (when its peer dies, say).
+    a.on(3050, Event::AppStopped);
+    assert!(!a.e.checker_failing("tcp"));
+}
+
+#[test]
 fn both_running_the_tie_loser_yields_and_keeps_its_changes() {
     let t0 = Instant::now();
     let mut a = alone(t0, true);
