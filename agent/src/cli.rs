@@ -39,6 +39,9 @@ enum Command {
     /// Works with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Helps set up the web console (docs/console.md).
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Shows the agent's state (STOP when no agent answers).
     Status(StatusArgs),
     /// Makes this node run the application (with --force: even on data that may be
@@ -68,6 +71,13 @@ enum ConfigCommand {
     /// VIP's interface, this node's addresses, the directories the agent creates.
     /// Prints `FILE: ok`, or every problem one per line (exit status 78).
     Check(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsoleCommand {
+    /// Reads a password from standard input (its first line) and prints its
+    /// argon2id hash, for `console.password_hash`.
+    HashPassword,
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,6 +219,7 @@ pub fn main() -> ExitCode {
         Command::Lab(args) => crate::lab::cmd::run_cli(&args, &TransportKeygen),
         Command::Run(args) => crate::runtime::run(&args.config),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Console(ConsoleCommand::HashPassword) => hash_password(),
         Command::Status(args) => status(&args),
         Command::Prim(args) => admin(&args.config, "prim", args.force),
         Command::Second(args) => admin(&args, "second", false),
@@ -290,6 +301,23 @@ fn config_check(args: &ConfigArg) -> anyhow::Result<()> {
     } else {
         Err(ConfigCheckFailed(args.config.clone()).into())
     }
+}
+
+/// Prints the PHC string of the password on standard input's first line. The
+/// password is read from a pipe or a terminal, never from the command line, where
+/// every user could see it in the process list.
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("the password is empty; write it on standard input");
+    }
+    println!("{}", crate::console::hash_password(password)?);
+    Ok(())
 }
 
 fn admin(config: &ConfigArg, op: &str, force: bool) -> anyhow::Result<()> {

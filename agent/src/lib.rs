@@ -38,6 +38,7 @@ pub mod barrier;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod failover;
 pub mod heartbeat;
