@@ -121,6 +121,7 @@ function render(s) {
     const cls = c.state === "failing" ? "bad" : (c.state === "ok" ? "ok" : "pending");
     row(checks, [[c.name], [c.scope], [c.state, cls]]);
   }
+  if (s.checkers.length === 0) row(checks, [["none configured"], [""], [""]]);
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
@@ -193,8 +194,12 @@ async function autotest() {
     await new Promise((res) => setTimeout(res, 250));
   }
   if (!ready()) { $("autotest").textContent = "autotest: the pair never got ready"; return true; }
+  // What the page showed when it clicked, since polling goes on afterwards.
+  const shown = (id) => $(id).querySelector(".name").textContent + " " +
+    $(id).querySelector(".state").textContent;
+  const before = shown("node-self") + ", " + shown("node-peer");
   $("act-swap").click();
-  $("autotest").textContent = "autotest: swap clicked";
+  $("autotest").textContent = "autotest: swap clicked (" + before + ")";
   return true;
 }
 
