@@ -13,8 +13,7 @@ use super::*;
 
 /// The argon2id hash of "correct horse battery staple" (tandem console
 /// hash-password).
-const PASSWORD_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$C0DOmAzuXM2yTnoQ2bqa3A$Ho9wbd+VijFSWPeKkOrqQL0FJPRv4OslG3UFq3p75PM";
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$C0DOmAzuXM2yTnoQ2bqa3A$Ho9wbd+VijFSWPeKkOrqQL0FJPRv4OslG3UFq3p75PM";
 
 /// A directory with readable certificate and key files, and a full example.
 struct Fixture {
@@ -1723,7 +1722,10 @@ fn console_is_checked() {
     let err = only(&e, "console");
     assert!(err.message.contains("password_hash"), "{err}");
     let c = f
-        .parse(&format!("{}console:\n  password_hash: \"{PASSWORD_HASH}\"\n", f.minimal()))
+        .parse(&format!(
+            "{}console:\n  password_hash: \"{PASSWORD_HASH}\"\n",
+            f.minimal()
+        ))
         .expect("valid")
         .console
         .expect("a console");
@@ -1739,7 +1741,12 @@ fn console_is_checked() {
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::fs::write(&token, "short\n").expect("write");
     let e = f.errors(&full);
-    assert!(only(&e, "console.token_file").message.contains("at least 16"), "{e:#?}");
+    assert!(
+        only(&e, "console.token_file")
+            .message
+            .contains("at least 16"),
+        "{e:#?}"
+    );
 }
 
 #[test]

@@ -16,11 +16,12 @@ use super::{
     duration::{format_duration, parse_duration},
     locate,
     raw::{
-        RawApplication, RawChecker, RawConfig, RawFailover, RawHeartbeat, RawHeartbeatNetwork,
-        RawConsole, RawIdentity, RawMetrics, RawPeer, RawReplicated, RawResync, RawVip, Text,
+        RawApplication, RawChecker, RawConfig, RawConsole, RawFailover, RawHeartbeat,
+        RawHeartbeatNetwork, RawIdentity, RawMetrics, RawPeer, RawReplicated, RawResync, RawVip,
+        Text,
     },
     types::{
-        Application, Checker, CheckerAction, Console, CheckerKind, CheckerScope, Config,
+        Application, Checker, CheckerAction, CheckerKind, CheckerScope, Config, Console,
         DEFAULT_ANNOUNCE_COUNT, DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_APPLICATION_TIMEOUT,
         DEFAULT_BLOCK_SIZE, DEFAULT_BOOT_WAIT, DEFAULT_CHECK_FAILURES, DEFAULT_CHECK_INTERVAL,
         DEFAULT_CONTROL_SOCKET_NAME, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_NETWORK,

@@ -6,9 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

@@ -26,10 +26,7 @@ mod tests;
 
 use std::net::SocketAddr;
 
-use tokio::{
-    net::TcpListener,
-    sync::watch,
-};
+use tokio::{net::TcpListener, sync::watch};
 
 pub use self::{
     auth::{AuthError, Credentials, hash_password},

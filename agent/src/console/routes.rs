@@ -119,7 +119,10 @@ impl App {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !csrf_matches(&csrf, presented) {
-                return Err(ApiError(StatusCode::FORBIDDEN, "missing or wrong CSRF token"));
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong CSRF token",
+                ));
             }
         }
         Ok(Caller::Session {
@@ -133,8 +136,14 @@ impl App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/console.js", get(|| async { asset(page::SCRIPT, "text/javascript") }))
-        .route("/console.css", get(|| async { asset(page::STYLE, "text/css") }))
+        .route(
+            "/console.js",
+            get(|| async { asset(page::SCRIPT, "text/javascript") }),
+        )
+        .route(
+            "/console.css",
+            get(|| async { asset(page::STYLE, "text/css") }),
+        )
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/session", get(session))
@@ -255,7 +264,9 @@ async fn logout(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn session(State(app): State<App>, headers: HeaderMap) -> Response {
     match app.authorize(&headers, false) {
-        Ok(Caller::Session { csrf, .. }) => json(StatusCode::OK, &serde_json::json!({ "csrf": csrf })),
+        Ok(Caller::Session { csrf, .. }) => {
+            json(StatusCode::OK, &serde_json::json!({ "csrf": csrf }))
+        }
         Ok(Caller::Bearer) => json(StatusCode::OK, &serde_json::json!({ "csrf": null })),
         Err(e) => e.into_response(),
     }
@@ -283,11 +294,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Respons
     )
 }
 
-async fn action(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
+async fn action(State(app): State<App>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     if let Err(e) = app.authorize(&headers, true) {
         return e.into_response();
     }

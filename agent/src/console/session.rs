@@ -133,7 +133,10 @@ mod tests {
         assert!(!csrf_matches(&a.csrf, ""));
         let mut flipped = a.csrf.clone().into_bytes();
         flipped[10] = if flipped[10] == b'0' { b'1' } else { b'0' };
-        assert!(!csrf_matches(&a.csrf, &String::from_utf8(flipped).expect("hex")));
+        assert!(!csrf_matches(
+            &a.csrf,
+            &String::from_utf8(flipped).expect("hex")
+        ));
     }
 
     #[test]

@@ -59,7 +59,13 @@ struct Answer {
     body: String,
 }
 
-async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Answer {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -114,9 +120,22 @@ async fn login(addr: SocketAddr, secret: &str) -> (String, String) {
 async fn reads_need_a_credential() {
     let s = server(false).await;
     s.timeline.transition("WAIT", "PRIM", "the peer is SECOND");
-    assert_eq!(request(s.addr, "GET", "/api/v1/status", &[], "").await.code, 401);
-    assert_eq!(request(s.addr, "GET", "/api/v1/events", &[], "").await.code, 401);
-    let wrong = request(s.addr, "GET", "/api/v1/status", &["Authorization: Bearer nope"], "").await;
+    assert_eq!(
+        request(s.addr, "GET", "/api/v1/status", &[], "").await.code,
+        401
+    );
+    assert_eq!(
+        request(s.addr, "GET", "/api/v1/events", &[], "").await.code,
+        401
+    );
+    let wrong = request(
+        s.addr,
+        "GET",
+        "/api/v1/status",
+        &["Authorization: Bearer nope"],
+        "",
+    )
+    .await;
     assert_eq!(wrong.code, 401);
     let bearer = format!("Authorization: Bearer {TOKEN}");
     let a = request(s.addr, "GET", "/api/v1/status", &[&bearer], "").await;
@@ -124,13 +143,23 @@ async fn reads_need_a_credential() {
     let v: serde_json::Value = serde_json::from_str(&a.body).expect("json");
     assert_eq!(v["state"], "PRIM");
     let (cookie, _) = login(s.addr, PASSWORD).await;
-    let a = request(s.addr, "GET", "/api/v1/events?after=", &[&format!("Cookie: {cookie}")], "").await;
+    let a = request(
+        s.addr,
+        "GET",
+        "/api/v1/events?after=",
+        &[&format!("Cookie: {cookie}")],
+        "",
+    )
+    .await;
     assert_eq!(a.code, 200);
     assert!(a.body.contains("the peer is SECOND"), "{}", a.body);
     // The page itself needs nothing, and forbids other sources.
     let page = request(s.addr, "GET", "/", &[], "").await;
     assert_eq!(page.code, 200);
-    assert!(page.headers.contains("content-security-policy: default-src 'none'"));
+    assert!(
+        page.headers
+            .contains("content-security-policy: default-src 'none'")
+    );
     assert!(page.body.contains("data-test-hooks=\"off\""));
 }
 
@@ -152,10 +181,27 @@ async fn a_session_changes_state_only_with_its_csrf_token() {
     assert_eq!(wrong.code, 403);
     assert!(s.admin.try_recv().is_err(), "nothing reached the engine");
     let header = format!("X-CSRF-Token: {csrf}");
-    let ok = request(s.addr, "POST", "/api/v1/actions/prim-force", &[&cookie, &header], "").await;
+    let ok = request(
+        s.addr,
+        "POST",
+        "/api/v1/actions/prim-force",
+        &[&cookie, &header],
+        "",
+    )
+    .await;
     assert_eq!(ok.code, 202, "{}", ok.body);
-    assert!(matches!(s.admin.try_recv(), Ok(Event::AdminPrim { force: true })));
-    let unknown = request(s.addr, "POST", "/api/v1/actions/reboot", &[&cookie, &header], "").await;
+    assert!(matches!(
+        s.admin.try_recv(),
+        Ok(Event::AdminPrim { force: true })
+    ));
+    let unknown = request(
+        s.addr,
+        "POST",
+        "/api/v1/actions/reboot",
+        &[&cookie, &header],
+        "",
+    )
+    .await;
     assert_eq!(unknown.code, 404);
     // Another session's token does not do.
     let (_, other) = login(s.addr, TOKEN).await;
@@ -213,6 +259,12 @@ fn actions_are_the_cli_commands() {
     assert!(matches!(admin_event("swap"), Some(Event::AdminSwap)));
     assert!(matches!(admin_event("stop"), Some(Event::Stop)));
     assert!(matches!(admin_event("start"), Some(Event::Start)));
-    assert!(matches!(admin_event("prim"), Some(Event::AdminPrim { force: false })));
-    assert!(admin_event("second").is_none(), "not offered by the console");
+    assert!(matches!(
+        admin_event("prim"),
+        Some(Event::AdminPrim { force: false })
+    ));
+    assert!(
+        admin_event("second").is_none(),
+        "not offered by the console"
+    );
 }

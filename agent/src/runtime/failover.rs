@@ -337,7 +337,9 @@ impl Actor {
             }
             Command::Transition { from, to, reason } => {
                 tracing::info!(from = from.as_str(), to = to.as_str(), %reason, "state change");
-                self.ctx.timeline.transition(from.as_str(), to.as_str(), &reason);
+                self.ctx
+                    .timeline
+                    .transition(from.as_str(), to.as_str(), &reason);
                 self.ctx.status.update(|s| {
                     s.state = to;
                     s.reason = reason;

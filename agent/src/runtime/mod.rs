@@ -328,7 +328,9 @@ async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::Tc
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot listen on {addr} ({what})")));
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot listen on {addr} ({what})"))
+                );
             }
         }
     }

@@ -53,13 +53,22 @@ fn console_shows_both_nodes_and_a_click_swaps_them() {
         )
     });
     let ns = layout_str(&lab, "/namespaces/client");
-    let addr: SocketAddr = format!("{}:{PORT}", console_ip(&lab)).parse().expect("address");
+    let addr: SocketAddr = format!("{}:{PORT}", console_ip(&lab))
+        .parse()
+        .expect("address");
     let bearer = format!("Authorization: Bearer {TOKEN}");
 
     // --- the API, without and with credentials and CSRF tokens
     let a = http(&ns, addr, "GET", "/api/v1/status", &[], "");
     assert_eq!(a.code, 401, "status without credentials: {}", a.body);
-    let a = http(&ns, addr, "GET", "/api/v1/events", &["Authorization: Bearer wrong"], "");
+    let a = http(
+        &ns,
+        addr,
+        "GET",
+        "/api/v1/events",
+        &["Authorization: Bearer wrong"],
+        "",
+    );
     assert_eq!(a.code, 401, "events with a wrong token: {}", a.body);
     let a = http(&ns, addr, "GET", "/api/v1/status", &[&bearer], "");
     assert_eq!(a.code, 200, "{}", a.body);
@@ -91,7 +100,14 @@ fn console_shows_both_nodes_and_a_click_swaps_them() {
     let a = http(&ns, addr, "GET", "/api/v1/session", &[&cookie], "");
     assert!(a.code == 200 && a.body.contains(&csrf), "{}", a.body);
     let csrf_header = format!("X-CSRF-Token: {csrf}");
-    let a = http(&ns, addr, "POST", "/api/v1/actions/reboot", &[&cookie, &csrf_header], "");
+    let a = http(
+        &ns,
+        addr,
+        "POST",
+        "/api/v1/actions/reboot",
+        &[&cookie, &csrf_header],
+        "",
+    );
     assert_eq!(a.code, 404, "{}", a.body);
     let s = lab.status(0).expect("status");
     assert_eq!(s["state"], "PRIM", "a refused request changed nothing: {s}");
@@ -139,7 +155,11 @@ fn console_shows_both_nodes_and_a_click_swaps_them() {
         ],
         &format!("{base}#autotest=login&token={TOKEN}"),
     );
-    assert!(shot.exists(), "Chromium wrote no screenshot at {}", shot.display());
+    assert!(
+        shot.exists(),
+        "Chromium wrote no screenshot at {}",
+        shot.display()
+    );
     let dom = browse(
         &chromium,
         &ns,
@@ -265,7 +285,14 @@ struct Answer {
 
 /// One HTTP/1.1 request to `addr` from namespace `ns` (a thread of ours enters
 /// it, as the lab's client does).
-fn http(ns: &str, addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+fn http(
+    ns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Answer {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
