@@ -133,8 +133,8 @@ console:
     /// that line numbers do not move).
     fn full_with_docker(&self) -> String {
         self.full().replace(
-            "{ name: worker, process: app-worker,",
-            "{ name: worker, docker: app-worker-1, docker_socket: /run/docker.sock,",
+            "{ name: worker, process: app-worker, scope: application }",
+            "{ name: worker, docker: app-worker-1, docker_socket: /run/docker.sock }",
         )
     }
 

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The full example's `worker` checker, on line 42.
-const WORKER: &str = "{ name: worker, process: app-worker }";
+const WORKER: &str = "{ name: worker, process: app-worker, scope: application }";
 const WORKER_LINE: u64 = 42;
 
 fn with_worker(f: &Fixture, worker: &str) -> String {
