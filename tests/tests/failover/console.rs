@@ -115,6 +115,20 @@ fn console_shows_both_nodes_and_a_click_swaps_them() {
     // --- the page in Chromium: it shows both nodes and clicks Swap
     let base = format!("http://{addr}/");
     let profile = tempfile::tempdir().expect("tempdir");
+    // Without credentials the page offers the login form and shows no state.
+    let dom = browse(
+        &chromium,
+        &ns,
+        profile.path(),
+        &["--dump-dom", "--virtual-time-budget=3000"],
+        &base,
+    );
+    assert!(
+        dom.contains("<section id=\"login\">"),
+        "no login form:\n{dom}"
+    );
+    assert!(dom.contains("<main id=\"dashboard\" hidden=\"\">"), "{dom}");
+    assert_eq!(node_state(&dom, "node-self"), "", "{dom}");
     let dom = browse(
         &chromium,
         &ns,
