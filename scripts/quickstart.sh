@@ -92,9 +92,18 @@ ensure_docker() {
     docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info); the Docker tests need it"
 }
 
+# The console's browser test (failover tests, `console`) drives Debian's headless
+# Chromium; only the test suite needs it, so the demo does not install it.
+ensure_chromium() {
+    if ! command -v chromium >/dev/null; then
+        echo "quickstart: installing chromium"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+}
+
 install_packages
 case "${1:-}" in
     demo) demo && failover_demo ;;
-    test) ensure_docker && cargo xtask test ;;
+    test) ensure_docker && ensure_chromium && cargo xtask test ;;
     *) die "usage: $0 demo|test" ;;
 esac

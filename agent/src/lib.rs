@@ -13,6 +13,8 @@
 //! - [`cli`]: the command line, parsed by clap.
 //! - [`config`]: the configuration file, read from YAML and validated into typed
 //!   values with every problem reported at once.
+//! - [`console`]: the web console: a page and a JSON API served by the agent, with
+//!   sessions, CSRF tokens and a timeline of recent events.
 //! - [`demo`]: `tandem demo`: failover shown end to end in the lab, with a sample
 //!   service, a lost primary, the checks and a summary.
 //! - [`failover`]: the failover engine (sans-IO): SafeKit's states, heartbeats,
@@ -38,6 +40,7 @@ pub mod barrier;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod failover;
 pub mod heartbeat;

@@ -35,6 +35,9 @@ pub enum Command {
     /// Works with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Helps set up the web console (docs/console.md).
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Shows the agent's state (STOP when no agent answers).
     Status(StatusArgs),
     /// Makes this node run the application (with --force: even on data that may be
@@ -64,6 +67,13 @@ pub enum ConfigCommand {
     /// VIP's interface, this node's addresses, the directories the agent creates.
     /// Prints `FILE: ok`, or every problem one per line (exit status 78).
     Check(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Reads a password from standard input (its first line) and prints its
+    /// argon2id hash, for `console.password_hash`.
+    HashPassword,
 }
 
 #[derive(Debug, clap::Args)]

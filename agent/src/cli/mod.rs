@@ -18,8 +18,8 @@ use clap::Parser;
 
 pub use self::args::Cli;
 use self::args::{
-    CaptureArgs, Command, ConfigArg, ConfigCommand, DemoArgs, ExecArgs, KeygenArgs, StatusArgs,
-    SwapArgs,
+    CaptureArgs, Command, ConfigArg, ConfigCommand, ConsoleCommand, DemoArgs, ExecArgs, KeygenArgs,
+    StatusArgs, SwapArgs,
 };
 
 use crate::capture::{
@@ -57,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Lab(args) => crate::lab::cmd::run_cli(&args, &TransportKeygen),
         Command::Run(args) => crate::runtime::run(&args.config),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Console(ConsoleCommand::HashPassword) => hash_password(),
         Command::Status(args) => status(&args),
         Command::Prim(args) => admin(&args.config, "prim", args.force),
         Command::Second(args) => admin(&args, "second", false),
@@ -138,6 +139,23 @@ fn config_check(args: &ConfigArg) -> anyhow::Result<()> {
     } else {
         Err(ConfigCheckFailed(args.config.clone()).into())
     }
+}
+
+/// Prints the PHC string of the password on standard input's first line. The
+/// password is read from a pipe or a terminal, never from the command line, where
+/// every user could see it in the process list.
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("the password is empty; write it on standard input");
+    }
+    println!("{}", crate::console::hash_password(password)?);
+    Ok(())
 }
 
 fn admin(config: &ConfigArg, op: &str, force: bool) -> anyhow::Result<()> {

@@ -105,6 +105,9 @@ impl Config {
         if let Some(m) = &self.metrics {
             addresses.push(("metrics.listen".into(), m.listen));
         }
+        if let Some(c) = &self.console {
+            addresses.push(("console.listen".into(), c.listen));
+        }
         for (key, addr) in addresses {
             // The default heartbeat network uses `listen`'s address: one warning.
             if !addr.ip().is_unspecified() && seen.insert(addr.ip()) {

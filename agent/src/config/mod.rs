@@ -82,6 +82,11 @@ pub const KEYS: &[&str] = &[
     "failover.witnesses",
     "metrics",
     "metrics.listen",
+    "console",
+    "console.listen",
+    "console.password_hash",
+    "console.token_file",
+    "console.test_hooks",
 ];
 
 /// The largest configuration file read; a configuration is a few hundred bytes.

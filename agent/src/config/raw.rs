@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub(super) vip: Option<Spanned<RawVip>>,
     pub(super) failover: Option<Spanned<RawFailover>>,
     pub(super) metrics: Option<Spanned<RawMetrics>>,
+    pub(super) console: Option<Spanned<RawConsole>>,
 }
 
 /// `identity:`
@@ -140,4 +141,14 @@ pub(super) struct RawFailover {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Option<Text>,
+}
+
+/// `console:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    pub(super) listen: Option<Text>,
+    pub(super) password_hash: Option<Text>,
+    pub(super) token_file: Option<Text>,
+    pub(super) test_hooks: Option<Text>,
 }

@@ -7,7 +7,13 @@ use std::{
     time::Duration,
 };
 
+use std::os::unix::fs::PermissionsExt;
+
 use super::*;
+
+/// The argon2id hash of "correct horse battery staple" (tandem console
+/// hash-password).
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$C0DOmAzuXM2yTnoQ2bqa3A$Ho9wbd+VijFSWPeKkOrqQL0FJPRv4OslG3UFq3p75PM";
 
 /// A directory with readable certificate and key files, and a full example.
 struct Fixture {
@@ -25,6 +31,9 @@ impl Fixture {
             "correct horse battery staple\n",
         )
         .expect("write");
+        let token = dir.path().join("console.token");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("write");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         Self { dir }
     }
 
@@ -96,7 +105,14 @@ failover:
   witnesses: [10.213.7.1, 10.213.7.2]
 metrics:
   listen: 127.0.0.1:9400
+console:
+  listen: 127.0.0.1:7480
+  password_hash: \"{hash}\"
+  token_file: {token}
+  test_hooks: false
 ",
+            hash = PASSWORD_HASH,
+            token = self.path("console.token").display(),
             crt = self.path("node1.crt").display(),
             key = self.path("node1.key").display(),
             peer = self.path("node2.crt").display(),
@@ -1676,6 +1692,67 @@ fn metrics_endpoint_is_checked() {
     );
     assert!(
         e.iter().any(|e| e.message.contains("unknown field")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn console_is_checked() {
+    let f = Fixture::new();
+    let full = f.full();
+    let c = f.parse(&full).expect("valid").console.expect("a console");
+    assert_eq!(c.listen, addr("127.0.0.1:7480"));
+    assert_eq!(c.password_hash.as_deref(), Some(PASSWORD_HASH));
+    assert_eq!(c.token_file, Some(f.path("console.token")));
+    assert!(!c.test_hooks);
+    let line = line_of(&full, "password_hash:");
+    check_bad_values(
+        &f,
+        &[
+            bad(
+                "password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$C0DOmAzuXM2yTnoQ2bqa3A$Ho9wbd+VijFSWPeKkOrqQL0FJPRv4OslG3UFq3p75PM\"",
+                "password_hash: hunter2",
+                "console.password_hash",
+                line,
+                "is not a PHC string",
+            ),
+            bad(
+                "test_hooks: false",
+                "test_hooks: yes",
+                "console.test_hooks",
+                line + 2,
+                "is not true or false",
+            ),
+        ],
+    );
+    // A section alone listens on loopback, but needs a credential.
+    let e = f.errors(&format!("{}console: {{}}\n", f.minimal()));
+    let err = only(&e, "console");
+    assert!(err.message.contains("password_hash"), "{err}");
+    let c = f
+        .parse(&format!(
+            "{}console:\n  password_hash: \"{PASSWORD_HASH}\"\n",
+            f.minimal()
+        ))
+        .expect("valid")
+        .console
+        .expect("a console");
+    assert_eq!(c.listen, DEFAULT_CONSOLE_LISTEN);
+    assert_eq!(c.token_file, None);
+    assert_eq!(f.parse(&f.minimal()).expect("valid").console, None);
+    // A token file every user can read, or too short, is refused; all at once.
+    let token = f.path("console.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let e = f.errors(&full);
+    let err = only(&e, "console.token_file");
+    assert!(err.message.contains("readable by every user"), "{err}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(&token, "short\n").expect("write");
+    let e = f.errors(&full);
+    assert!(
+        only(&e, "console.token_file")
+            .message
+            .contains("at least 16"),
         "{e:#?}"
     );
 }

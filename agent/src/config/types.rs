@@ -40,6 +40,8 @@ pub struct Config {
     pub failover: Failover,
     /// Where Prometheus metrics are served (`metrics`); `None`: not served.
     pub metrics: Option<Metrics>,
+    /// The web console (`console`); `None`: not served.
+    pub console: Option<Console>,
 }
 
 /// This node's TLS identity.
@@ -157,6 +159,27 @@ pub struct Failover {
     /// peer failure (`failover.witnesses`); requires `vip`.
     pub witnesses: Vec<IpAddr>,
 }
+
+/// The web console (`console`; docs/console.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Console {
+    /// The TCP address the console is served on (`console.listen`, default
+    /// [`DEFAULT_CONSOLE_LISTEN`]).
+    pub listen: SocketAddr,
+    /// An argon2 or scrypt PHC string of the password (`console.password_hash`).
+    pub password_hash: Option<String>,
+    /// A file holding a bearer token (`console.token_file`); at least one of the
+    /// two credentials is set.
+    pub token_file: Option<PathBuf>,
+    /// Lets the page drive itself from its URL fragment, for the browser test
+    /// (`console.test_hooks`, default false).
+    pub test_hooks: bool,
+}
+
+/// Loopback: the console is reached through an SSH tunnel or a reverse proxy
+/// unless the administrator chooses a management network.
+pub const DEFAULT_CONSOLE_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7480);
 
 /// The Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,11 +16,12 @@ use super::{
     duration::{format_duration, parse_duration},
     locate,
     raw::{
-        RawApplication, RawChecker, RawConfig, RawFailover, RawHeartbeat, RawHeartbeatNetwork,
-        RawIdentity, RawMetrics, RawPeer, RawReplicated, RawResync, RawVip, Text,
+        RawApplication, RawChecker, RawConfig, RawConsole, RawFailover, RawHeartbeat,
+        RawHeartbeatNetwork, RawIdentity, RawMetrics, RawPeer, RawReplicated, RawResync, RawVip,
+        Text,
     },
     types::{
-        Application, Checker, CheckerAction, CheckerKind, CheckerScope, Config,
+        Application, Checker, CheckerAction, CheckerKind, CheckerScope, Config, Console,
         DEFAULT_ANNOUNCE_COUNT, DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_APPLICATION_TIMEOUT,
         DEFAULT_BLOCK_SIZE, DEFAULT_BOOT_WAIT, DEFAULT_CHECK_FAILURES, DEFAULT_CHECK_INTERVAL,
         DEFAULT_CONTROL_SOCKET_NAME, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_NETWORK,
@@ -113,6 +114,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         Some(m) => c.metrics(&m.value, m.referenced).map(Some),
         None => Some(None),
     };
+    let console = match &raw.console {
+        Some(s) => c.console(&s.value, s.referenced).map(Some),
+        None => Some(None),
+    };
     let errors = c.errors;
     let config = (|| {
         Some(Config {
@@ -131,6 +136,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             vip: vip?,
             failover: failover?,
             metrics: metrics?,
+            console: console?,
         })
     })();
     match config {
@@ -494,6 +500,7 @@ impl Validator<'_> {
 }
 
 mod checkers;
+mod console;
 mod failover;
 mod sections;
 

@@ -344,12 +344,18 @@ impl Actor {
                         "{}: {reason}",
                         to.as_str()
                     )));
+                self.ctx
+                    .timeline
+                    .transition(from.as_str(), to.as_str(), &reason);
                 self.ctx.status.update(|s| {
                     s.state = to;
                     s.reason = reason;
                 });
             }
-            Command::Note(n) => tracing::info!("{n}"),
+            Command::Note(n) => {
+                tracing::info!("{n}");
+                self.ctx.timeline.note(&n);
+            }
             Command::Persist(m) => store_memory(&self.ctx.cfg.state_dir, &m)
                 .context("cannot store the failover memory")?,
             Command::NewGeneration => {

@@ -51,6 +51,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     barrier::{BarrierRequest, Listener, ListenerConfig},
     config::{Config, PeerPinSpec},
+    console::Timeline,
     metrics::Metrics,
     replication::generation::{GenerationStore, Relation, relate},
     status::{Shared, State, Status},
@@ -70,6 +71,9 @@ pub struct Ctx {
     pub metrics: Metrics,
     /// systemd's notification socket, if the agent runs under systemd.
     pub notifier: notify::Notifier,
+    /// The recent transitions and notes the console shows, fed by the failover
+    /// actor.
+    pub timeline: Timeline,
 }
 
 impl Ctx {
@@ -219,6 +223,7 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
         primary: AtomicBool::new(false),
         metrics: Metrics::new(),
         notifier: notifier.clone(),
+        timeline: Timeline::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let on_stop = notifier.clone();
@@ -245,6 +250,10 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
         breq_tx,
     )?;
     let (admin_tx, admin_rx) = mpsc::channel(64);
+    let console = match ctx.cfg.console.as_ref() {
+        Some(c) => Some(spawn_console(&ctx, c, admin_tx.clone(), stop_rx.clone()).await?),
+        None => None,
+    };
     let control = control::serve(
         &ctx.cfg.control_socket,
         ctx.status.clone(),
@@ -274,6 +283,9 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     // Stopped by the stop watch already unless the actor failed on its own.
     if let Some(m) = metrics {
         m.abort();
+    }
+    if let Some(c) = console {
+        c.abort();
     }
     control.stop();
     runc.stop();
@@ -312,17 +324,13 @@ async fn bind_when_free(
     }
 }
 
-/// Binds the metrics endpoint (waiting, like the other sockets, for a predecessor
-/// that is still exiting) and serves it until `stop`.
-async fn spawn_metrics(
-    ctx: &Arc<Ctx>,
-    addr: SocketAddr,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Binds a TCP endpoint of the agent (`what`, e.g. `metrics.listen`), waiting
+/// like the other sockets for a predecessor that is still exiting.
+async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let deadline = std::time::Instant::now() + BIND_PATIENCE;
-    let listener = loop {
+    loop {
         match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => break l,
+            Ok(l) => return Ok(l),
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
                     && std::time::Instant::now() < deadline =>
@@ -330,16 +338,51 @@ async fn spawn_metrics(
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot serve metrics on {addr} (metrics.listen)")));
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot listen on {addr} ({what})"))
+                );
             }
         }
-    };
+    }
+}
+
+/// Binds the metrics endpoint and serves it until `stop`.
+async fn spawn_metrics(
+    ctx: &Arc<Ctx>,
+    addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = bind_tcp(addr, "metrics.listen").await?;
     tracing::info!(listen = %addr, "serving metrics");
     let (metrics, status) = (ctx.metrics.clone(), ctx.status.clone());
     Ok(tokio::spawn(async move {
         if let Err(e) = crate::metrics::serve(listener, metrics, status, stop).await {
             tracing::error!(error = %e, "the metrics endpoint failed");
+        }
+    }))
+}
+
+/// Binds the console and serves it until `stop`; its credentials are read now,
+/// so that an unreadable token file stops the agent at start.
+async fn spawn_console(
+    ctx: &Arc<Ctx>,
+    cfg: &crate::config::Console,
+    admin: mpsc::Sender<crate::failover::Event>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let credentials = crate::console::Credentials::load(cfg)?;
+    let listener = bind_tcp(cfg.listen, "console.listen").await?;
+    tracing::info!(listen = %cfg.listen, "serving the console");
+    let app = crate::console::App::new(
+        ctx.status.clone(),
+        ctx.timeline.clone(),
+        admin,
+        credentials,
+        cfg.test_hooks,
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::console::serve(listener, app, stop).await {
+            tracing::error!(error = %e, "the console failed");
         }
     }))
 }

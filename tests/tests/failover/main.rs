@@ -3,7 +3,7 @@
 //! who serves, when, and that never more than one node does.
 //!
 //! `demo` runs `tandem demo` itself, end to end; `networks` cuts one of the lab's
-//! two networks at a time.
+//! two networks at a time; `console` drives the web console in headless Chromium.
 //!
 //! Each scenario prints its measured outage; the figures over many runs are the
 //! failover benchmark's business (BENCHMARKS.md), not a pass criterion here.
@@ -30,6 +30,7 @@ use tandem_tests::{
     vip_client::{self, Client, Sample, Writer},
 };
 
+mod console;
 mod demo;
 mod networks;
 
