@@ -149,6 +149,23 @@ fn client(lab: &Lab) -> Watch {
     }
 }
 
+/// Waits until node `i` has heard its peer say it can run the application.
+fn wait_peer_can_run(lab: &Lab, i: usize) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = lab.status(i).unwrap_or_default();
+        if s.pointer("/peer/can_run").and_then(Value::as_bool) == Some(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} never heard its peer able to run the application: {s}",
+            lab.nodes[i].name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until the client has been served by `node` (the pair is serving).
 fn wait_served(c: &Watch, node: &str, timeout: Duration) {
     let end = Instant::now() + timeout;
@@ -323,6 +340,11 @@ fn swap_both_ways_keeps_the_data() {
     for (from, to) in [(0usize, 1usize), (1, 0)] {
         let marker = format!("before-swap-to-{}", lab.nodes[to].name);
         std::fs::write(lab.nodes[from].data_dir.join(&marker), b"x").expect("write");
+        // The primary grants a swap only once it has heard its SECOND say it is in
+        // sync and can run the application, a heartbeat after the SECOND's own
+        // status says so; asked earlier, it refuses (and `tandem swap` waits out
+        // its timeout), as documented in docs/operations.md.
+        wait_peer_can_run(&lab, from);
         let t0 = Instant::now();
         lab.node_cmd(from, &["swap"])
             .unwrap_or_else(|e| panic!("swap failed: {e}\n{}", lab.log_tail(from, 40)));
