@@ -59,41 +59,9 @@ if [ "$(current)" = "$recipe" ] && [ "${TANDEM_PG_REBUILD:-0}" != 1 ]; then
     exit 0
 fi
 
-# The mirror apt already uses for bookworm: one-line sources first, then deb822
-# .sources files (Debian 12's default). The first "deb" entry whose suites
-# include exactly "bookworm" wins (not bookworm-security or bookworm-updates).
-find_mirror() {
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        awk -v suite="$suite" '
-            $1 == "deb" {
-                i = 2
-                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-                if ($(i + 1) == suite) { print $i; exit }
-            }' "$f"
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        awk -v suite="$suite" '
-            BEGIN { RS = ""; FS = "\n" }
-            {
-                types = ""; uris = ""; suites = ""; enabled = "yes"
-                for (j = 1; j <= NF; j++) {
-                    if ($j ~ /^Types:/) types = $j
-                    else if ($j ~ /^URIs:/) uris = $j
-                    else if ($j ~ /^Suites:/) suites = $j
-                    else if ($j ~ /^Enabled:/) enabled = $j
-                }
-                if (enabled ~ /no$/) next
-                if (types !~ /[ \t]deb([ \t]|$)/) next
-                if (suites !~ ("[ \t]" suite "([ \t]|$)")) next
-                sub(/^URIs:[ \t]*/, "", uris)
-                split(uris, u, /[ \t]+/)
-                print u[1]
-                exit
-            }' "$f"
-    done
-}
+# The mirror apt already uses for the suite (tests/docker/find-mirror.sh).
+find_mirror() { sh "$here/../find-mirror.sh" "$suite"; }
+
 started=$(date +%s)
 old_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 [ "${TANDEM_PG_REBUILD:-0}" != 1 ] || docker image rm "$base" >/dev/null 2>&1 || true
