@@ -84,6 +84,16 @@ impl Node {
     }
 }
 
+/// What a node that starts the application on its own is told, in order: a new
+/// data generation, replication without the peer, the VIP, the application.
+pub(super) const STARTS_ALONE: [Command; 5] = [
+    NewGeneration,
+    ReplicateAlone,
+    AddVip,
+    AnnounceVip,
+    StartApplication,
+];
+
 /// The (from, to) pairs of the transitions in `cmds`.
 pub(super) fn transitions(cmds: &[Command]) -> Vec<(State, State)> {
     cmds.iter()
@@ -162,16 +172,7 @@ pub(super) fn alone_with(t0: Instant, p: Params) -> Node {
         })
     );
     assert_eq!(transitions(&out), [tr(State::Wait, State::Alone)]);
-    assert_eq!(
-        acts(out),
-        [
-            NewGeneration,
-            ReplicateAlone,
-            AddVip,
-            AnnounceVip,
-            StartApplication
-        ]
-    );
+    assert_eq!(acts(out), STARTS_ALONE);
     assert_eq!(a.e.state(), State::Alone);
     a.on(2100, Event::Generations(g(7, &[5])));
     a
