@@ -101,9 +101,19 @@ ensure_chromium() {
     fi
 }
 
+# rpm installs the .rpm into a scratch Debian root in the package test; only the
+# test suite needs it. (cargo-deb and cargo-generate-rpm are installed by
+# `cargo xtask package` itself.)
+ensure_rpm() {
+    if ! command -v rpm >/dev/null; then
+        echo "quickstart: installing rpm"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null
+    fi
+}
+
 install_packages
 case "${1:-}" in
     demo) demo && failover_demo ;;
-    test) ensure_docker && ensure_chromium && cargo xtask test ;;
+    test) ensure_docker && ensure_chromium && ensure_rpm && cargo xtask test ;;
     *) die "usage: $0 demo|test" ;;
 esac

@@ -205,7 +205,9 @@ impl Shared {
                     from = s.state.as_str(),
                     to = state.as_str(),
                     reason,
-                    "state change"
+                    "state change {} -> {}: {reason}",
+                    s.state.as_str(),
+                    state.as_str()
                 );
                 s.state = state;
                 s.reason = reason.to_string();

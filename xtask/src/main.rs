@@ -57,21 +57,25 @@ enum Task {
     /// Generates the man pages and the bash, zsh and fish completions from the
     /// command line's definitions, into TARGET/dist/{man,completions}.
     Dist,
-    /// Builds the .deb (dpkg-deb) and the .rpm (rpmbuild, `apt-get install rpm`)
-    /// into TARGET/package, from the release build unless --bin names a binary.
+    /// Builds the .deb (cargo-deb) and the .rpm (cargo-generate-rpm) into
+    /// TARGET/package, installing either tool with `cargo install` if it is
+    /// missing.
     Package {
         /// Which packages: `deb`, `rpm` or both (`all`).
         #[arg(value_enum, default_value = "all")]
         kind: package::Kind,
-        /// Package this binary instead of building the release one (the install
-        /// test packages the binary under test).
-        #[arg(long, value_name = "PATH")]
-        bin: Option<PathBuf>,
+        /// The cargo profile to package (`release`, or `dev` for tests).
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Package what the profile already built instead of building it (the
+        /// install test packages the binary under test).
+        #[arg(long)]
+        no_build: bool,
         /// Where to write the packages (default TARGET/package).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Compress the .deb with gzip -1 instead of xz (seconds instead of a
-        /// minute for a debug build; for tests).
+        /// Compress faster and less (cargo-deb's --fast, gzip for the .rpm):
+        /// seconds instead of a minute for a debug build; for tests.
         #[arg(long)]
         fast: bool,
     },
@@ -92,10 +96,21 @@ fn main() -> anyhow::Result<()> {
         Task::Dist => dist::dist(&target_dir(&root).join("dist")).map(drop),
         Task::Package {
             kind,
-            bin,
+            profile,
+            no_build,
             out,
             fast,
-        } => package::package(&root, kind, &package::Options { bin, out, fast }).map(drop),
+        } => package::package(
+            &root,
+            kind,
+            &package::Options {
+                profile,
+                no_build,
+                out,
+                fast,
+            },
+        )
+        .map(drop),
     }
 }
 
@@ -284,14 +299,22 @@ fn test(root: &Path, seeds: &str, no_lint: bool, oracle: bool) -> anyhow::Result
     let bin = target_dir(root).join("debug/tandem");
     let bin = bin.to_string_lossy();
     run(root, "cargo", &["test", "-p", "tandem-tests", "--lib"], &[])?;
-    // The docker target's install test installs a .deb of the binary under test.
+    // The docker target's install tests install packages of the binary under test.
     let opts = package::Options {
-        bin: Some(PathBuf::from(&*bin)),
+        profile: "dev".to_owned(),
+        no_build: true,
         out: Some(target_dir(root).join("package/test")),
         fast: true,
     };
-    let debs = package::package(root, package::Kind::Deb, &opts)?;
-    let deb = debs.first().context("no .deb was built")?.to_string_lossy();
+    let packages = package::package(root, package::Kind::All, &opts)?;
+    let find = |ext: &str| {
+        packages
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .map(|p| p.to_string_lossy().into_owned())
+            .with_context(|| format!("no .{ext} was built"))
+    };
+    let (deb, rpm) = (find("deb")?, find("rpm")?);
     // Replication and failover in a two-node lab: heavy (two agents with eBPF each),
     // one at a time; then containers under the durability barrier, through a real
     // Docker daemon, and the package's install test.
@@ -308,7 +331,11 @@ fn test(root: &Path, seeds: &str, no_lint: bool, oracle: bool) -> anyhow::Result
                 "--",
                 "--test-threads=1",
             ],
-            &[("TANDEM_BIN", &bin), ("TANDEM_DEB", &deb)],
+            &[
+                ("TANDEM_BIN", &bin),
+                ("TANDEM_DEB", &deb),
+                ("TANDEM_RPM", &rpm),
+            ],
         )?;
     }
     if !oracle {

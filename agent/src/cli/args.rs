@@ -59,6 +59,16 @@ pub enum Command {
     /// An OCI runtime for Docker that puts containers under the durability barrier,
     /// then runs runc (registered in /etc/docker/daemon.json, see docs).
     OciRuntime(OciArgs),
+    /// Prints the shell completion script for bash, zsh or fish (the packages
+    /// install them already), e.g. `tandem completions bash > /etc/bash_completion.d/tandem`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]

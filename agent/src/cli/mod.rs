@@ -5,6 +5,7 @@
 //! it without building the agent.
 
 pub mod args;
+mod logging;
 
 use std::{
     io::Write,
@@ -50,7 +51,15 @@ static STOP: AtomicBool = AtomicBool::new(false);
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The agent logs what it does (state changes with their reasons, the
+    // application's output) at info; the other commands print their results
+    // and only warn.
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    logging::init(default_level);
     let result = match cli.command {
         Command::Capture(args) => capture(&args),
         Command::Demo(args) => demo(&args),
@@ -66,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Start(args) => admin(&args, "start", false),
         Command::Exec(args) => exec(&args),
         Command::Keygen(args) => keygen(&args),
+        Command::Completions(args) => completions(args.shell),
         Command::OciRuntime(args) => {
             Err(crate::barrier::oci::run_oci_runtime(&args.runc, &args.listener, &args.args).into())
         }
@@ -79,13 +89,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Writes the completion script of `shell` to standard output.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    write_completions(shell, &mut out);
+    out.flush().context("cannot write the completions")
+}
+
+fn write_completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "tandem", out);
 }
 
 fn exit_of(e: &anyhow::Error) -> Exit {
@@ -385,5 +398,24 @@ mod tests {
     #[test]
     fn the_demo_prefix_of_the_cli_is_the_demo_s() {
         assert_eq!(args::DEMO_PREFIX, crate::demo::DEFAULT_PREFIX);
+    }
+
+    #[test]
+    fn completions_name_the_subcommands_for_each_shell() {
+        let cli = Cli::try_parse_from(["tandem", "completions", "zsh"]).expect("parses");
+        assert!(matches!(cli.command, Command::Completions(_)));
+        assert!(Cli::try_parse_from(["tandem", "completions", "tcsh"]).is_err());
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            write_completions(shell, &mut out);
+            let text = String::from_utf8(out).expect("UTF-8");
+            for sub in ["swap", "status", "config", "completions"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
+        }
     }
 }

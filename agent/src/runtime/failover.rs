@@ -336,7 +336,16 @@ impl Actor {
                 self.payload.send_replace(b);
             }
             Command::Transition { from, to, reason } => {
-                tracing::info!(from = from.as_str(), to = to.as_str(), %reason, "state change");
+                // The fields for the journal (TANDEM_FROM, ...) and filters; the
+                // message repeats them for whoever reads the plain log.
+                tracing::info!(
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    %reason,
+                    "state change {} -> {}: {reason}",
+                    from.as_str(),
+                    to.as_str()
+                );
                 // `systemctl status` shows the state and why.
                 self.ctx
                     .notifier

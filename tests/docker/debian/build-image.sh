@@ -1,9 +1,11 @@
 #!/bin/sh
 # Builds tandem/debian:12, a minimal Debian 12 (bookworm) image for the package
-# install test (tests/tests/docker/package.rs), without an image registry:
-# debootstrap makes a minbase root filesystem from the machine's configured Debian
-# mirror and `docker import` turns it into an image. Nothing else is installed:
-# the test must find that the .deb installs with what a bare Debian 12 has.
+# install tests (tests/tests/docker/package.rs, systemd.rs), without an image
+# registry: debootstrap makes a minbase root filesystem from the machine's
+# configured Debian mirror and `docker import` turns it into an image. The only
+# package added to minbase is systemd-sysv (systemd as /sbin/init, as on every
+# Debian 12 server), so that the unit can be run under a real systemd; the tests
+# must find that the .deb installs with what such a bare Debian 12 has.
 #
 # Idempotent: the tag carries the hash of this script (tandem/debian:12-HASH), and
 # an image of that tag is kept as it is; images of earlier versions of the script
@@ -77,8 +79,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "debootstrap $suite (minbase) from $mirror"
-debootstrap --variant=minbase "$suite" "$root" "$mirror" >>"$log" 2>&1
+say "debootstrap $suite (minbase + systemd-sysv) from $mirror"
+debootstrap --variant=minbase --include=systemd-sysv "$suite" "$root" "$mirror" >>"$log" 2>&1
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/apt/* \
     "$root/etc/hostname" "$root/etc/resolv.conf"

@@ -8,8 +8,10 @@
 //! Docker runtime. Every image, container, runtime entry and socket a test creates
 //! is removed when it ends, also on failure; the exceptions are the PostgreSQL
 //! image (`postgres`) and the Debian 12 base image (`package`), which are kept, by
-//! recipe hash, because building them takes minutes. `dockercheck` tests the `docker` checker against the daemon. `package`
-//! installs the .deb in a fresh Debian 12 container.
+//! recipe hash, because building them takes minutes. `dockercheck` tests the
+//! `docker` checker against the daemon. `package` installs the .deb in a fresh
+//! Debian 12 container and the .rpm into a copy of its root; `systemd` runs the
+//! packaged unit under systemd in such a container.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,12 +19,14 @@
     reason = "a test binary: a failed set-up step must panic with its error"
 )]
 
+mod debian;
 mod dockercheck;
 mod fixture;
 mod package;
 mod pg_failover;
 mod postgres;
 mod probe;
+mod systemd;
 
 use std::{
     fs,

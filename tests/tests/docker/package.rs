@@ -1,101 +1,33 @@
-//! The .deb, installed with `dpkg -i` in a fresh Debian 12 container (image
-//! `tandem/debian:12-HASH`, a debootstrap minbase built once by
-//! `tests/docker/debian/build-image.sh` and kept by recipe hash): the binary runs
-//! with what a bare Debian 12 has, `tandem config check` works on the shipped
-//! example, the unit, man pages and completions are where systemd, man and the
-//! shells look, and `dpkg -r` removes everything the package installed.
+//! The packages, installed into a fresh Debian 12 (the base image of `debian`):
+//! - the .deb with `dpkg -i` in a container: the binary runs with what a bare
+//!   Debian 12 has, `tandem config check` works on the shipped example, the unit,
+//!   man pages and completions are where systemd, man and the shells look, and
+//!   `dpkg -r` removes everything the package installed;
+//! - the .rpm with Debian's `rpm --root` into a copy of the same root filesystem
+//!   (there is no RPM distribution image without a registry): its scriptlets run
+//!   there, its files verify, the binary runs and checks the example, and `rpm -e`
+//!   removes everything it installed.
 //!
-//! The package is `TANDEM_DEB` when set (`cargo xtask test` builds it from the
-//! binary under test), otherwise this test makes one with `cargo xtask package deb
-//! --fast --bin TANDEM_BIN`. The container (`tandem-test-pkg-*`) is removed on every
-//! exit; the base image is kept, as the PostgreSQL one is.
+//! Containers (`tandem-test-pkg-*`) and copies are removed on every exit; the
+//! base image is kept, as the PostgreSQL one is.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Instant,
+use std::{path::Path, process::Command, time::Instant};
+
+use crate::{
+    ContainerName,
+    debian::{EXAMPLE, Format, configure, debian_image, package, sh, sh_ok},
+    docker_ok, serial,
 };
 
-use crate::{ContainerName, docker, docker_ok, serial};
-
-/// The example the package ships and the test configures.
-const EXAMPLE: &str = "/usr/share/doc/tandem/examples/app.yaml";
-
-/// Builds the base image, or finds it; returns its tag.
-fn debian_image() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/debian/build-image.sh");
-    let started = Instant::now();
-    let out = Command::new(&script).output().expect("run build-image.sh");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{} failed:\n{err}", script.display());
-    let tag = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    eprintln!("image: {} ({:?})", err.trim(), started.elapsed());
-    assert!(tag.starts_with("tandem/debian:12-"), "{tag}");
-    tag
-}
-
-/// The .deb under test, built into `dir` unless `TANDEM_DEB` names one.
-fn deb(dir: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("TANDEM_DEB") {
-        return PathBuf::from(p);
-    }
-    let started = Instant::now();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = tandem_tests::lab::tandem_bin();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["xtask", "package", "deb", "--fast", "--bin"])
-        .arg(&bin)
-        .arg("--out")
-        .arg(dir)
-        .current_dir(&root)
-        .output()
-        .expect("run cargo xtask package");
-    assert!(
-        out.status.success(),
-        "cargo xtask package deb failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deb = std::fs::read_dir(dir)
-        .expect("read the package directory")
-        .map(|e| e.expect("entry").path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("cargo xtask package wrote no .deb");
-    eprintln!("packaged {} in {:?}", bin.display(), started.elapsed());
-    deb
-}
-
-/// `sh -c SCRIPT` in the container: (exit status, stdout, stderr).
-fn sh(name: &str, script: &str) -> (i32, String, String) {
-    let out = docker(&["exec", name, "sh", "-c", script]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `sh -c SCRIPT` in the container, which must succeed; returns its stdout.
-fn sh_ok(name: &str, script: &str) -> String {
-    let (code, out, err) = sh(name, script);
-    assert_eq!(code, 0, "`{script}` failed:\n{out}{err}");
-    out
-}
-
-/// An address of the container's network with the last octet replaced (the
-/// default bridge is a /16, so .250/.251 of the container's /24 are unused unless
-/// some other container sits exactly there; `config check` sends nothing to them).
-fn sibling(ip: &str, last: u8) -> String {
-    let (prefix, _) = ip.rsplit_once('.').expect("an IPv4 address");
-    format!("{prefix}.{last}")
-}
+/// Every path of a root filesystem, sorted (for what a removal leaves behind).
+const FIND_ALL: &str = "find / -xdev -path /proc -prune -o -print | LC_ALL=C sort";
 
 #[test]
 fn deb_installs_in_a_fresh_debian_checks_its_example_and_removes_cleanly() {
     let Some(_serial) = serial() else { return };
     let image = debian_image();
     let dir = tempfile::tempdir().expect("tempdir");
-    let deb = deb(dir.path());
+    let deb = package(Format::Deb, dir.path());
     let started = Instant::now();
 
     let name = ContainerName::of_kind("test-pkg");
@@ -104,10 +36,7 @@ fn deb_installs_in_a_fresh_debian_checks_its_example_and_removes_cleanly() {
         "run", "-d", "--name", &name.0, "-v", &mount, &image, "sleep", "300",
     ]);
     let n = name.0.as_str();
-    let before = sh_ok(
-        n,
-        "find / -xdev -path /proc -prune -o -print | LC_ALL=C sort",
-    );
+    let before = sh_ok(n, FIND_ALL);
 
     // Every dependency is in a bare Debian 12: dpkg -i would fail otherwise (there
     // is no apt source to fetch anything from).
@@ -146,33 +75,8 @@ fn deb_installs_in_a_fresh_debian_checks_its_example_and_removes_cleanly() {
         "{out}"
     );
 
-    // Configured for this container as an operator would: keys made with
-    // `tandem keygen` in /etc/tandem, the addresses of its network (the VIP and
-    // the peer beside it, the gateway as the witness).
-    let ip = docker_ok(&["inspect", "--format", "{{.NetworkSettings.IPAddress}}", n]);
-    let len = docker_ok(&["inspect", "--format", "{{.NetworkSettings.IPPrefixLen}}", n]);
-    let gw = docker_ok(&["inspect", "--format", "{{.NetworkSettings.Gateway}}", n]);
-    assert!(
-        !ip.is_empty() && !gw.is_empty(),
-        "the container has no address"
-    );
-    let (vip, peer) = (sibling(&ip, 250), sibling(&ip, 251));
-    let key = sh_ok(n, "tandem keygen --dir /etc/tandem --node node1");
-    assert!(key.contains("fingerprint: sha256:"), "{key}");
-    sh_ok(n, "tandem keygen --dir /etc/tandem --node node2");
-    sh_ok(
-        n,
-        &format!(
-            "sed -e 's/^listen: .*/listen: {ip}:7400/' \
-                 -e 's/^  address: 192.0.2.12:7400/  address: {peer}:7400/' \
-                 -e 's|^  address: 192.0.2.50/24|  address: {vip}/{len}|' \
-                 -e 's/witnesses: .*/witnesses: [{gw}]/' \
-                 {EXAMPLE} >/etc/tandem/app.yaml"
-        ),
-    );
-    let (code, out, err) = sh(n, "tandem config check -c /etc/tandem/app.yaml");
-    assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.trim(), "/etc/tandem/app.yaml: ok");
+    // Configured for this container as an operator would.
+    configure(n, None);
 
     // Removal takes everything the package installed; /etc/tandem stays with the
     // operator's files in it.
@@ -186,10 +90,7 @@ fn deb_installs_in_a_fresh_debian_checks_its_example_and_removes_cleanly() {
     );
     assert!(!status.starts_with("ii"), "dpkg says {status:?}");
     sh_ok(n, "rm -r /etc/tandem");
-    let after = sh_ok(
-        n,
-        "find / -xdev -path /proc -prune -o -print | LC_ALL=C sort",
-    );
+    let after = sh_ok(n, FIND_ALL);
     let left: Vec<&str> = after
         .lines()
         .filter(|l| !before.lines().any(|b| b == *l))
@@ -199,7 +100,130 @@ fn deb_installs_in_a_fresh_debian_checks_its_example_and_removes_cleanly() {
     eprintln!("installed, checked and removed in {:?}", started.elapsed());
 }
 
+/// Where the .rpm installs into directories it does not own (see the test).
+const SHARED_DIRS: [&str; 5] = [
+    "./usr/share/fish",
+    "./usr/share/fish/vendor_completions.d",
+    "./usr/share/licenses",
+    "./usr/share/zsh/site-functions",
+    "./usr/lib/systemd/system",
+];
+
+/// `rpm --root ROOT ARGS`, which must succeed; returns its stdout.
+fn rpm(root: &Path, args: &[&str]) -> String {
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run rpm (apt-get install rpm)");
+    assert!(
+        out.status.success(),
+        "rpm {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `chroot ROOT sh -c SCRIPT`: (exit status, stdout + stderr).
+fn chroot(root: &Path, script: &str) -> (i32, String) {
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(["sh", "-c", script])
+        .output()
+        .expect("run chroot");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Every path under `root`, relative and sorted.
+fn tree(root: &Path) -> Vec<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -xdev | LC_ALL=C sort")
+        .arg("sh")
+        .arg(root)
+        .output()
+        .expect("run find");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn sibling_replaces_the_last_octet() {
-    assert_eq!(sibling("172.17.0.2", 250), "172.17.0.250");
+fn rpm_installs_into_a_debian_root_verifies_and_erases_cleanly() {
+    let Some(_serial) = serial() else { return };
+    let image = debian_image();
+    let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let pkg = package(Format::Rpm, dir.path());
+    let started = Instant::now();
+
+    // The image's root filesystem, as a directory to install into.
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir root");
+    let name = ContainerName::of_kind("test-rpm");
+    docker_ok(&["create", "--name", &name.0, &image, "true"]);
+    let export = Command::new("sh")
+        .arg("-c")
+        .arg("docker export \"$1\" | tar -x -C \"$2\"")
+        .arg("sh")
+        .arg(&name.0)
+        .arg(&root)
+        .status()
+        .expect("docker export");
+    assert!(export.success(), "docker export | tar failed");
+
+    rpm(&root, &["--initdb"]);
+    let before = tree(&root);
+    // --nodeps: this root's libraries were installed by dpkg, so its rpm database
+    // does not know them (the Requires are checked below instead).
+    let pkg_s = pkg.to_string_lossy();
+    rpm(&root, &["-i", "--nodeps", &pkg_s]);
+    let requires = rpm(&root, &["-q", "--requires", "tandem"]);
+    assert!(requires.contains("libc.so.6(GLIBC_"), "{requires}");
+    assert!(
+        rpm(&root, &["-V", "--nodeps", "tandem"]).trim().is_empty(),
+        "the installed files differ from the package"
+    );
+    let files = rpm(&root, &["-ql", "tandem"]);
+    for f in [
+        "/usr/bin/tandem",
+        "/usr/lib/systemd/system/tandem@.service",
+        "/usr/share/man/man1/tandem.1.gz",
+        "/usr/share/bash-completion/completions/tandem",
+        "/usr/share/zsh/site-functions/_tandem",
+        "/usr/share/doc/tandem/examples/app.yaml",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} is not in the package");
+    }
+    // The post-install scriptlet made the operators' directory.
+    assert!(root.join("etc/tandem").is_dir(), "no /etc/tandem");
+
+    let (code, version) = chroot(&root, "tandem --version");
+    assert_eq!(code, 0, "{version}");
+    assert_eq!(
+        version.trim(),
+        format!("tandem {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out) = chroot(&root, &format!("tandem config check -c {EXAMPLE}"));
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("identity.certificate: cannot read"), "{out}");
+
+    rpm(&root, &["-e", "tandem"]);
+    std::fs::remove_dir(root.join("etc/tandem")).expect("/etc/tandem is left, empty");
+    let left: Vec<String> = tree(&root)
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        // The rpm database itself.
+        .filter(|l| !l.starts_with("./var/lib/rpm") && !l.starts_with("./usr/lib/sysimage/rpm"))
+        // Directories shared by many packages, which RPM distributions' own
+        // `filesystem` package owns; in this Debian root nothing does, so rpm
+        // made them and leaves them.
+        .filter(|l| !SHARED_DIRS.contains(&l.as_str()))
+        .collect();
+    assert!(left.is_empty(), "rpm -e left files behind: {left:?}");
+    eprintln!("installed, verified and erased in {:?}", started.elapsed());
 }
