@@ -509,7 +509,12 @@ fn emit_move(
         if index.kind(m.src).is_some() {
             // The old name is gone (that is how the move was matched); the new
             // place, inside the rescanned directory, was described by its scan.
-            emit_remove_tree(index, plan, m.src);
+            // That scan may also have found the source itself there and moved it
+            // (a directory exchanged into the re-created one): then the index's
+            // name for it holds it on disk, and it stays.
+            if !still_there(index, lookup, m.src) {
+                emit_remove_tree(index, plan, m.src);
+            }
         } else if index.kind(m.dir) == Some(Kind::Dir)
             && let Some(st) = lookup.stat_in(index, m.dir, &m.name)
             && !index

@@ -167,6 +167,7 @@ fn oracle(seed: u64) {
 
     let stderr_path = tmp.path().join("capture.stderr");
     let bin = tandem_bin();
+    let t0 = Instant::now();
     let mut cmd = Command::new(&bin);
     cmd.args(["capture", "--watch", &ra, "--watch", &rb, "--json"])
         .stdin(Stdio::null())
@@ -260,6 +261,7 @@ fn oracle(seed: u64) {
         );
     }
 
+    let ready_time = t0.elapsed();
     let started = Instant::now();
     let counts = workload::run(&Config {
         seed,
@@ -286,7 +288,11 @@ fn oracle(seed: u64) {
         p.last
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
     });
+    let drained = Instant::now();
+    let drain_time = drained - started - workload_time;
     let exit = guard.stop();
+    let stopped = Instant::now();
+    let stop_time = stopped - drained;
     // With TANDEM_ORACLE_STREAM=FILE the capture's log is kept next to it (FILE.stderr).
     if let Some(p) = std::env::var_os("TANDEM_ORACLE_STREAM") {
         let mut keep = p;
@@ -294,6 +300,8 @@ fn oracle(seed: u64) {
         let _ = fs::copy(&stderr_path, keep);
     }
     let stats = consumer.join().expect("consumer thread");
+    let replayed = Instant::now();
+    let replay_time = replayed - stopped;
     let progress = std::mem::take(&mut *progress.lock().unwrap());
 
     let mut report = Vec::new();
@@ -329,15 +337,23 @@ fn oracle(seed: u64) {
     }
     diffs.truncate(20);
     report.extend(diffs);
+    let compare_time = replayed.elapsed();
 
     let summary = format!(
         "seed {seed:#x} ({seed}): workload {:.1} s, {} records\n\
+         time: ready {:.1} s, drained {:.1} s after the workload, stop {:.1} s, \
+         replay {:.1} s, compare {:.1} s\n\
          workload {}\
          replay applied {:?}\n\
          replay tolerated {:?} (recovered after renames: {})\n\
          tolerated examples: {:#?}",
         workload_time.as_secs_f64(),
         progress.records,
+        ready_time.as_secs_f64(),
+        drain_time.as_secs_f64(),
+        stop_time.as_secs_f64(),
+        replay_time.as_secs_f64(),
+        compare_time.as_secs_f64(),
         counts.report(),
         stats.applied,
         stats.tolerated,
