@@ -86,7 +86,10 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     let page = PAGE.load(Ordering::SeqCst);
     let ours = (0..SLOTS).any(|i| {
         let start = STARTS[i].load(Ordering::SeqCst);
-        start != 0 && start != RESERVED && addr >= start && addr - start < LENS[i].load(Ordering::SeqCst)
+        start != 0
+            && start != RESERVED
+            && addr >= start
+            && addr - start < LENS[i].load(Ordering::SeqCst)
     });
     if ours {
         // SAFETY: the page lies inside a mapping this process made and still holds

@@ -385,6 +385,12 @@ fn oracle(seed: u64) {
                 .join("\n  "),
         );
     }
+    let removing = Instant::now();
+    drop(tmp);
+    eprintln!(
+        "seed {seed:#x}: trees removed in {:.1} s",
+        removing.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
