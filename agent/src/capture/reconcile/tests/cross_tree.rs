@@ -35,3 +35,56 @@ fn a_directory_exchanged_into_one_moved_between_trees_is_kept() {
     assert!(f.rescan.is_empty(), "{shown:?}");
     f.assert_same();
 }
+
+/// Two directories exchanged between the trees. An exchange record cannot name two
+/// trees, so both ends are described as removals and creations. The cycle of the
+/// two moves used to fall through to the catch-all, which created the first entry
+/// over the other one still in the index: the index dropped the old entry alone,
+/// and the copy kept its children under the new directory.
+#[test]
+fn directories_exchanged_between_trees_are_replaced_whole() {
+    let mut f = Fixture::with_roots(&["A", "B"], |s| {
+        fs::create_dir_all(s.join("A/x/sub")).unwrap();
+        fs::write(s.join("A/x/sub/f"), b"X").unwrap();
+        fs::create_dir_all(s.join("B/y")).unwrap();
+        fs::write(s.join("B/y/g"), b"Y").unwrap();
+    });
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &f.src.join("A/x"),
+        nix::fcntl::AT_FDCWD,
+        &f.src.join("B/y"),
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    let shown = f.reconcile(&["A/x", "B/y"]);
+    assert!(f.rescan.is_empty(), "no catch-all needed: {shown:?}");
+    f.assert_same();
+}
+
+/// Whatever the index has at a name is removed, with records, before an entry is
+/// created there: the consumer's copy has it too.
+#[test]
+fn a_creation_over_an_entry_the_index_still_has_removes_that_entry_first() {
+    let mut f = Fixture::new(|s| {
+        fs::create_dir_all(s.join("d/old")).unwrap();
+        fs::write(s.join("d/old/f"), b"F").unwrap();
+    });
+    fs::remove_dir_all(f.src.join("d")).unwrap();
+    fs::create_dir(f.src.join("d")).unwrap();
+    fs::write(f.src.join("d/new"), b"N").unwrap();
+    let root = f.index.root_node(0).unwrap();
+    let mut lookup = ByInode(f.src.clone());
+    let st = lookup.stat_in(&f.index, root, b"d").unwrap();
+    let mut plan = Plan::default();
+    emit_create(&mut f.index, &mut lookup, &mut plan, root, b"d", st);
+    let shown: Vec<String> = plan.changes.iter().map(|c| show(&c.path, &c.op)).collect();
+    assert_eq!(
+        shown[..3],
+        ["remove d/old/f file", "remove d/old dir", "remove d dir"]
+    );
+    for c in &plan.changes {
+        replay(&f.src, &f.copy, &c.path, &c.op);
+    }
+    f.assert_same();
+}
