@@ -145,7 +145,10 @@ pub fn reconcile(
         );
         match (cur, live) {
             (None, None) => {}
-            (Some(c), Some(s)) if index.is_same_file(c, &s) => {
+            // Back under the name it left (an inode in `left` went out and came back
+            // within the batch): unchanged as far as names go, but what was done to it
+            // outside was not captured, so it is described anew below.
+            (Some(c), Some(s)) if index.is_same_file(c, &s) && !left.contains(&s.key) => {
                 if attr.contains(d) {
                     unchanged_attr.push(c);
                 }

@@ -406,6 +406,27 @@ fn a_file_that_left_the_tree_and_came_back_is_described_anew() {
     f.assert_same();
 }
 
+/// The same, back under the very name it left: the name holds the same inode as
+/// before, but what was done to it outside was not captured.
+#[test]
+fn a_file_that_left_the_tree_and_came_back_to_its_name_is_described_anew() {
+    let mut f = Fixture::new(|s| {
+        fs::write(s.join("a"), b"long content").unwrap();
+    });
+    let outside = f._tmp.path().join("outside");
+    fs::rename(f.src.join("a"), &outside).unwrap();
+    fs::write(&outside, b"short").unwrap();
+    fs::rename(&outside, f.src.join("a")).unwrap();
+    let m = fs::metadata(f.src.join("a")).unwrap();
+    f.left.insert(Key {
+        dev: kernel_dev(m.dev()),
+        ino: m.ino(),
+    });
+    let shown = f.reconcile(&["a"]);
+    assert_eq!(shown, vec!["remove a file", "create a file", "write a 0 5"]);
+    f.assert_same();
+}
+
 #[test]
 fn a_directory_moved_below_one_whose_move_was_not_reported_asks_for_a_rescan() {
     let mut f = Fixture::new(|s| {
