@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tandem_tests::compare::compare_trees;
+use tandem_tests::scratch::Scratch;
 use tandem_tests::shadow::{ReplayStats, Shadow};
 use tandem_tests::workload::{self, Config, UNWATCHED_MARK, has_unwatched_mark};
 
@@ -147,11 +148,13 @@ fn oracle(seed: u64) {
         .unwrap_or(10_000);
     eprintln!("capture oracle: seed {seed:#x} ({seed}), {ops} operations");
 
-    // /tmp is ext4 here, which the fallocate modes need. TempDir removes it on drop,
-    // also when an assertion below panics.
+    // An ext4 of its own (the fallocate modes need ext4), or /tmp, which is ext4 here
+    // too. Both are removed on drop, the trees first, also when an assertion below
+    // panics.
+    let scratch = Scratch::create();
     let tmp = tempfile::Builder::new()
         .prefix("tandem-oracle-")
-        .tempdir_in("/tmp")
+        .tempdir_in(scratch.path())
         .expect("temp dir");
     let src = tmp.path().join("src");
     let (a, b, u) = (src.join("A"), src.join("B"), src.join("U"));
@@ -387,6 +390,7 @@ fn oracle(seed: u64) {
     }
     let removing = Instant::now();
     drop(tmp);
+    drop(scratch);
     eprintln!(
         "seed {seed:#x}: trees removed in {:.1} s",
         removing.elapsed().as_secs_f64()
