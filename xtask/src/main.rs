@@ -300,7 +300,7 @@ fn test(root: &Path, no_lint: bool, oracle: Option<&Oracle>) -> anyhow::Result<(
     let bin = bin.to_string_lossy();
     run(root, "cargo", &["test", "-p", "tandem-tests", "--lib"], &[])?;
     // The capture oracle: a random workload of every kind of change, from several
-    // processes at once, compared with what `tandem capture` reported (about 20 s
+    // processes at once, compared with what `tandem capture` reported (about 10 s
     // a seed). Before the lab tests, which build on capture.
     match oracle {
         Some(o) => {
