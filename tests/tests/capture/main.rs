@@ -7,7 +7,8 @@
 //! and the stream has drained, each shadow must equal its source byte for byte, with
 //! equal modes, owners, xattrs, symlink targets and hard-link structure
 //! (`tandem_tests::compare`), and nothing from the unwatched tree may appear anywhere.
-//! The trees live on a scratch ext4 of their own (`tandem_tests::scratch`).
+//! The trees live on a scratch ext4 of their own (`tandem_tests::scratch`;
+//! `TANDEM_ORACLE_IN_TMP=1` puts them in /tmp instead).
 //!
 //! CI runs it through `cargo xtask test` (seeds 1, 2 and 3, 10,000 operations each).
 //!
