@@ -296,7 +296,7 @@ fn oracle(seed: u64) {
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
     });
     let drained = Instant::now();
-    let drain_time = drained - started - workload_time;
+    let drain_time = (drained - started).saturating_sub(workload_time);
     let exit = guard.stop();
     let stopped = Instant::now();
     let stop_time = stopped - drained;
