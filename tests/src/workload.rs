@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod sigbus;
+
 /// Every name created in the unwatched tree contains this; no record and no shadow
 /// may ever contain it.
 pub const UNWATCHED_MARK: &str = "uwonly";
@@ -1237,8 +1239,9 @@ impl Worker {
         let map_off = self.rng.below(size.min(1 << 20) / 4096) * 4096;
         let map_len = (size - map_off).min(64 * 1024) as usize;
         // SAFETY: a fresh shared mapping of an open regular file, not aliasing any Rust
-        // object; the range lies within the file's size as just measured (only this
-        // worker changes this file's size, so no SIGBUS from a concurrent truncate).
+        // object; the range lies within the file's size as just measured. Another
+        // worker sharing the file may cut it meanwhile: `sigbus` absorbs stores past
+        // the new end.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -1252,6 +1255,7 @@ impl Worker {
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        let guard = sigbus::register(addr as usize, map_len);
         let stores = 1 + self.rng.below(8);
         for _ in 0..stores {
             let at = self.rng.below(map_len as u64) as usize;
@@ -1271,6 +1275,7 @@ impl Worker {
                 Some(flags) => libc::msync(addr, map_len, flags),
                 None => 0,
             };
+            drop(guard);
             libc::munmap(addr, map_len);
             r
         };

@@ -145,7 +145,10 @@ pub fn reconcile(
         );
         match (cur, live) {
             (None, None) => {}
-            (Some(c), Some(s)) if index.is_same_file(c, &s) => {
+            // Back under the name it left (an inode in `left` went out and came back
+            // within the batch): unchanged as far as names go, but what was done to it
+            // outside was not captured, so it is described anew below.
+            (Some(c), Some(s)) if index.is_same_file(c, &s) && !left.contains(&s.key) => {
                 if attr.contains(d) {
                     unchanged_attr.push(c);
                 }
@@ -427,7 +430,13 @@ fn emit_moves(
                 break;
             };
             if index.root_of(src_b) != Some(root) {
-                break;
+                // Exchanged between the trees: an exchange cannot name two trees, and
+                // a move across them is a removal and a creation anyway. The first
+                // move removes the other's source from its destination, so the other
+                // finds no source left and describes its entry as new where it is.
+                let m = moves.remove(x);
+                emit_move(index, plan, &m, gone, lookup);
+                continue;
             }
             plan.changes
                 .push(Planned::new(root, pa, Op::Exchange { new_path: pb }));
@@ -509,7 +518,12 @@ fn emit_move(
         if index.kind(m.src).is_some() {
             // The old name is gone (that is how the move was matched); the new
             // place, inside the rescanned directory, was described by its scan.
-            emit_remove_tree(index, plan, m.src);
+            // That scan may also have found the source itself there and moved it
+            // (a directory exchanged into the re-created one): then the index's
+            // name for it holds it on disk, and it stays.
+            if !still_there(index, lookup, m.src) {
+                emit_remove_tree(index, plan, m.src);
+            }
         } else if index.kind(m.dir) == Some(Kind::Dir)
             && let Some(st) = lookup.stat_in(index, m.dir, &m.name)
             && !index
@@ -587,6 +601,16 @@ fn emit_create(
     name: &[u8],
     st: Stat,
 ) {
+    // The consumer still has whatever the index has at this name: it goes first,
+    // explicitly (inserting over it would drop it from the index alone, and the
+    // copy would keep it, children and all, under the new entry). When it is this
+    // very entry already, there is nothing to create.
+    if let Some(old) = index.child(dir, name) {
+        if index.is_same_file(old, &st) {
+            return;
+        }
+        emit_remove_tree(index, plan, old);
+    }
     // Another name of this very inode in the same tree: the consumer makes a hard
     // link, not a second file (callers reach here from moves and re-creations too).
     let root = index.root_of(dir);
@@ -600,7 +624,6 @@ fn emit_create(
         })
         .flatten();
     if let (Some(other), Some(root)) = (other, root)
-        && index.child(dir, name).is_none()
         && let (Some(from), Some(to)) = (index.rel_path(other), path_in(index, dir, name))
         && index.insert(dir, name, &st).is_ok()
     {

@@ -7,6 +7,10 @@
 //! and the stream has drained, each shadow must equal its source byte for byte, with
 //! equal modes, owners, xattrs, symlink targets and hard-link structure
 //! (`tandem_tests::compare`), and nothing from the unwatched tree may appear anywhere.
+//! The trees live on a scratch ext4 of their own (`tandem_tests::scratch`;
+//! `TANDEM_ORACLE_IN_TMP=1` puts them in /tmp instead).
+//!
+//! CI runs it through `cargo xtask test` (seeds 1, 2 and 3, 10,000 operations each).
 //!
 //! Seeds: `TANDEM_ORACLE_SEEDS` (comma list) replaces the three defaults;
 //! `TANDEM_ORACLE_SEED` reproduces one run in `oracle_seed_from_env`.
@@ -34,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tandem_tests::compare::compare_trees;
+use tandem_tests::scratch::Scratch;
 use tandem_tests::shadow::{ReplayStats, Shadow};
 use tandem_tests::workload::{self, Config, UNWATCHED_MARK, has_unwatched_mark};
 
@@ -147,11 +152,13 @@ fn oracle(seed: u64) {
         .unwrap_or(10_000);
     eprintln!("capture oracle: seed {seed:#x} ({seed}), {ops} operations");
 
-    // /tmp is ext4 here, which the fallocate modes need. TempDir removes it on drop,
-    // also when an assertion below panics.
+    // An ext4 of its own (the fallocate modes need ext4), or /tmp, which is ext4 here
+    // too. Both are removed on drop, the trees first, also when an assertion below
+    // panics.
+    let scratch = Scratch::create();
     let tmp = tempfile::Builder::new()
         .prefix("tandem-oracle-")
-        .tempdir_in("/tmp")
+        .tempdir_in(scratch.path())
         .expect("temp dir");
     let src = tmp.path().join("src");
     let (a, b, u) = (src.join("A"), src.join("B"), src.join("U"));
@@ -167,6 +174,7 @@ fn oracle(seed: u64) {
 
     let stderr_path = tmp.path().join("capture.stderr");
     let bin = tandem_bin();
+    let t0 = Instant::now();
     let mut cmd = Command::new(&bin);
     cmd.args(["capture", "--watch", &ra, "--watch", &rb, "--json"])
         .stdin(Stdio::null())
@@ -260,6 +268,7 @@ fn oracle(seed: u64) {
         );
     }
 
+    let ready_time = t0.elapsed();
     let started = Instant::now();
     let counts = workload::run(&Config {
         seed,
@@ -286,7 +295,11 @@ fn oracle(seed: u64) {
         p.last
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
     });
+    let drained = Instant::now();
+    let drain_time = (drained - started).saturating_sub(workload_time);
     let exit = guard.stop();
+    let stopped = Instant::now();
+    let stop_time = stopped - drained;
     // With TANDEM_ORACLE_STREAM=FILE the capture's log is kept next to it (FILE.stderr).
     if let Some(p) = std::env::var_os("TANDEM_ORACLE_STREAM") {
         let mut keep = p;
@@ -294,6 +307,8 @@ fn oracle(seed: u64) {
         let _ = fs::copy(&stderr_path, keep);
     }
     let stats = consumer.join().expect("consumer thread");
+    let replayed = Instant::now();
+    let replay_time = replayed - stopped;
     let progress = std::mem::take(&mut *progress.lock().unwrap());
 
     let mut report = Vec::new();
@@ -329,15 +344,23 @@ fn oracle(seed: u64) {
     }
     diffs.truncate(20);
     report.extend(diffs);
+    let compare_time = replayed.elapsed();
 
     let summary = format!(
         "seed {seed:#x} ({seed}): workload {:.1} s, {} records\n\
+         time: ready {:.1} s, drained {:.1} s after the workload, stop {:.1} s, \
+         replay {:.1} s, compare {:.1} s\n\
          workload {}\
          replay applied {:?}\n\
          replay tolerated {:?} (recovered after renames: {})\n\
          tolerated examples: {:#?}",
         workload_time.as_secs_f64(),
         progress.records,
+        ready_time.as_secs_f64(),
+        drain_time.as_secs_f64(),
+        stop_time.as_secs_f64(),
+        replay_time.as_secs_f64(),
+        compare_time.as_secs_f64(),
         counts.report(),
         stats.applied,
         stats.tolerated,
@@ -369,6 +392,13 @@ fn oracle(seed: u64) {
                 .join("\n  "),
         );
     }
+    let removing = Instant::now();
+    drop(tmp);
+    drop(scratch);
+    eprintln!(
+        "seed {seed:#x}: trees removed in {:.1} s",
+        removing.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
