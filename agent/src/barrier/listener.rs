@@ -224,6 +224,11 @@ impl Registrar {
     pub fn add(&self, listener: OwnedFd, pid: u32) -> Result<(), BarrierError> {
         self.shared.add(listener, pid)
     }
+
+    /// A snapshot of the listener's counters.
+    pub fn stats(&self) -> BarrierStats {
+        self.shared.counters.snapshot()
+    }
 }
 
 // === impl BarrierRequest ===

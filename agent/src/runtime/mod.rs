@@ -178,6 +178,10 @@ fn link_timing(interval: Duration, heartbeat_timeout: Duration) -> Timing {
 /// See [`link_timing`].
 const MIN_LINK_IDLE: Duration = Duration::from_secs(1);
 
+/// How much longer than the primary the barrier listener holds a call: time for a
+/// busy agent's primary task (it looks every 20 ms) to give its peer up first.
+const LISTENER_MARGIN: Duration = Duration::from_secs(1);
+
 fn create_private_dir(p: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -244,7 +248,11 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     let (breq_tx, breq_rx) = std_mpsc::channel::<BarrierRequest>();
     let listener = Listener::start(
         ListenerConfig {
-            release_after: ctx.ack_timeout(),
+            // A backstop behind the primary, which gives its peer up (releasing the
+            // call, counting it, starting a new data generation) once a call has
+            // waited `ack_timeout`: the listener lets a call run on its own only
+            // when the agent could not answer it in time.
+            release_after: ctx.ack_timeout() + LISTENER_MARGIN,
             shutdown_grace: Duration::from_secs(2),
         },
         breq_tx,
@@ -265,7 +273,10 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     let runc_socket = ctx.cfg.state_dir.join("seccomp.sock");
     let runc = crate::barrier::runc::serve_runc(&runc_socket, listener.registrar())
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
-    let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
+    let gate = Arc::new(role::Gate::new(
+        ctx.metrics.clone(),
+        role::ListenerTimeouts::new(listener.registrar()),
+    ));
     role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
     // Every socket is served: `tandem status` and `tandem exec` work from here on,
     // which is what an operator waiting on `systemctl start` expects.

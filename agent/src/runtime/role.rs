@@ -29,7 +29,7 @@ use super::{
     primary, secondary,
 };
 use crate::{
-    barrier::BarrierRequest,
+    barrier::{BarrierRequest, Registrar},
     metrics::{BarrierTimer, Metrics},
     replication::primary::WaiterId,
 };
@@ -55,16 +55,37 @@ pub struct Gate {
     waiters: Waiters,
     next: AtomicU64,
     metrics: Metrics,
+    timeouts: ListenerTimeouts,
+}
+
+/// How many held calls the barrier listener let run on its own limit, without
+/// anyone releasing them: the primary task learns from it that the peer lacks what
+/// those calls covered.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerTimeouts(Option<Registrar>);
+
+impl ListenerTimeouts {
+    #[must_use]
+    pub fn new(listener: Registrar) -> Self {
+        Self(Some(listener))
+    }
+
+    /// Calls released on the listener's limit since it started.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.0.as_ref().map_or(0, |r| r.stats().released_on_timeout)
+    }
 }
 
 impl Gate {
     #[must_use]
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: Metrics, timeouts: ListenerTimeouts) -> Self {
         Self {
             capture: Mutex::default(),
             waiters: Waiters::default(),
             next: AtomicU64::new(0),
             metrics,
+            timeouts,
         }
     }
 
@@ -224,6 +245,7 @@ impl Roles {
                     self.ctx.clone(),
                     cap_rx,
                     self.gate.waiters.clone(),
+                    self.gate.timeouts.clone(),
                     stop_rx,
                 ));
                 Some(Running {
