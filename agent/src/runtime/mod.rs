@@ -28,6 +28,7 @@ mod lag;
 pub mod link;
 pub mod node_checks;
 pub mod notify;
+pub mod presync;
 pub mod primary;
 pub mod priority;
 pub mod role;

@@ -151,12 +151,16 @@ pub fn spawn_bridge(
     requests: std_mpsc::Receiver<BarrierRequest>,
 ) -> anyhow::Result<()> {
     let status = ctx.status.clone();
+    let presync = super::presync::Presync::spawn().context("cannot start the presync thread")?;
     std::thread::Builder::new()
         .name("barrier-bridge".into())
         .spawn(move || {
             for r in requests {
-                let (_call, releaser) = r.into_parts();
+                let (call, releaser) = r.into_parts();
                 if gate.route_call(releaser).is_some() {
+                    // The call waits for the peer: meanwhile the local disk can
+                    // already take the file's data.
+                    presync.start(&call);
                     status.update(|s| s.replication.barriers += 1);
                 }
             }
