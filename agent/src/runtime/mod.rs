@@ -40,7 +40,6 @@ use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
-        mpsc as std_mpsc,
     },
     time::Duration,
 };
@@ -50,7 +49,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    barrier::{BarrierRequest, Listener, ListenerConfig},
+    barrier::{Listener, ListenerConfig},
     config::{Config, PeerPinSpec},
     console::Timeline,
     metrics::Metrics,
@@ -245,9 +244,10 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
         None => None,
     };
 
-    // The barrier: held calls go to the bridge, which asks capture for a flush.
-    let (breq_tx, breq_rx) = std_mpsc::channel::<BarrierRequest>();
-    let listener = Listener::start(
+    // The barrier: the listener thread routes each held call through the gate,
+    // which asks capture for a flush.
+    let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
+    let listener = Listener::start_with(
         ListenerConfig {
             // A backstop behind the primary, which gives its peer up (releasing the
             // call, counting it, starting a new data generation) once a call has
@@ -256,8 +256,9 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
             release_after: ctx.ack_timeout() + LISTENER_MARGIN,
             shutdown_grace: Duration::from_secs(2),
         },
-        breq_tx,
+        role::router(&ctx, gate.clone())?,
     )?;
+    gate.watch_listener(listener.registrar());
     let (admin_tx, admin_rx) = mpsc::channel(64);
     let console = match ctx.cfg.console.as_ref() {
         Some(c) => Some(spawn_console(&ctx, c, admin_tx.clone(), stop_rx.clone()).await?),
@@ -274,11 +275,6 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     let runc_socket = ctx.cfg.state_dir.join("seccomp.sock");
     let runc = crate::barrier::runc::serve_runc(&runc_socket, listener.registrar())
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
-    let gate = Arc::new(role::Gate::new(
-        ctx.metrics.clone(),
-        role::ListenerTimeouts::new(listener.registrar()),
-    ));
-    role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
     // Every socket is served: `tandem status` and `tandem exec` work from here on,
     // which is what an operator waiting on `systemctl start` expects.
     notifier.notify("READY=1");

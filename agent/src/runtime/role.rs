@@ -10,9 +10,8 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
-        mpsc as std_mpsc,
     },
     time::Duration,
 };
@@ -55,7 +54,8 @@ pub struct Gate {
     waiters: Waiters,
     next: AtomicU64,
     metrics: Metrics,
-    timeouts: ListenerTimeouts,
+    /// Set once the listener runs (it needs the gate to start).
+    listener: OnceLock<Registrar>,
 }
 
 /// How many held calls the barrier listener let run on its own limit, without
@@ -65,11 +65,6 @@ pub struct Gate {
 pub struct ListenerTimeouts(Option<Registrar>);
 
 impl ListenerTimeouts {
-    #[must_use]
-    pub fn new(listener: Registrar) -> Self {
-        Self(Some(listener))
-    }
-
     /// Calls released on the listener's limit since it started.
     #[must_use]
     pub fn count(&self) -> u64 {
@@ -79,14 +74,23 @@ impl ListenerTimeouts {
 
 impl Gate {
     #[must_use]
-    pub fn new(metrics: Metrics, timeouts: ListenerTimeouts) -> Self {
+    pub fn new(metrics: Metrics) -> Self {
         Self {
             capture: Mutex::default(),
             waiters: Waiters::default(),
             next: AtomicU64::new(0),
             metrics,
-            timeouts,
+            listener: OnceLock::new(),
         }
+    }
+
+    /// The listener whose calls this gate routes, for its counts.
+    pub fn watch_listener(&self, listener: Registrar) {
+        let _ = self.listener.set(listener);
+    }
+
+    fn timeouts(&self) -> ListenerTimeouts {
+        ListenerTimeouts(self.listener.get().cloned())
     }
 
     /// Routes an application's held call that just arrived; its wait is timed
@@ -144,29 +148,24 @@ pub fn release(w: Waiter, protected: bool) {
     }
 }
 
-/// Starts the thread that routes the barrier listener's held calls through `gate`.
-pub fn spawn_bridge(
+/// What the barrier listener's thread does with each held call: route it through
+/// `gate`. Nothing here blocks (a map insert, an eventfd write, a bounded queue),
+/// so it runs on the listener's thread rather than behind one more thread hop.
+pub fn router(
     ctx: &Arc<Ctx>,
     gate: Arc<Gate>,
-    requests: std_mpsc::Receiver<BarrierRequest>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<impl FnMut(BarrierRequest) + Send + 'static> {
     let status = ctx.status.clone();
     let presync = super::presync::Presync::spawn().context("cannot start the presync thread")?;
-    std::thread::Builder::new()
-        .name("barrier-bridge".into())
-        .spawn(move || {
-            for r in requests {
-                let (call, releaser) = r.into_parts();
-                if gate.route_call(releaser).is_some() {
-                    // The call waits for the peer: meanwhile the local disk can
-                    // already take the file's data.
-                    presync.start(&call);
-                    status.update(|s| s.replication.barriers += 1);
-                }
-            }
-        })
-        .context("cannot start the barrier bridge")?;
-    Ok(())
+    Ok(move |r: BarrierRequest| {
+        let (call, releaser) = r.into_parts();
+        if gate.route_call(releaser).is_some() {
+            // The call waits for the peer: meanwhile the local disk can already
+            // take the file's data.
+            presync.start(&call);
+            status.update(|s| s.replication.barriers += 1);
+        }
+    })
 }
 
 /// Which role runs.
@@ -249,7 +248,7 @@ impl Roles {
                     self.ctx.clone(),
                     cap_rx,
                     self.gate.waiters.clone(),
-                    self.gate.timeouts.clone(),
+                    self.gate.timeouts(),
                     stop_rx,
                 ));
                 Some(Running {
