@@ -6,7 +6,7 @@
 //! task winds down; what is still running after the grace period is abandoned.
 //!
 //! ```text
-//!  application --(seccomp notif)--> barrier::Listener --BarrierRequest--> bridge
+//!  application --(seccomp notif)--> barrier::Listener --BarrierRequest--> role::Gate
 //!                                                                          | flush_for(id)
 //!  kernel --(ring, fanotify)--> capture thread --Captured::{Batch,Barrier}--+
 //!                                                                          v
