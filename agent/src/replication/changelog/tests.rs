@@ -67,10 +67,10 @@ fn the_root_itself_means_a_full_compare() {
     log.record(&rec(0, "a", WireOp::Truncate { size: 0 }));
     log.close_clean().expect("close");
     let file = old.path().join("changes.log");
-    let text = std::fs::read_to_string(&file).expect("read");
+    let text = fs::read_to_string(&file).expect("read");
     let with_root = text.replacen("\"hex\":\"61\"", "\"hex\":\"\"", 1);
     assert_ne!(text, with_root, "{text}");
-    std::fs::write(&file, with_root).expect("write");
+    fs::write(&file, with_root).expect("write");
     assert_eq!(
         ChangeLog::open(old.path(), &[])
             .expect("reopen")
