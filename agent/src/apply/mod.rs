@@ -23,6 +23,7 @@ mod manifest;
 mod ops;
 mod scoped;
 mod tree;
+mod unsynced;
 
 use std::{
     ffi::CString,
@@ -69,6 +70,8 @@ pub struct Applier {
     files: cache::FileCache,
     /// Makes the temporary names of [`WireOp::Link`] unique.
     link_seq: u64,
+    /// What changed since the last sync.
+    unsynced: unsynced::Unsynced,
 }
 
 /// Why a record was not applied.
@@ -131,6 +134,7 @@ impl Applier {
             readable_root,
             files: cache::FileCache::default(),
             link_seq: 0,
+            unsynced: unsynced::Unsynced::default(),
         })
     }
 
@@ -139,6 +143,13 @@ impl Applier {
         if *op == WireOp::Barrier {
             // A barrier names no entry; its path is not looked at.
             return self.sync();
+        }
+        // Noted before the operation runs: one that fails half-way may still have
+        // changed something.
+        match op {
+            WireOp::Write { .. } => self.unsynced.data(path, false),
+            WireOp::Punch { .. } | WireOp::Truncate { .. } => self.unsynced.data(path, true),
+            _ => self.unsynced.everything(),
         }
         if path.is_empty()
             && let WireOp::SetAttrs(a) = op
@@ -174,17 +185,51 @@ impl Applier {
 
     /// Makes everything applied so far durable.
     ///
-    /// This is one `syncfs(2)` of the root's filesystem. Tracking every file written
-    /// and every directory whose entries changed (including the parents of removed
-    /// and renamed entries, and the directories removed themselves) to `fsync` each
-    /// would cost more bookkeeping than it saves; syncfs covers data and metadata of
-    /// all of them in one call, and since Linux 5.8 it reports writeback errors of
-    /// the filesystem. The cost is that it also flushes other writers of the same
-    /// filesystem, which on a replication target is normally nobody.
+    /// When only the data of a few existing files changed since the last sync
+    /// (writes, truncates, holes), it syncs those files: `fdatasync`, or `fsync`
+    /// after a truncate or a hole. Otherwise it is one `syncfs(2)` of the root's
+    /// filesystem. Tracking every directory whose entries changed (including the
+    /// parents of removed and renamed entries, and the directories removed
+    /// themselves) to `fsync` each would cost more bookkeeping than it saves; syncfs
+    /// covers data and metadata of all of them in one call, and since Linux 5.8 it
+    /// reports writeback errors of the filesystem. Its cost is that it also flushes
+    /// other writers of the same filesystem, which is why the files' own syncs are
+    /// preferred when they suffice.
     pub fn sync(&mut self) -> Result<(), ApplyError> {
+        let done = match self.unsynced.take() {
+            unsynced::Unsynced::All => self.sync_all(),
+            unsynced::Unsynced::Files(files) => self.sync_files(&files),
+        };
+        if done.is_err() {
+            // Whatever did not reach the disk must be tried again, by every means.
+            self.unsynced.everything();
+        }
+        done
+    }
+
+    fn sync_all(&self) -> Result<(), ApplyError> {
         // SAFETY: syncfs takes a descriptor we own and touches no memory of ours.
         confined::check(unsafe { libc::syncfs(self.readable_root.as_raw_fd()) })
             .map_err(|e| ApplyError::io("sync", b"", e))
+    }
+
+    fn sync_files(&mut self, files: &[(Vec<u8>, bool)]) -> Result<(), ApplyError> {
+        for (path, metadata) in files {
+            // No name changed since these were written (that would have asked for a
+            // syncfs), so the path still names the file written; one that cannot
+            // be opened any more (removed behind the applier's back) leaves it to
+            // syncfs.
+            let Ok(file) = self.data_file("sync", path) else {
+                return self.sync_all();
+            };
+            let synced = if *metadata {
+                file.sync_all()
+            } else {
+                file.sync_data()
+            };
+            synced.map_err(|e| ApplyError::io("sync", path, e))?;
+        }
+        Ok(())
     }
 }
 

@@ -219,7 +219,7 @@ impl Applier {
     }
 
     /// The cached file open for writing at `path`, opened on a miss.
-    fn data_file(&mut self, op: &'static str, path: &[u8]) -> Result<&File, ApplyError> {
+    pub(super) fn data_file(&mut self, op: &'static str, path: &[u8]) -> Result<&File, ApplyError> {
         let root = self.root.as_fd();
         self.files
             .get_or_open(path, || open_regular(root, op, path))

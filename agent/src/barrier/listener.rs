@@ -122,6 +122,20 @@ impl Listener {
         config: ListenerConfig,
         requests: mpsc::Sender<BarrierRequest>,
     ) -> Result<Self, BarrierError> {
+        Self::start_with(config, move |r| {
+            // A closed channel hands the request back; dropping it releases the call.
+            let _ = requests.send(r);
+        })
+    }
+
+    /// Starts the listener thread, which hands every notification to `consumer`
+    /// itself, on its own thread: a consumer that only routes the call (and never
+    /// blocks) saves a thread wake-up per call over a channel. Dropping the request
+    /// releases the call.
+    pub fn start_with(
+        config: ListenerConfig,
+        consumer: impl FnMut(BarrierRequest) + Send + 'static,
+    ) -> Result<Self, BarrierError> {
         let buffers = Buffers::for_running_kernel()?;
         let (waker, wake_rx) = UnixStream::pair().map_err(|error| BarrierError::ControlIo {
             step: "creating the waker",
@@ -147,7 +161,7 @@ impl Listener {
             Arc::clone(&shared),
             wake_rx,
             buffers,
-            requests,
+            Box::new(consumer),
             config.release_after,
         );
         let thread = thread::Builder::new()
@@ -223,6 +237,11 @@ impl Registrar {
     /// Starts polling a listener fd received from a launcher.
     pub fn add(&self, listener: OwnedFd, pid: u32) -> Result<(), BarrierError> {
         self.shared.add(listener, pid)
+    }
+
+    /// A snapshot of the listener's counters.
+    pub fn stats(&self) -> BarrierStats {
+        self.shared.counters.snapshot()
     }
 }
 

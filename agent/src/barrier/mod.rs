@@ -57,9 +57,11 @@
 //! the rest is the hand-off to the consumer thread and the `/proc` lookup.
 //!
 //! # Failure behaviour (measured, see the tests)
-//! - No release within `release_after` (the heartbeat timeout): the call is released
-//!   anyway and `released_on_timeout` counts it; the pair is then degraded and the
-//!   failover logic must know.
+//! - No release within `release_after` (the agent sets it 1 s beyond the primary's
+//!   own limit): the call is released anyway and `released_on_timeout` counts it;
+//!   the primary task reads that count ([`Registrar::stats`]), adds it to
+//!   `released_unprotected` and gives the peer up, since it lacks what the call
+//!   covered.
 //! - The consumer drops a request (or its channel) without releasing: dropping
 //!   releases, so an application is never stuck because a consumer crashed.
 //! - The agent's listener closes (agent exit or crash, [`Listener::shutdown`]):

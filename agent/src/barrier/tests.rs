@@ -180,6 +180,8 @@ fn unreleased_call_runs_after_release_after() {
     let agent = Agent::new(Path::new("/tmp"));
     let (tx, rx) = mpsc::channel();
     let listener = Listener::start(config(Duration::from_millis(300)), tx).expect("start");
+    // What the primary task reads to count such calls as released without the peer.
+    let counts = listener.registrar();
     let server = agent.serve_one(listener.registrar());
     let out = agent.spawn("one-fsync").finish(Duration::from_secs(60));
     server.join().expect("server");
@@ -203,6 +205,7 @@ fn unreleased_call_runs_after_release_after() {
         (1, 1, 0),
         "{stats:?}"
     );
+    assert_eq!(counts.stats().released_on_timeout, 1);
 }
 
 /// Shutting the listener down releases the pending call; afterwards the kernel

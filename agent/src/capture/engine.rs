@@ -556,22 +556,13 @@ impl Engine {
     /// The root a path lies in: `Some(None)` when it is provably outside every
     /// tree, `None` when that cannot be told (its directory is gone).
     fn root_containing(&self, p: &Path) -> Option<Option<RootId>> {
-        let lexical = self
+        let roots: Vec<&Path> = self
             .index
             .roots()
             .iter()
-            .position(|r| p.starts_with(&r.canonical));
-        if let Some(i) = lexical {
-            return Some(RootId::try_from(i).ok());
-        }
-        let canon = p.parent().and_then(|d| fs::canonicalize(d).ok())?;
-        Some(
-            self.index
-                .roots()
-                .iter()
-                .position(|r| canon.starts_with(&r.canonical))
-                .and_then(|i| RootId::try_from(i).ok()),
-        )
+            .map(|r| r.canonical.as_path())
+            .collect();
+        tree_of(p, &roots).map(|i| i.and_then(|i| RootId::try_from(i).ok()))
     }
 
     fn account_losses(&mut self) {
@@ -1265,5 +1256,57 @@ impl Lookup for LiveLookup<'_> {
         }
         let p = index.abs_path(dir)?.join(OsStr::from_bytes(name));
         fs::read_link(p).ok().map(|t| t.into_os_string().into_vec())
+    }
+}
+
+/// Which of `roots` (canonical paths) holds the path `p` a process named: `Some(i)`,
+/// `Some(None)` when none does, `None` when it cannot be told.
+///
+/// A path not lexically under a root may still lead into one through a symlink or
+/// a `..`, so its nearest existing ancestor is resolved. That ancestor, not the
+/// parent: the directory may be gone by the time the event is read (a temporary
+/// directory of some other program, removed right after its truncate), and "cannot
+/// tell" rescans every tree, which sends every file of them again. A path whose
+/// existing ancestor resolves outside every root was outside them too, unless a
+/// symlink on it was removed meanwhile (the data of a file that arrives in a tree
+/// later is described whole when it arrives).
+fn tree_of(p: &Path, roots: &[&Path]) -> Option<Option<usize>> {
+    let under = |q: &Path| roots.iter().position(|r| q.starts_with(r));
+    if let Some(i) = under(p) {
+        return Some(Some(i));
+    }
+    let canon = p
+        .ancestors()
+        .skip(1)
+        .find_map(|d| fs::canonicalize(d).ok())?;
+    Some(under(&canon))
+}
+
+#[cfg(test)]
+mod tree_of_tests {
+    use super::*;
+
+    /// A truncate(2) in a directory another program has already removed is not in
+    /// our trees: it used to rescan (and send again) every tree, over and over while
+    /// a test suite elsewhere on the machine truncated files in temporary
+    /// directories (BENCHMARKS.md, replication run C).
+    #[test]
+    fn paths_in_vanished_directories_outside_the_trees_are_not_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("sub")).expect("mkdir");
+        let root = fs::canonicalize(&root).expect("canonical");
+        let other = fs::canonicalize(dir.path())
+            .expect("canonical")
+            .join("other");
+        std::os::unix::fs::symlink(&root, &other).expect("symlink");
+        let roots = [root.as_path()];
+        assert_eq!(tree_of(&root.join("sub/f"), &roots), Some(Some(0)));
+        assert_eq!(tree_of(&root.join("gone/deeper/f"), &roots), Some(Some(0)));
+        assert_eq!(tree_of(&other.join("sub/f"), &roots), Some(Some(0)));
+        assert_eq!(tree_of(&other.join("gone/deeper/f"), &roots), Some(Some(0)));
+        let vanished = dir.path().join("tmp-of-someone/x/f");
+        assert_eq!(tree_of(&vanished, &roots), Some(None));
+        assert_eq!(tree_of(Path::new("/nonexistent-dir/f"), &roots), Some(None));
     }
 }

@@ -47,6 +47,7 @@ pub const NAMES: &[&str] = &[
     "tandem_replication_lag_seconds",
     "tandem_replicated_bytes_total",
     "tandem_barrier_wait_seconds",
+    "tandem_barrier_released_unprotected_total",
     "tandem_resync_remaining_bytes",
     "tandem_heartbeat_rtt_seconds",
     "tandem_failovers_total",
@@ -129,6 +130,7 @@ struct Inner {
     lag_seconds: FloatGauge,
     replicated: Family<DirectionLabels, Counter>,
     barrier_wait: Histogram,
+    released_unprotected: Counter,
     resync_remaining: Gauge,
     rtt: Family<NetworkLabels, FloatGauge>,
     failovers: Family<ReasonLabels, Counter>,
@@ -163,6 +165,7 @@ impl Metrics {
         // Durability calls wait for one network round trip and the peer's sync:
         // from 100 µs up to the hold limit (ack timeout, at least 5 s).
         let barrier_wait = Histogram::new(exponential_buckets(0.000_1, 2.0, 17));
+        let released_unprotected = Counter::default();
         let resync_remaining = Gauge::default();
         let rtt = Family::<NetworkLabels, FloatGauge>::default();
         let failovers = Family::<ReasonLabels, Counter>::default();
@@ -204,6 +207,11 @@ impl Metrics {
             "Time a held durability call waited at the gate until it was released",
             Unit::Seconds,
             barrier_wait.clone(),
+        );
+        r.register(
+            "tandem_barrier_released_unprotected",
+            "Durability calls let run without the peer having what they cover",
+            released_unprotected.clone(),
         );
         r.register_with_unit(
             "tandem_resync_remaining",
@@ -265,6 +273,7 @@ impl Metrics {
             lag_seconds,
             replicated,
             barrier_wait,
+            released_unprotected,
             resync_remaining,
             rtt,
             failovers,
@@ -291,6 +300,11 @@ impl Metrics {
             arrived: Instant::now(),
             histogram: self.0.barrier_wait.clone(),
         }
+    }
+
+    /// Counts durability calls let run without the peer having what they cover.
+    pub fn released_unprotected(&self, calls: u64) {
+        self.0.released_unprotected.inc_by(calls);
     }
 
     /// Counts one start of the application from WAIT or SECOND.

@@ -260,6 +260,12 @@ fn every_metric_is_updated_somewhere() {
             &["self.metrics.barrier_timer()", "timer.finish();"],
         ),
         (
+            "tandem_barrier_released_unprotected_total",
+            "runtime/primary.rs",
+            primary,
+            &["ctx.metrics.released_unprotected(fresh);"],
+        ),
+        (
             "tandem_resync_remaining_bytes",
             "runtime/primary.rs",
             primary,

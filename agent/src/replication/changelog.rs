@@ -157,6 +157,8 @@ impl ChangeLog {
                     self.overflow = false;
                 }
                 Line::Path { dir, hex } => match unhex(&hex) {
+                    // The root, written by an agent before `add` refused it.
+                    Some(path) if path.is_empty() => self.moved = true,
                     Some(path) => {
                         self.insert(ScopedPath { dir, path });
                     }
@@ -179,6 +181,14 @@ impl ChangeLog {
     }
 
     fn add(&mut self, p: ScopedPath) {
+        if p.path.is_empty() {
+            // The root itself (its attributes, from a resync or a live change): a
+            // manifest request may not name it (the peer refuses an empty path as
+            // hostile, and would refuse every scoped resync after), so the next
+            // resync compares everything.
+            self.note_moved();
+            return;
+        }
         let line = Line::Path {
             dir: p.dir,
             hex: hex(&p.path),

@@ -8,8 +8,9 @@
 //! - a durability point is released while linked and in sync only once the peer
 //!   reports every record up to it durable; otherwise (no peer, resyncing) at once,
 //!   and the node is not in sync then;
-//! - a peer that acknowledges nothing for `timeout` while something waits is given
-//!   up: every waiting call is released and the node goes ALONE.
+//! - a peer that acknowledges nothing for `timeout` while something waits, or
+//!   whose acknowledgements leave a held call waiting longer than `timeout`, is
+//!   given up: every waiting call is released and the node goes ALONE.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -73,7 +74,12 @@ pub struct Primary {
     /// Live records held while a resync runs.
     held: VecDeque<Record>,
     held_bytes: u64,
-    waiters: BTreeMap<u64, Vec<WaiterId>>,
+    /// Held calls by the barrier they wait for, with when each arrived.
+    waiters: BTreeMap<u64, Vec<(WaiterId, Instant)>>,
+    /// Whether the last record sent on this link is a `Barrier`: a durability point
+    /// with nothing sent since then waits for that barrier rather than sending one
+    /// of its own, which would cost the peer another sync of nothing.
+    barrier_last: bool,
     /// Calls released without the peer having the data, and why.
     pub released_unprotected: u64,
 }
@@ -93,6 +99,7 @@ impl Primary {
             held: VecDeque::new(),
             held_bytes: 0,
             waiters: BTreeMap::new(),
+            barrier_last: false,
             released_unprotected: 0,
         }
     }
@@ -151,8 +158,7 @@ impl Primary {
             }
             Input::Barrier(id) => {
                 if self.link == Link::Live && self.resync_done.is_some() {
-                    let seq = self.send(barrier(), now, out);
-                    self.waiters.entry(seq).or_default().push(id);
+                    self.wait_for_barrier(id, now, out);
                 } else {
                     if self.link == Link::Resyncing {
                         self.held.push_back(barrier());
@@ -168,6 +174,7 @@ impl Primary {
                 self.last_seq = 0;
                 self.inflight.clear();
                 self.inflight_bytes = 0;
+                self.barrier_last = false;
                 self.last_progress = now;
             }
             Input::Resync(records) => {
@@ -201,9 +208,44 @@ impl Primary {
                         "the peer acknowledged nothing within the timeout",
                     ));
                     self.unlink(out);
+                } else if self.link != Link::Down && self.oldest_wait(now) > self.timeout {
+                    // A peer that acknowledges, but too slowly for a call that waits
+                    // (a long backlog ahead of its barrier), is given up too: the call
+                    // must not wait longer, and the listener's own limit, just after
+                    // this one, would let it run without anyone knowing the peer
+                    // lacks what it covers.
+                    out.push(Command::Drop(
+                        "a durability call waited longer than the timeout",
+                    ));
+                    self.unlink(out);
                 }
             }
         }
+    }
+
+    /// Makes waiter `id` wait for a barrier covering everything sent so far: the
+    /// last record when it is one, else a new one.
+    fn wait_for_barrier(&mut self, id: WaiterId, now: Instant, out: &mut Vec<Command>) {
+        if !self.barrier_last {
+            let seq = self.send(barrier(), now, out);
+            self.waiters.entry(seq).or_default().push((id, now));
+            return;
+        }
+        // A capture flush often ends with a barrier of its own (the application's
+        // previous fsync seen by the probes, a sync(2) anywhere on the filesystem),
+        // right before the held call's: one barrier covers both.
+        if self.acked.durable >= self.last_seq {
+            out.push(Command::Release(id));
+            return;
+        }
+        if self.inflight.is_empty() && self.waiters.is_empty() {
+            // As in `send`: the peer's silence counts from the first thing it owes.
+            self.last_progress = now;
+        }
+        self.waiters
+            .entry(self.last_seq)
+            .or_default()
+            .push((id, now));
     }
 
     fn send(&mut self, mut r: Record, now: Instant, out: &mut Vec<Command>) -> u64 {
@@ -211,6 +253,7 @@ impl Primary {
             // The peer owed us nothing until now: its silence counts from here.
             self.last_progress = now;
         }
+        self.barrier_last = r.op == WireOp::Barrier;
         self.last_seq += 1;
         r.seq = self.last_seq;
         let bytes = r.data_len();
@@ -244,8 +287,19 @@ impl Primary {
         let durable = self.acked.durable;
         let later = self.waiters.split_off(&(durable + 1));
         for (_, ids) in std::mem::replace(&mut self.waiters, later) {
-            out.extend(ids.into_iter().map(Command::Release));
+            out.extend(ids.into_iter().map(|(id, _)| Command::Release(id)));
         }
+    }
+
+    /// How long the longest-waiting held call has waited.
+    fn oldest_wait(&self, now: Instant) -> Duration {
+        // Calls arrive in barrier order, so the first barrier's first call is the
+        // oldest.
+        self.waiters
+            .values()
+            .next()
+            .and_then(|ids| ids.first())
+            .map_or(Duration::ZERO, |&(_, since)| now.duration_since(since))
     }
 
     fn unlink(&mut self, out: &mut Vec<Command>) {
@@ -257,7 +311,7 @@ impl Primary {
         self.held_bytes = 0;
         for (_, ids) in std::mem::take(&mut self.waiters) {
             self.released_unprotected += ids.len() as u64;
-            out.extend(ids.into_iter().map(Command::Release));
+            out.extend(ids.into_iter().map(|(id, _)| Command::Release(id)));
         }
     }
 }

@@ -21,6 +21,13 @@ use agent_common::wire::{EntryKind, Manifest, Record, WireOp};
 use super::ship::{Segment, read_segments};
 use crate::apply::attrs_of;
 
+mod blocks;
+
+/// How many entries' differing blocks are found (in parallel) ahead of emitting
+/// their records: enough to keep the hashing threads busy, few enough that records
+/// start flowing early.
+const WINDOW: usize = 64;
+
 /// The target's entries, by (directory index, path).
 pub type TargetView = HashMap<(u16, Vec<u8>), Manifest>;
 
@@ -152,7 +159,43 @@ fn emit(
     // 2. Our entries, parents first (the walk lists them so).
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut dirs = Vec::new();
-    for (path, meta) in ours {
+    let empty = |path: &[u8]| Manifest {
+        dir,
+        path: path.to_vec(),
+        kind: EntryKind::File,
+        size: 0,
+        blocks: Vec::new(),
+        block_size: 4096,
+    };
+    // The target's view of each regular file of the window: its manifest when it
+    // holds a file there, else an empty one (every block differs).
+    let their_file = |path: &[u8]| {
+        target
+            .get(&(dir, path.to_vec()))
+            .filter(|t| t.kind == EntryKind::File)
+            .cloned()
+            .unwrap_or_else(|| empty(path))
+    };
+    let mut found: Vec<Option<blocks::Ranges>> = Vec::new();
+    for (i, (path, meta)) in ours.iter().enumerate() {
+        if i % WINDOW == 0 {
+            let window = &ours[i..ours.len().min(i + WINDOW)];
+            let theirs: Vec<Option<Manifest>> = window
+                .iter()
+                .map(|(p, m)| (kind_of(m) == EntryKind::File).then(|| their_file(p)))
+                .collect();
+            let jobs: Vec<blocks::Job<'_>> = window
+                .iter()
+                .zip(&theirs)
+                .filter_map(|((p, m), t)| Some((join(root, p), m.len(), t.as_ref()?)))
+                .collect();
+            let mut results = blocks::differing_many(&jobs).into_iter();
+            found = theirs
+                .iter()
+                .map(|t| t.as_ref().and_then(|_| results.next()))
+                .collect();
+        }
+        let ranges = found.get_mut(i % WINDOW).and_then(Option::take);
         totals.entries += 1;
         let full = join(root, path);
         let theirs = target.get(&(dir, path.clone()));
@@ -204,16 +247,9 @@ fn emit(
         if !same_kind {
             batch.push(rec(path, create(kind, attrs.clone(), None, 0)));
         }
-        let empty = Manifest {
-            dir,
-            path: path.clone(),
-            kind,
-            size: 0,
-            blocks: Vec::new(),
-            block_size: 4096,
-        };
-        let t = theirs.filter(|_| same_kind).unwrap_or(&empty);
-        diff_file(&full, meta.len(), t, &mut |op| {
+        let their_size = theirs.filter(|_| same_kind).map_or(0, |t| t.size);
+        let ranges = ranges.unwrap_or_else(|| Ok(vec![(0, meta.len())]))?;
+        diff_file(&full, meta.len(), their_size, &ranges, &mut |op| {
             if let WireOp::Write { data, .. } = &op {
                 totals.data_bytes += data.len() as u64;
             }
@@ -236,50 +272,20 @@ fn emit(
     Ok(totals)
 }
 
-/// Emits the writes, punches and truncate that make the target's file ours.
+/// Emits the writes, punches and truncate that make the target's file (of
+/// `their_size` bytes) ours, given the `ranges` whose blocks differ.
 fn diff_file(
     full: &Path,
     size: u64,
-    theirs: &Manifest,
+    their_size: u64,
+    ranges: &[(u64, u64)],
     emit: &mut dyn FnMut(WireOp),
 ) -> std::io::Result<()> {
     let file = fs::File::open(full)?;
-    if theirs.size != size {
+    if their_size != size {
         emit(WireOp::Truncate { size });
     }
-    let bs = u64::from(theirs.block_size.max(4096));
-    let mut block = 0u64;
-    let mut pending: Option<(u64, u64)> = None;
-    let mut ranges = Vec::new();
-    let mut buf = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
-    while block * bs < size {
-        let off = block * bs;
-        let len = bs.min(size - off);
-        let idx = usize::try_from(block).unwrap_or(usize::MAX);
-        let same = match theirs.blocks.get(idx) {
-            Some(h) if off + len <= theirs.size => {
-                let n = usize::try_from(len).unwrap_or(0);
-                let got = read_full(&file, &mut buf[..n], off)?;
-                got == n && blake3::hash(&buf[..n]).as_bytes() == h
-            }
-            _ => false,
-        };
-        if same {
-            if let Some(r) = pending.take() {
-                ranges.push(r);
-            }
-        } else {
-            pending = match pending {
-                Some((s, l)) => Some((s, l + len)),
-                None => Some((off, len)),
-            };
-        }
-        block += 1;
-    }
-    if let Some(r) = pending {
-        ranges.push(r);
-    }
-    for (off, len) in ranges {
+    for &(off, len) in ranges {
         read_segments(&file, off, off + len, &mut |o, seg| match seg {
             Segment::Data(data) => emit(WireOp::Write { offset: o, data }),
             Segment::Hole(l) => emit(WireOp::Punch { offset: o, len: l }),

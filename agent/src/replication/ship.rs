@@ -130,6 +130,13 @@ impl Shipper {
         }
     }
 
+    /// A barrier follows every record built so far (a held call's, which the
+    /// replication core adds): a durability point with nothing new after it, such
+    /// as the probes seeing that very call return, needs no barrier of its own.
+    pub fn barrier_follows(&mut self) {
+        self.after_barrier = true;
+    }
+
     /// Takes the files that could not be read under their recorded name.
     pub fn take_moved_on(&mut self) -> Vec<(RootId, u64)> {
         std::mem::take(&mut self.moved_on)
@@ -554,6 +561,23 @@ mod tests {
             assert_eq!(got.len(), want.len(), "size of {name}");
             assert!(got == want, "content of {name}");
         }
+    }
+
+    /// A held call's barrier (added by the replication core) covers what came
+    /// before it: the probes seeing that fsync return right after make no other.
+    #[test]
+    fn a_durability_point_right_after_a_held_calls_barrier_makes_no_barrier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), b"x").expect("write");
+        let f_ino = ino(&dir.path().join("f"));
+        let mut s = Shipper::new(vec![dir.path().to_path_buf()]);
+        s.emit(change(b"f", Op::Write { offset: 0, len: 1 }, f_ino))
+            .expect("emit");
+        assert_eq!(s.take().records.len(), 1);
+        s.barrier_follows();
+        s.emit(change(b"f", Op::Sync { all: false }, f_ino))
+            .expect("emit");
+        assert!(s.take().records.is_empty());
     }
 
     /// The peer's syncfs(2) at each barrier is a sync-all the probes of an agent on

@@ -208,6 +208,9 @@ fn run(
                 break;
             }
         }
+        if !barriers.is_empty() {
+            shipper.barrier_follows();
+        }
         for id in barriers {
             if tx.blocking_send(Captured::Barrier(id)).is_err() {
                 return;

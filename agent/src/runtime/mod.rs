@@ -6,7 +6,7 @@
 //! task winds down; what is still running after the grace period is abandoned.
 //!
 //! ```text
-//!  application --(seccomp notif)--> barrier::Listener --BarrierRequest--> bridge
+//!  application --(seccomp notif)--> barrier::Listener --BarrierRequest--> role::Gate
 //!                                                                          | flush_for(id)
 //!  kernel --(ring, fanotify)--> capture thread --Captured::{Batch,Barrier}--+
 //!                                                                          v
@@ -28,6 +28,7 @@ mod lag;
 pub mod link;
 pub mod node_checks;
 pub mod notify;
+pub mod presync;
 pub mod primary;
 pub mod priority;
 pub mod role;
@@ -39,7 +40,6 @@ use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
-        mpsc as std_mpsc,
     },
     time::Duration,
 };
@@ -49,7 +49,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    barrier::{BarrierRequest, Listener, ListenerConfig},
+    barrier::{Listener, ListenerConfig},
     config::{Config, PeerPinSpec},
     console::Timeline,
     metrics::Metrics,
@@ -178,6 +178,10 @@ fn link_timing(interval: Duration, heartbeat_timeout: Duration) -> Timing {
 /// See [`link_timing`].
 const MIN_LINK_IDLE: Duration = Duration::from_secs(1);
 
+/// How much longer than the primary the barrier listener holds a call: time for a
+/// busy agent's primary task (it looks every 20 ms) to give its peer up first.
+const LISTENER_MARGIN: Duration = Duration::from_secs(1);
+
 fn create_private_dir(p: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -240,15 +244,21 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
         None => None,
     };
 
-    // The barrier: held calls go to the bridge, which asks capture for a flush.
-    let (breq_tx, breq_rx) = std_mpsc::channel::<BarrierRequest>();
-    let listener = Listener::start(
+    // The barrier: the listener thread routes each held call through the gate,
+    // which asks capture for a flush.
+    let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
+    let listener = Listener::start_with(
         ListenerConfig {
-            release_after: ctx.ack_timeout(),
+            // A backstop behind the primary, which gives its peer up (releasing the
+            // call, counting it, starting a new data generation) once a call has
+            // waited `ack_timeout`: the listener lets a call run on its own only
+            // when the agent could not answer it in time.
+            release_after: ctx.ack_timeout() + LISTENER_MARGIN,
             shutdown_grace: Duration::from_secs(2),
         },
-        breq_tx,
+        role::router(&ctx, gate.clone())?,
     )?;
+    gate.watch_listener(listener.registrar());
     let (admin_tx, admin_rx) = mpsc::channel(64);
     let console = match ctx.cfg.console.as_ref() {
         Some(c) => Some(spawn_console(&ctx, c, admin_tx.clone(), stop_rx.clone()).await?),
@@ -265,8 +275,6 @@ async fn agent(cfg: Config, notifier: notify::Notifier) -> anyhow::Result<()> {
     let runc_socket = ctx.cfg.state_dir.join("seccomp.sock");
     let runc = crate::barrier::runc::serve_runc(&runc_socket, listener.registrar())
         .with_context(|| format!("cannot serve {}", runc_socket.display()))?;
-    let gate = Arc::new(role::Gate::new(ctx.metrics.clone()));
-    role::spawn_bridge(&ctx, gate.clone(), breq_rx)?;
     // Every socket is served: `tandem status` and `tandem exec` work from here on,
     // which is what an operator waiting on `systemctl start` expects.
     notifier.notify("READY=1");

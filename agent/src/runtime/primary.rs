@@ -35,7 +35,7 @@ use crate::{
 /// ring overflow is verified by content).
 const MAX_LAG_BYTES: u64 = 256 << 20;
 
-pub use super::role::Waiters;
+pub use super::role::{ListenerTimeouts, Waiters};
 
 enum Event {
     Captured(Option<Captured>),
@@ -57,6 +57,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     mut captured: mpsc::Receiver<Captured>,
     waiters: Waiters,
+    timeouts: ListenerTimeouts,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let timeout = ctx.cfg.heartbeat.timeout;
@@ -85,6 +86,10 @@ pub async fn run(
     let mut armed_at: Option<Instant> = None;
     let mut had_link = false;
     let mut lag_clock = LagClock::default();
+    // Calls released without the peer, as last added to the status: the core's,
+    // and those the barrier listener let run on its own limit.
+    let mut core_unprotected = 0;
+    let mut listener_timeouts = timeouts.count();
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
         let ev = tokio::select! {
@@ -225,6 +230,30 @@ pub async fn run(
                 }
             }
         }
+        // A call the listener let run on its own limit returned to the application
+        // without the peer's acknowledgement: the peer is not in sync any more (a
+        // new generation, and a resync of what it lacks), as when the core releases
+        // one without it.
+        let timed_out = timeouts.count().saturating_sub(listener_timeouts);
+        listener_timeouts += timed_out;
+        if timed_out > 0 {
+            tracing::warn!(
+                calls = timed_out,
+                "durability calls ran on the barrier listener's limit, without the peer"
+            );
+            if log.is_dirty() {
+                log.flush()
+                    .map_err(|e| anyhow::anyhow!("cannot write the change log: {e}"))?;
+            }
+            go_alone(
+                &ctx,
+                &mut alone_generation,
+                "released on the listener's limit",
+            )?;
+            if session.link.is_some() {
+                drop_link(&mut session, &mut core, now, &mut out);
+            }
+        }
         let mut new_generation_mid_session = false;
         for c in out.drain(..) {
             match c {
@@ -337,7 +366,11 @@ pub async fn run(
         let lag_seconds = lag_clock
             .lag(acked.applied, core.last_seq(), now)
             .as_secs_f64();
-        let unprotected = core.released_unprotected;
+        let fresh = core.released_unprotected - core_unprotected + timed_out;
+        core_unprotected = core.released_unprotected;
+        if fresh > 0 {
+            ctx.metrics.released_unprotected(fresh);
+        }
         ctx.status.update(|s| {
             s.replication.linked = session.link.is_some();
             s.replication.in_sync = in_sync;
@@ -347,7 +380,8 @@ pub async fn run(
             // data sent or held that it has not applied.
             s.replication.resync_remaining_bytes = if in_sync { 0 } else { lag };
             s.replication.seq = acked.durable;
-            s.replication.released_unprotected = unprotected;
+            // Counted since the agent started, across roles and their cores.
+            s.replication.released_unprotected += fresh;
         });
     }
     session.close("agent stopping");

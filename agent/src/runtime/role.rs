@@ -10,9 +10,8 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
-        mpsc as std_mpsc,
     },
     time::Duration,
 };
@@ -29,7 +28,7 @@ use super::{
     primary, secondary,
 };
 use crate::{
-    barrier::BarrierRequest,
+    barrier::{BarrierRequest, Registrar},
     metrics::{BarrierTimer, Metrics},
     replication::primary::WaiterId,
 };
@@ -55,6 +54,22 @@ pub struct Gate {
     waiters: Waiters,
     next: AtomicU64,
     metrics: Metrics,
+    /// Set once the listener runs (it needs the gate to start).
+    listener: OnceLock<Registrar>,
+}
+
+/// How many held calls the barrier listener let run on its own limit, without
+/// anyone releasing them: the primary task learns from it that the peer lacks what
+/// those calls covered.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerTimeouts(Option<Registrar>);
+
+impl ListenerTimeouts {
+    /// Calls released on the listener's limit since it started.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.0.as_ref().map_or(0, |r| r.stats().released_on_timeout)
+    }
 }
 
 impl Gate {
@@ -65,7 +80,17 @@ impl Gate {
             waiters: Waiters::default(),
             next: AtomicU64::new(0),
             metrics,
+            listener: OnceLock::new(),
         }
+    }
+
+    /// The listener whose calls this gate routes, for its counts.
+    pub fn watch_listener(&self, listener: Registrar) {
+        let _ = self.listener.set(listener);
+    }
+
+    fn timeouts(&self) -> ListenerTimeouts {
+        ListenerTimeouts(self.listener.get().cloned())
     }
 
     /// Routes an application's held call that just arrived; its wait is timed
@@ -123,25 +148,24 @@ pub fn release(w: Waiter, protected: bool) {
     }
 }
 
-/// Starts the thread that routes the barrier listener's held calls through `gate`.
-pub fn spawn_bridge(
+/// What the barrier listener's thread does with each held call: route it through
+/// `gate`. Nothing here blocks (a map insert, an eventfd write, a bounded queue),
+/// so it runs on the listener's thread rather than behind one more thread hop.
+pub fn router(
     ctx: &Arc<Ctx>,
     gate: Arc<Gate>,
-    requests: std_mpsc::Receiver<BarrierRequest>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<impl FnMut(BarrierRequest) + Send + 'static> {
     let status = ctx.status.clone();
-    std::thread::Builder::new()
-        .name("barrier-bridge".into())
-        .spawn(move || {
-            for r in requests {
-                let (_call, releaser) = r.into_parts();
-                if gate.route_call(releaser).is_some() {
-                    status.update(|s| s.replication.barriers += 1);
-                }
-            }
-        })
-        .context("cannot start the barrier bridge")?;
-    Ok(())
+    let presync = super::presync::Presync::spawn().context("cannot start the presync thread")?;
+    Ok(move |r: BarrierRequest| {
+        let (call, releaser) = r.into_parts();
+        if gate.route_call(releaser).is_some() {
+            // The call waits for the peer: meanwhile the local disk can already
+            // take the file's data.
+            presync.start(&call);
+            status.update(|s| s.replication.barriers += 1);
+        }
+    })
 }
 
 /// Which role runs.
@@ -224,6 +248,7 @@ impl Roles {
                     self.ctx.clone(),
                     cap_rx,
                     self.gate.waiters.clone(),
+                    self.gate.timeouts(),
                     stop_rx,
                 ));
                 Some(Running {

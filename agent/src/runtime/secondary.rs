@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::wire::{Frame, ManifestScope};
+use agent_common::wire::{Frame, ManifestScope, WireOp};
 use tokio::sync::{mpsc, watch};
 
 use super::{Ctx, conflict::Conflicts, link};
@@ -28,6 +28,9 @@ use crate::{
 /// Block size of the manifest's hashes: 4 KiB makes a resync send little more than
 /// the bytes that differ, for 32 bytes of hash per block.
 const MANIFEST_BLOCK: u32 = 4096;
+
+/// Writes up to this size are applied on the async worker itself.
+const INLINE_APPLY_BYTES: u64 = 64 << 10;
 
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -203,7 +206,16 @@ async fn serve(
                         op = crate::replication::secondary::op_name(&record.op),
                         "applying"
                     );
-                    match tokio::task::block_in_place(|| a.apply(&record.path, &record.op)) {
+                    let small =
+                        matches!(record.op, WireOp::Write { .. }) && bytes <= INLINE_APPLY_BYTES;
+                    let applied = if small {
+                        // A few KiB into the page cache: handing the worker to
+                        // another thread first (block_in_place) costs more.
+                        a.apply(&record.path, &record.op)
+                    } else {
+                        tokio::task::block_in_place(|| a.apply(&record.path, &record.op))
+                    };
+                    match applied {
                         Ok(()) => {
                             ctx.status.update(|s| s.replication.bytes_total += bytes);
                             ctx.metrics.replicated(Direction::Applied, bytes);

@@ -453,3 +453,26 @@ fn trees_deeper_than_path_max_are_removed() {
     fx.ok("deep", &WireOp::Remove);
     assert!(!fx.at("deep").exists());
 }
+
+/// A barrier after writes only syncs the files written, and a name operation
+/// brings syncfs back; files renamed or removed behind the applier's back (nothing
+/// the peer sent) make no error.
+#[test]
+fn sync_after_writes_syncs_the_files_or_the_filesystem() {
+    let mut fx = Fixture::new();
+    fx.ok("f", &write(0, b"new"));
+    fx.applier.sync().expect("files synced");
+    assert_eq!(fs::read(fx.at("f")).expect("read"), b"newide f");
+    fx.ok("f", &write(0, b"NEW"));
+    fx.ok("f", &WireOp::Truncate { size: 3 });
+    fs::rename(fx.at("f"), fx.at("g")).expect("rename behind the applier");
+    fx.applier.sync().expect("the cached file is still open");
+    assert_eq!(fs::read(fx.at("g")).expect("read"), b"NEW");
+    fx.ok("g", &write(0, b"x"));
+    fs::remove_file(fx.at("g")).expect("remove behind the applier");
+    fx.applier.sync().expect("synced through the open file");
+    fx.ok("h", &create(EntryKind::File, attrs(0o644)));
+    fx.ok("h", &write(0, b"h"));
+    fx.applier.sync().expect("syncfs");
+    assert_eq!(fs::read(fx.at("h")).expect("read"), b"h");
+}

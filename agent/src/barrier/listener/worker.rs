@@ -12,7 +12,6 @@ use std::{
     sync::{
         Arc, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     time::{Duration, Instant},
 };
@@ -50,7 +49,7 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     wake_rx: UnixStream,
     buffers: Buffers,
-    requests: mpsc::Sender<BarrierRequest>,
+    consumer: Box<dyn FnMut(BarrierRequest) + Send>,
     release_after: Duration,
     listeners: Vec<Attached>,
     /// Calls in arrival order, which is deadline order since `release_after` is fixed.
@@ -134,14 +133,14 @@ impl Worker {
         shared: Arc<Shared>,
         wake_rx: UnixStream,
         buffers: Buffers,
-        requests: mpsc::Sender<BarrierRequest>,
+        consumer: Box<dyn FnMut(BarrierRequest) + Send>,
         release_after: Duration,
     ) -> Self {
         Self {
             shared,
             wake_rx,
             buffers,
-            requests,
+            consumer,
             release_after,
             listeners: Vec::new(),
             pending: VecDeque::new(),
@@ -341,8 +340,7 @@ impl Worker {
                 shared: Arc::clone(&self.shared),
             },
         };
-        // A closed channel hands the request back; dropping it releases the call.
-        let _ = self.requests.send(request);
+        (self.consumer)(request);
     }
 
     /// Forgets answered calls at the front and answers those whose time is up.

@@ -41,6 +41,44 @@ fn paths_survive_a_clean_stop_and_scope_needs_the_base() {
     );
 }
 
+/// A change of the root's own attributes (a resync's last record, spilled when
+/// the link dropped before it was durable) named the empty path, which the peer
+/// refuses in a manifest request: every scoped resync after was refused, and the
+/// pair never got back in sync (lab test `resync_after_kill_9_of_the_primary_while_alone`).
+#[test]
+fn the_root_itself_means_a_full_compare() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut log = ChangeLog::open(state.path(), &[]).expect("open");
+    log.reset(3).expect("reset");
+    log.record(&rec(0, "a", WireOp::Truncate { size: 0 }));
+    log.note(sp(0, ""));
+    assert_eq!(log.scope_for(3), None);
+    log.flush().expect("flush");
+    assert_eq!(
+        ChangeLog::open(state.path(), &[])
+            .expect("reopen")
+            .scope_for(3),
+        None
+    );
+    // A log an older agent wrote with the root in it.
+    let old = tempfile::tempdir().expect("tempdir");
+    let mut log = ChangeLog::open(old.path(), &[]).expect("open");
+    log.reset(3).expect("reset");
+    log.record(&rec(0, "a", WireOp::Truncate { size: 0 }));
+    log.close_clean().expect("close");
+    let file = old.path().join("changes.log");
+    let text = fs::read_to_string(&file).expect("read");
+    let with_root = text.replacen("\"hex\":\"61\"", "\"hex\":\"\"", 1);
+    assert_ne!(text, with_root, "{text}");
+    fs::write(&file, with_root).expect("write");
+    assert_eq!(
+        ChangeLog::open(old.path(), &[])
+            .expect("reopen")
+            .scope_for(3),
+        None
+    );
+}
+
 #[test]
 fn a_moved_name_means_a_full_compare() {
     let state = tempfile::tempdir().expect("tempdir");

@@ -67,6 +67,54 @@ fn barrier_waits_for_durable_ack() {
     assert_eq!(p.released_unprotected, 0);
 }
 
+/// A capture flush that ends in a barrier of its own (the probes saw the
+/// application's previous fsync, or a sync(2) anywhere on the filesystem) used to be
+/// followed by the held call's barrier: two syncs at the peer per fsync, and, in the
+/// lab, a sync-all the probes report again.
+#[test]
+fn a_barrier_right_after_a_barrier_waits_for_it() {
+    let t = Instant::now();
+    let mut p = Primary::new(Duration::from_secs(1), t);
+    live(&mut p, t);
+    let mut out = Vec::new();
+    p.handle(
+        Input::Captured(vec![rec("a", b"xy"), barrier()]),
+        t,
+        &mut out,
+    );
+    p.handle(Input::Barrier(7), t, &mut out);
+    p.handle(Input::Barrier(8), t, &mut out);
+    assert_eq!(seqs(&out), vec![1, 2], "no barrier of their own: {out:?}");
+    out.clear();
+    p.handle(
+        Input::Ack(Ack {
+            applied: 1,
+            durable: 0,
+        }),
+        t,
+        &mut out,
+    );
+    assert!(out.is_empty(), "not durable yet: {out:?}");
+    p.handle(
+        Input::Ack(Ack {
+            applied: 2,
+            durable: 2,
+        }),
+        t,
+        &mut out,
+    );
+    assert_eq!(out, vec![Command::Release(7), Command::Release(8)]);
+    out.clear();
+    // Nothing sent since a barrier the peer has made durable: nothing to wait for.
+    p.handle(Input::Barrier(9), t, &mut out);
+    assert_eq!(out, vec![Command::Release(9)]);
+    assert_eq!(p.released_unprotected, 0);
+    // After a record, a barrier again.
+    p.handle(Input::Captured(vec![rec("a", b"z")]), t, &mut out);
+    p.handle(Input::Barrier(10), t, &mut out);
+    assert_eq!(seqs(&out), vec![3, 4]);
+}
+
 #[test]
 fn silent_peer_is_given_up_after_timeout_and_calls_released() {
     let t = Instant::now();
@@ -87,6 +135,45 @@ fn silent_peer_is_given_up_after_timeout_and_calls_released() {
     );
     assert_eq!(p.link(), Link::Down);
     assert_eq!(p.released_unprotected, 1);
+}
+
+/// A peer that keeps acknowledging a long backlog, but not the barrier a call
+/// waits for, is given up once that call has waited the timeout: the barrier
+/// listener's own limit comes just after, and a call it lets run is one the
+/// primary would not know was unprotected.
+#[test]
+fn a_call_waiting_longer_than_the_timeout_gives_a_slow_peer_up() {
+    let t = Instant::now();
+    let mut p = Primary::new(Duration::from_secs(1), t);
+    live(&mut p, t);
+    let mut out = Vec::new();
+    let backlog: Vec<Record> = (0..10).map(|_| rec("a", b"x")).collect();
+    p.handle(Input::Captured(backlog), t, &mut out);
+    p.handle(Input::Barrier(1), t, &mut out);
+    out.clear();
+    for i in 1..=10u64 {
+        let now = t + Duration::from_millis(100 * i);
+        p.handle(
+            Input::Ack(Ack {
+                applied: i.min(9),
+                durable: 0,
+            }),
+            now,
+            &mut out,
+        );
+        p.handle(Input::Tick, now, &mut out);
+        assert!(out.is_empty(), "at {i}: {out:?}");
+    }
+    p.handle(Input::Tick, t + Duration::from_millis(1001), &mut out);
+    assert_eq!(
+        out,
+        vec![
+            Command::Drop("a durability call waited longer than the timeout"),
+            Command::Release(1)
+        ]
+    );
+    assert_eq!(p.released_unprotected, 1);
+    assert_eq!(p.link(), Link::Down);
 }
 
 #[test]
@@ -257,12 +344,18 @@ fn simulate(seed: u64) {
         };
         out.clear();
         p.handle(input, now, &mut out);
-        for c in &out {
-            if let (Some(id), Command::Send(Frame::Record(r))) = (barrier_id, c)
-                && r.op == WireOp::Barrier
-            {
-                barrier_seq_of.insert(id, r.seq);
-            }
+        if let Some(id) = barrier_id {
+            // The call covers every record sent before it, whether it got a barrier
+            // of its own or waits for the one just before it.
+            let cover = out
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Send(Frame::Record(r)) => Some(r.seq),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(last_sent);
+            barrier_seq_of.insert(id, cover);
         }
         let durable = p.acked().durable;
         for c in &out {

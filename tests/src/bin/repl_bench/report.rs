@@ -127,7 +127,7 @@ fn lat_section(s: &mut String, sum: &mut Summary, p: &Pair, rtt: Option<&Res<Val
     let timeouts: f64 = p.repl.iter().map(|v| num(v, "/released_on_timeout")).sum();
     let _ = writeln!(
         s,
-        "\nReplicated fsyncs released on the barrier's timeout (1 s; returned without the peer having the data): {timeouts}."
+        "\nReplicated fsyncs released on the barrier listener's limit (the agent's ack timeout + 1 s, 6 s in the lab; returned without the peer having the data): {timeouts}."
     );
     let _ = writeln!(
         s,
