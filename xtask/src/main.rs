@@ -320,18 +320,9 @@ fn test(root: &Path, no_lint: bool, oracle: Option<&Oracle>) -> anyhow::Result<(
     match oracle {
         Some(o) => {
             let ops = o.ops.to_string();
-            run(
+            integration_tests(
                 root,
-                "cargo",
-                &[
-                    "test",
-                    "-p",
-                    "tandem-tests",
-                    "--test",
-                    "capture",
-                    "--",
-                    "--test-threads=1",
-                ],
+                "capture",
                 &[
                     ("TANDEM_BIN", &bin),
                     ("TANDEM_ORACLE_SEEDS", &o.seeds),
@@ -361,18 +352,9 @@ fn test(root: &Path, no_lint: bool, oracle: Option<&Oracle>) -> anyhow::Result<(
     // one at a time; then containers under the durability barrier, through a real
     // Docker daemon, and the package's install test.
     for target in ["replication", "failover", "docker"] {
-        run(
+        integration_tests(
             root,
-            "cargo",
-            &[
-                "test",
-                "-p",
-                "tandem-tests",
-                "--test",
-                target,
-                "--",
-                "--test-threads=1",
-            ],
+            target,
             &[
                 ("TANDEM_BIN", &bin),
                 ("TANDEM_DEB", &deb),
@@ -381,6 +363,25 @@ fn test(root: &Path, no_lint: bool, oracle: Option<&Oracle>) -> anyhow::Result<(
         )?;
     }
     Ok(())
+}
+
+/// One integration test target of `tandem-tests`, its tests one at a time (they
+/// share the machine's namespaces, eBPF programs and Docker daemon).
+fn integration_tests(root: &Path, target: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    run(
+        root,
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "tandem-tests",
+            "--test",
+            target,
+            "--",
+            "--test-threads=1",
+        ],
+        env,
+    )
 }
 
 fn nix_is_root() -> bool {

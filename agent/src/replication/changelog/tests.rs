@@ -13,6 +13,12 @@ fn rec(dir: u16, path: &str, op: WireOp) -> Record {
     }
 }
 
+/// The scope a log kept in `dir` gives for base `base` once opened again, as a
+/// restarted agent would read it.
+fn reopened_scope(dir: &Path, base: u64) -> Option<Vec<ScopedPath>> {
+    ChangeLog::open(dir, &[]).expect("reopen").scope_for(base)
+}
+
 fn sp(dir: u16, path: &str) -> ScopedPath {
     ScopedPath {
         dir,
@@ -54,12 +60,7 @@ fn the_root_itself_means_a_full_compare() {
     log.note(sp(0, ""));
     assert_eq!(log.scope_for(3), None);
     log.flush().expect("flush");
-    assert_eq!(
-        ChangeLog::open(state.path(), &[])
-            .expect("reopen")
-            .scope_for(3),
-        None
-    );
+    assert_eq!(reopened_scope(state.path(), 3), None);
     // A log an older agent wrote with the root in it.
     let old = tempfile::tempdir().expect("tempdir");
     let mut log = ChangeLog::open(old.path(), &[]).expect("open");
@@ -71,12 +72,7 @@ fn the_root_itself_means_a_full_compare() {
     let with_root = text.replacen("\"hex\":\"61\"", "\"hex\":\"\"", 1);
     assert_ne!(text, with_root, "{text}");
     fs::write(&file, with_root).expect("write");
-    assert_eq!(
-        ChangeLog::open(old.path(), &[])
-            .expect("reopen")
-            .scope_for(3),
-        None
-    );
+    assert_eq!(reopened_scope(old.path(), 3), None);
 }
 
 #[test]
@@ -92,12 +88,7 @@ fn a_moved_name_means_a_full_compare() {
         },
     ));
     log.flush().expect("flush");
-    assert_eq!(
-        ChangeLog::open(state.path(), &[])
-            .expect("reopen")
-            .scope_for(3),
-        None
-    );
+    assert_eq!(reopened_scope(state.path(), 3), None);
     log.reset(3).expect("reset");
     assert_eq!(log.scope_for(3), Some(vec![]), "a reset forgets the move");
 }
