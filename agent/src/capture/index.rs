@@ -232,6 +232,13 @@ impl Index {
                     continue;
                 };
                 if st.key.dev != dev {
+                    // `tandem config check` refuses such a mount; one made later is
+                    // at least said.
+                    tracing::warn!(
+                        dir = %path.display(),
+                        name = %String::from_utf8_lossy(&name),
+                        "another filesystem is mounted inside a watched tree: its files are not captured or replicated"
+                    );
                     continue;
                 }
                 if st.kind == Kind::Dir

@@ -1,7 +1,9 @@
 //! `tandem config check`: the file's own rules (all of [`Config::load`]) plus what
 //! only the host it runs on can tell: whether the VIP's interface exists, whether
-//! this node's addresses are assigned here, and whether the directories the agent
-//! creates can be created.
+//! this node's addresses are assigned here, whether the directories the agent
+//! creates can be created, and whether another filesystem is mounted inside a
+//! replicated directory (capture stays on the directory's own filesystem, so the
+//! files of such a mount would silently not be replicated).
 //!
 //! Addresses are only warned about: a file is often checked on one machine before
 //! it is installed on another, and an address may be added by the network
@@ -35,6 +37,8 @@ pub struct Host {
     /// Whether the check runs as root, as the agent does: only then does a
     /// directory the current user cannot write say anything about the agent.
     pub root: bool,
+    /// The mount table (`/proc/self/mountinfo`).
+    pub mountinfo: PathBuf,
 }
 
 impl Host {
@@ -44,6 +48,7 @@ impl Host {
         Self {
             net: PathBuf::from("/sys/class/net"),
             root: nix::unistd::geteuid().is_root(),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
         }
     }
 }
@@ -115,8 +120,14 @@ impl Config {
             }
         }
         c.creatable("state_dir", &self.state_dir, host.root);
+        // An unreadable table (no /proc) only loses this check.
+        let mounts = std::fs::read_to_string(&host.mountinfo)
+            .map(|t| mount_points(&t))
+            .unwrap_or_default();
         for (i, r) in self.replicated.iter().enumerate() {
-            c.creatable(&format!("replicated[{i}].path"), &r.path, host.root);
+            let key = format!("replicated[{i}].path");
+            c.creatable(&key, &r.path, host.root);
+            c.no_mount_inside(&key, &r.path, &mounts);
         }
         c.report
     }
@@ -163,6 +174,25 @@ impl Checker<'_> {
         }
     }
 
+    /// No other filesystem may be mounted strictly inside a replicated directory:
+    /// capture watches the directory's own filesystem and skips mount points, so
+    /// what is written there would never reach the peer.
+    fn no_mount_inside(&mut self, key: &str, path: &Path, mounts: &[PathBuf]) {
+        let dir = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        for m in mounts.iter().filter(|m| m.starts_with(&dir) && **m != dir) {
+            let e = self.finding(
+                key,
+                format!(
+                    "a filesystem is mounted inside it at `{}`: its files would not be \
+                     replicated (capture stays on one filesystem); unmount it, or replicate \
+                     it as a directory of its own",
+                    m.display()
+                ),
+            );
+            self.report.problems.push(e);
+        }
+    }
+
     /// A directory the agent creates at start: it exists as a directory, or its
     /// nearest existing ancestor is a directory the agent may write to.
     fn creatable(&mut self, key: &str, path: &Path, root: bool) {
@@ -206,6 +236,39 @@ impl Checker<'_> {
             self.report.problems.push(e);
         }
     }
+}
+
+/// The mount points of a `/proc/self/mountinfo` text (its fifth field, with the
+/// kernel's octal escapes of space, tab, newline and backslash undone).
+fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_octal(field)))
+        .collect()
+}
+
+fn unescape_octal(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

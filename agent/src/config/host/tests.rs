@@ -26,6 +26,7 @@ impl Fixture {
         Host {
             net: self.path("net"),
             root: false,
+            mountinfo: self.path("mountinfo"),
         }
     }
 
@@ -160,5 +161,53 @@ fn addresses_not_on_this_host_are_warnings() {
         out.lines[0].contains("metrics.listen: 192.0.2.9 is not an address of this host"),
         "{:?}",
         out.lines
+    );
+}
+
+#[test]
+fn a_filesystem_mounted_inside_a_replicated_directory_is_a_problem() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    std::fs::create_dir_all(data.join("pg")).expect("mkdir");
+    let data = std::fs::canonicalize(&data).expect("canonical");
+    let inside = data.join("my vol");
+    let escaped = inside.display().to_string().replace(' ', "\\040");
+    // The directory itself being a mount point is fine; a mount below it is not.
+    std::fs::write(
+        f.path("mountinfo"),
+        format!(
+            "22 1 8:1 / / rw - ext4 /dev/vda rw\n\
+             30 22 8:2 / {} rw - ext4 /dev/vdb rw\n\
+             31 30 8:3 / {escaped} rw - ext4 /dev/vdc rw\n",
+            data.display()
+        ),
+    )
+    .expect("write mountinfo");
+    let out = f.check("", "");
+    assert!(!out.ok, "{:#?}", out.lines);
+    assert_eq!(out.lines.len(), 1, "{:#?}", out.lines);
+    assert!(
+        out.lines[0].contains("replicated[0].path")
+            && out.lines[0].contains(&format!("mounted inside it at `{}`", inside.display())),
+        "{}",
+        out.lines[0]
+    );
+    // Without such a mount the file passes.
+    std::fs::write(
+        f.path("mountinfo"),
+        format!("30 22 8:2 / {} rw - ext4 /dev/vdb rw\n", data.display()),
+    )
+    .expect("write mountinfo");
+    assert!(f.check("", "").ok);
+}
+
+#[test]
+fn mountinfo_escapes_are_undone() {
+    assert_eq!(unescape_octal("/srv/a\\040b\\011c"), "/srv/a b\tc");
+    assert_eq!(unescape_octal("/srv/back\\134slash"), "/srv/back\\slash");
+    assert_eq!(unescape_octal("/odd\\9"), "/odd\\9");
+    assert_eq!(
+        mount_points("22 1 8:1 / / rw - ext4 /dev/vda rw\n31 22 0:5 / /a\\040b rw - tmpfs t rw"),
+        vec![PathBuf::from("/"), PathBuf::from("/a b")]
     );
 }
