@@ -2,8 +2,9 @@
 //! command line's clap definitions.
 //!
 //! The definitions are `agent/src/cli/args.rs`, compiled here as a module of xtask
-//! (it depends on clap and std only): the agent binary carries no generator, and
-//! xtask does not have to build the agent (eBPF objects, QUIC, ...) to run.
+//! (it depends on clap and std only): the agent binary carries no man page generator
+//! (only `tandem completions`), and xtask does not have to build the agent (eBPF
+//! objects, QUIC, ...) to run.
 
 use std::path::{Path, PathBuf};
 
@@ -22,24 +23,18 @@ use clap_complete::Shell;
 #[path = "../../agent/src/cli/args.rs"]
 mod args;
 
-/// What `dist` wrote.
-pub(crate) struct Dist {
-    /// `tandem.bash`, `_tandem` (zsh) and `tandem.fish`.
-    pub(crate) completions: PathBuf,
-    /// `tandem.1` and one page per subcommand (`tandem-config-check.1`, ...).
-    pub(crate) man: PathBuf,
-}
-
 /// The clap command of the `tandem` binary, as `tandem --help` sees it.
 fn command() -> clap::Command {
     args::Cli::command()
 }
 
-/// Writes the completions to `out/completions` and the man pages to `out/man`,
-/// replacing what an earlier run left there.
-pub(crate) fn dist(out: &Path) -> anyhow::Result<Dist> {
+/// Writes the completions to `out/completions` and the man pages to
+/// `out/man/man1` (where man(1) looks below a MANPATH entry), replacing what an
+/// earlier run left there. Returns the directory of the man pages (`tandem.1`
+/// and one page per subcommand, `tandem-config-check.1`, ...).
+pub(crate) fn dist(out: &Path) -> anyhow::Result<PathBuf> {
     let completions = out.join("completions");
-    let man = out.join("man");
+    let man = out.join("man/man1");
     for dir in [&completions, &man] {
         if dir.exists() {
             std::fs::remove_dir_all(dir)
@@ -56,7 +51,7 @@ pub(crate) fn dist(out: &Path) -> anyhow::Result<Dist> {
     clap_mangen::generate_to(command(), &man)
         .with_context(|| format!("cannot write the man pages to {}", man.display()))?;
     eprintln!("wrote the man pages to {}", man.display());
-    Ok(Dist { completions, man })
+    Ok(man)
 }
 
 #[cfg(test)]

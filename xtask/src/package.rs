@@ -91,8 +91,14 @@ pub(crate) fn package(root: &Path, kind: Kind, opts: &Options) -> anyhow::Result
     );
     let out = opts.out.clone().unwrap_or_else(|| target.join("package"));
     mkdir(&out)?;
-    assets(root, &bin, &target.join(profile_dir).join("package-assets"))?;
-    verify_unit(root, &bin, &target.join("package/unit-verify"))?;
+    let assets_dir = target.join(profile_dir).join("package-assets");
+    assets(root, &bin, &assets_dir)?;
+    verify_unit(
+        root,
+        &bin,
+        &assets_dir.join("man"),
+        &target.join("package/unit-verify"),
+    )?;
 
     let out_s = s(&out)?;
     let mut built = Vec::new();
@@ -194,15 +200,10 @@ fn assets(root: &Path, bin: &Path, dir: &Path) -> anyhow::Result<()> {
         &["--strip-debug", &s(bin)?, &s(&dir.join("tandem"))?],
         &[],
     )?;
-    let generated = dist(&dir.join("dist"))?;
-    std::fs::rename(&generated.completions, dir.join("completions"))
-        .context("cannot move the completions")?;
-    // Compressed here: cargo-deb compresses man pages itself only when they are
-    // not build outputs, and cargo-generate-rpm never does.
-    // man(1) looks for them in a `man1` directory (the unit check uses MANPATH).
-    let man1 = dir.join("man/man1");
-    mkdir(dir.join("man").as_path())?;
-    std::fs::rename(&generated.man, &man1).context("cannot move the man pages")?;
+    // The completions and the man pages, the latter compressed here: cargo-deb
+    // compresses man pages itself only when they are not build outputs, and
+    // cargo-generate-rpm never does.
+    let man1 = dist(dir)?;
     let pages = read_dir(&man1)?
         .iter()
         .map(|p| s(p))
@@ -210,7 +211,6 @@ fn assets(root: &Path, bin: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut gzip = vec!["-9nf"];
     gzip.extend(pages.iter().map(String::as_str));
     run(root, "gzip", &gzip, &[])?;
-    std::fs::remove_dir_all(dir.join("dist")).context("cannot remove the dist directory")?;
     Ok(())
 }
 
@@ -219,7 +219,7 @@ fn assets(root: &Path, bin: &Path, dir: &Path) -> anyhow::Result<()> {
 /// package is not installed on this machine, so a copy of the unit names the
 /// binary being packaged and MANPATH the generated pages. Skipped, with a note,
 /// where systemd-analyze is missing.
-fn verify_unit(root: &Path, bin: &Path, work: &Path) -> anyhow::Result<()> {
+fn verify_unit(root: &Path, bin: &Path, manpath: &Path, work: &Path) -> anyhow::Result<()> {
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -245,7 +245,7 @@ fn verify_unit(root: &Path, bin: &Path, work: &Path) -> anyhow::Result<()> {
     }
     let out = verify
         .arg(&instance)
-        .env("MANPATH", bin.with_file_name("package-assets").join("man"))
+        .env("MANPATH", manpath)
         .output()
         .context("cannot run systemd-analyze")?;
     // It exits 0 with warnings on stderr too; any line is a problem to fix.
