@@ -399,7 +399,14 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(keep) = std::env::var_os("TANDEM_LAB_KEEP_LOGS") {
             for n in &self.nodes {
-                let _ = std::fs::copy(&n.log, Path::new(&keep).join(format!("{}.log", n.name)));
+                // Named by the thread (the test) and the lab's prefix, so that a
+                // whole run's labs are kept side by side.
+                let test = std::thread::current()
+                    .name()
+                    .unwrap_or("lab")
+                    .replace("::", "-");
+                let name = format!("{test}-{}-{}.log", self.prefix, n.name);
+                let _ = std::fs::copy(&n.log, Path::new(&keep).join(name));
             }
         }
         if let Err(e) = self.cmd(&["lab", "down"]) {

@@ -186,6 +186,14 @@ impl Engine {
         match peer {
             Some(b) if matches!(b.state, State::Prim | State::Alone) => self.follow(now, &b, out),
             Some(b) => {
+                if self.handing_over_until.is_some() && !b.can_run {
+                    // The target of this node's handover says it will not run the
+                    // application (its copy turned out incomplete, or a checker
+                    // fails): waiting for `swap_timeout` would only lengthen the
+                    // outage. The ordinary rules decide from here.
+                    self.handing_over_until = None;
+                    self.note("swap abandoned: the peer cannot run the application", out);
+                }
                 let choice = self.pair_choice(now, &b, out);
                 self.act(now, choice, out);
             }

@@ -154,6 +154,9 @@ fn run(
         // SAFETY: reading 8 bytes into an 8-byte buffer from a non-blocking eventfd.
         let _ = unsafe { libc::read(wake.as_fd().as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
         let barriers: Vec<WaiterId> = flush_rx.try_iter().collect();
+        for id in &barriers {
+            super::hops::mark("capture_woke", *id, 0);
+        }
         let force = !barriers.is_empty() || stopping;
         let mut rounds = if force { SETTLE_ROUNDS } else { 1 };
         while rounds > 0 {
@@ -212,6 +215,7 @@ fn run(
             shipper.barrier_follows();
         }
         for id in barriers {
+            super::hops::mark("capture_done", id, 0);
             if tx.blocking_send(Captured::Barrier(id)).is_err() {
                 return;
             }

@@ -38,6 +38,7 @@ impl Link {
             loop {
                 match rx.recv().await {
                     Ok(Some(f)) => {
+                        mark_frame("read", &f);
                         if tx.send(Ok(f)).await.is_err() {
                             return;
                         }
@@ -78,6 +79,7 @@ fn start(conn: PeerConn, hello: Hello) -> Link {
 
 async fn writer(mut sender: FrameSender, mut rx: mpsc::UnboundedReceiver<Frame>) {
     while let Some(f) = rx.recv().await {
+        mark_frame("written", &f);
         if let Err(e) = sender.send(&f).await {
             tracing::debug!(error = %e, "replication stream closed while writing");
             return;
@@ -162,4 +164,15 @@ fn check(ctx: &Ctx, h: &Hello) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Marks barrier records and acknowledgements for [`super::hops`].
+fn mark_frame(stage: &'static str, f: &Frame) {
+    match f {
+        Frame::Record(r) if r.op == agent_common::wire::WireOp::Barrier => {
+            super::hops::mark(stage, 0, r.seq);
+        }
+        Frame::Ack(a) => super::hops::mark(stage, 0, a.durable),
+        _ => {}
+    }
 }

@@ -24,6 +24,7 @@ pub mod control;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod failover;
+pub mod hops;
 mod lag;
 pub mod link;
 pub mod node_checks;

@@ -123,7 +123,8 @@ pub async fn run(
                 core.handle(Input::Captured(b.records), now, &mut out);
             }
             Event::Captured(Some(Captured::Barrier(id))) => {
-                core.handle(Input::Barrier(id), now, &mut out)
+                super::hops::mark("primary_in", id, 0);
+                core.handle(Input::Barrier(id), now, &mut out);
             }
             Event::Connected(Err(e)) => {
                 dialing = false;
@@ -169,7 +170,10 @@ pub async fn run(
                 });
             }
             Event::Frame(Some(Ok(f))) => match f {
-                Frame::Ack(a) => core.handle(Input::Ack(a), now, &mut out),
+                Frame::Ack(a) => {
+                    super::hops::mark("ack_in", 0, a.durable);
+                    core.handle(Input::Ack(a), now, &mut out);
+                }
                 Frame::Manifest(m) => {
                     if manifest.len() < 50_000_000 {
                         manifest.insert((m.dir, m.path.clone()), m);
@@ -266,6 +270,11 @@ pub async fn run(
                         _ => 0,
                     };
                     if let Frame::Record(r) = &f
+                        && r.op == WireOp::Barrier
+                    {
+                        super::hops::mark("sent", 0, r.seq);
+                    }
+                    if let Frame::Record(r) = &f
                         && r.op != WireOp::Barrier
                     {
                         let moved = matches!(
@@ -309,6 +318,7 @@ pub async fn run(
                             new_generation_mid_session |= started && session.link.is_some();
                         }
                         super::role::release(w, protected);
+                        super::hops::mark("released", id, 0);
                     }
                 }
                 Command::Drop(reason) => {

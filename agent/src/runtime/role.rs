@@ -159,7 +159,8 @@ pub fn router(
     let presync = super::presync::Presync::spawn().context("cannot start the presync thread")?;
     Ok(move |r: BarrierRequest| {
         let (call, releaser) = r.into_parts();
-        if gate.route_call(releaser).is_some() {
+        if let Some(id) = gate.route_call(releaser) {
+            super::hops::mark("held", id, 0);
             // The call waits for the peer: meanwhile the local disk can already
             // take the file's data.
             presync.start(&call);

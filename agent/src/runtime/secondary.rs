@@ -174,7 +174,14 @@ async fn serve(
         let now = Instant::now();
         tokio::select! {
             f = frx.recv() => match f {
-                Some(Ok(f)) => core.on_frame(f, &mut out),
+                Some(Ok(f)) => {
+                    if let Frame::Record(r) = &f
+                        && r.op == WireOp::Barrier
+                    {
+                        super::hops::mark("secondary_in", 0, r.seq);
+                    }
+                    core.on_frame(f, &mut out);
+                }
                 Some(Err(e)) => {
                     link.close("read error");
                     anyhow::bail!("replication stream: {e}");
@@ -235,13 +242,18 @@ async fn serve(
                     }
                 }
                 Command::Sync => {
+                    super::hops::mark("sync_start", 0, core.applied());
                     for a in &mut appliers {
                         if let Err(e) = tokio::task::block_in_place(|| a.sync()) {
                             tracing::error!(error = %e, "cannot make replicated data durable");
                         }
                     }
+                    super::hops::mark("synced", 0, core.applied());
                 }
                 Command::Send(f) => {
+                    if let Frame::Ack(a) = &f {
+                        super::hops::mark("ack_out", 0, a.durable);
+                    }
                     if !link.send(f) {
                         return Ok(false);
                     }

@@ -348,3 +348,50 @@ fn heartbeats_are_periodic_and_poll_timeout_asks_for_them() {
     let out = e.handle(t0 + Duration::from_millis(100), Event::Tick);
     assert!(matches!(out.as_slice(), [SendHeartbeat(b)] if b.seq == 2));
 }
+
+/// Seen in the lab (failback, once in CI): after the handover the target found
+/// its own copy incomplete and went WAIT ("the peer has the newest data but cannot
+/// run the application"), and the handing-over node, which had stopped the
+/// application and dropped the VIP, waited the whole `swap_timeout` before taking
+/// the service back. A target heard unable to run ends the handover at once.
+#[test]
+fn a_handover_to_a_peer_that_cannot_run_ends_at_once() {
+    let (mut a, mut b) = pair(Instant::now());
+    a.on(3000, Event::AdminSwap);
+    a.on(3200, Event::AppStopped);
+    let out = a.on(3300, Event::Drained);
+    assert_eq!(transitions(&out), [tr(State::Prim, State::Second)]);
+    // B's copy is found incomplete before it hears A's new state (a new session
+    // began, or a checker failed): it may not run the application.
+    b.on(
+        3305,
+        Event::ReplicationStatus {
+            in_sync: false,
+            resyncing: true,
+        },
+    );
+    let out = b.on(3310, a.hb());
+    assert_eq!(transitions(&out), [tr(State::Second, State::Wait)]);
+    assert_eq!(
+        reason_of(&out),
+        "the peer has the newest data but cannot run the application"
+    );
+    assert!(!b.beacon.as_ref().expect("a heartbeat").can_run);
+    // A does not wait for its swap timeout: it takes the service back now.
+    let out = a.on(3320, b.hb());
+    assert!(out.contains(&Note(
+        "swap abandoned: the peer cannot run the application".into()
+    )));
+    assert_eq!(acts(out), [ProbeVip]);
+    let out = a.on(
+        3400,
+        Event::VipProbeResult {
+            someone_answers: false,
+        },
+    );
+    assert_eq!(transitions(&out), [tr(State::Second, State::Alone)]);
+    assert_eq!(acts(out), STARTS_ALONE);
+    // B follows the runner and resynchronises.
+    let out = b.on(3450, a.hb());
+    assert_eq!(transitions(&out), [tr(State::Wait, State::Second)]);
+}

@@ -35,6 +35,21 @@ pub(crate) struct Pair {
     pub(crate) repl: Vec<Value>,
     /// Diagnostic runs: unreplicated, with `syncfs` instead of fsync.
     pub(crate) plain_syncfs: Vec<Value>,
+    /// Diagnostic runs: two unreplicated workers at once, each on its own file
+    /// (the second's result under `twin`). A pair in this lab shares one disk and
+    /// two CPUs, so each replicated byte is written, and each durability call
+    /// flushed, twice on the same machine: this is the cost of that alone, the
+    /// best a one-machine pair could do.
+    pub(crate) plain_twin: Vec<Value>,
+}
+
+/// The diagnostic configurations run beside the two modes.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Diag {
+    /// Unreplicated, with `syncfs` instead of `fsync`.
+    Syncfs,
+    /// Unreplicated, two workers at once.
+    Twin,
 }
 
 /// The lag benchmark's samples and timings.
@@ -69,17 +84,14 @@ fn settle(lab: &Lab) -> Res<()> {
 }
 
 /// Runs `args` (with `{path}` standing for the file) in both modes, `rounds` times,
-/// alternating which mode goes first; with `syncfs`, also unreplicated with `syncfs`
-/// as the last argument.
-fn both_modes(lab: &Lab, name: &str, rounds: usize, args: &[String], syncfs: bool) -> Res<Pair> {
+/// alternating which mode goes first, and each of `diags` (unreplicated) beside them.
+fn both_modes(lab: &Lab, name: &str, rounds: usize, args: &[String], diags: &[Diag]) -> Res<Pair> {
     let plain_dir = lab.dir.join("unreplicated");
     std::fs::create_dir_all(&plain_dir).map_err(|e| format!("{}: {e}", plain_dir.display()))?;
     let mut pair = Pair::default();
     for round in 0..rounds {
-        let mut order = vec![(Mode::Plain, false), (Mode::Barrier, false)];
-        if syncfs {
-            order.push((Mode::Plain, true));
-        }
+        let mut order = vec![(Mode::Plain, None), (Mode::Barrier, None)];
+        order.extend(diags.iter().map(|d| (Mode::Plain, Some(*d))));
         let n = order.len();
         order.rotate_left(round % n);
         for (mode, diag) in order {
@@ -96,11 +108,15 @@ fn both_modes(lab: &Lab, name: &str, rounds: usize, args: &[String], syncfs: boo
                 .iter()
                 .map(|s| s.replace("{path}", &path.to_string_lossy()))
                 .collect();
-            if diag {
+            if diag == Some(Diag::Syncfs) {
                 a.push("syncfs".to_owned());
             }
             let timeouts = released_on_timeout(lab);
-            let mut v = run_worker(lab, 0, mode, &a)?;
+            let mut v = if diag == Some(Diag::Twin) {
+                twin(lab, &path, &a)?
+            } else {
+                run_worker(lab, 0, mode, &a)?
+            };
             if mode == Mode::Barrier {
                 // When the pair has everything: the final fsync may have been released
                 // on the barrier's timeout before that.
@@ -111,20 +127,47 @@ fn both_modes(lab: &Lab, name: &str, rounds: usize, args: &[String], syncfs: boo
             }
             let _ = std::fs::remove_file(&path);
             match (mode, diag) {
-                (Mode::Plain, true) => pair.plain_syncfs.push(v),
-                (Mode::Plain, false) => pair.plain.push(v),
+                (Mode::Plain, Some(Diag::Syncfs)) => pair.plain_syncfs.push(v),
+                (Mode::Plain, Some(Diag::Twin)) => pair.plain_twin.push(v),
+                (Mode::Plain, None) => pair.plain.push(v),
                 (Mode::Barrier, _) => pair.repl.push(v),
             }
             eprintln!(
                 "repl-bench: {name} round {round} {}{} done",
                 label(mode),
-                if diag { " (syncfs)" } else { "" }
+                diag.map_or(String::new(), |d| format!(" ({d:?})"))
             );
         }
     }
     settle(lab)?;
     sync_all();
     Ok(pair)
+}
+
+/// Two unreplicated workers at once, on `path` and on `path.twin`; the first's
+/// result with the second's under `twin`, and `secs` the longer of the two.
+fn twin(lab: &Lab, path: &Path, args: &[String]) -> Res<Value> {
+    let other = path.with_extension("twin");
+    let p = path.to_string_lossy();
+    let o = other.to_string_lossy();
+    let args2: Vec<String> = args.iter().map(|a| a.replace(&*p, &o)).collect();
+    let _ = std::fs::remove_file(&other);
+    let (a, b) = std::thread::scope(|s| {
+        let second = s.spawn(|| run_worker(lab, 0, Mode::Plain, &args2));
+        let first = run_worker(lab, 0, Mode::Plain, args);
+        (
+            first,
+            second
+                .join()
+                .unwrap_or_else(|_| Err("twin worker panicked".into())),
+        )
+    });
+    let _ = std::fs::remove_file(&other);
+    let (mut a, b) = (a?, b?);
+    let secs = num(&a, "/secs").max(num(&b, "/secs"));
+    a["secs"] = secs.into();
+    a["twin"] = b;
+    Ok(a)
 }
 
 /// Durability calls node1's agent released on its timeout so far (from its log): they
@@ -150,7 +193,7 @@ pub(crate) fn sequential(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
         o.seq_bytes.to_string(),
         MIB.to_string(),
     ];
-    both_modes(lab, "seq.bin", o.seq_rounds, &args, false)
+    both_modes(lab, "seq.bin", o.seq_rounds, &args, &[Diag::Twin])
 }
 
 /// 2. 4 KiB appends, each followed by fsync.
@@ -162,7 +205,13 @@ pub(crate) fn latency(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
         per_round.to_string(),
         "100".to_owned(),
     ];
-    both_modes(lab, "lat.bin", o.lat_rounds, &args, true)
+    both_modes(
+        lab,
+        "lat.bin",
+        o.lat_rounds,
+        &args,
+        &[Diag::Syncfs, Diag::Twin],
+    )
 }
 
 /// The lab link's UDP round trip, node1 to node2 and back, in microseconds.
