@@ -94,7 +94,7 @@ pub async fn run(
         let wants = core.wants_more(MAX_LAG_BYTES);
         let ev = tokio::select! {
             m = captured.recv(), if wants => Event::Captured(m),
-            f = recv_opt(&mut session.frames) => Event::Frame(f),
+            f = recv_link(&mut session.link) => Event::Frame(f),
             r = recv_opt(&mut session.resync) => Event::Resync(r),
             c = conn_rx.recv() => match c { Some(c) => Event::Connected(c), None => Event::Tick },
             _ = tick.tick() => Event::Tick,
@@ -130,11 +130,8 @@ pub async fn run(
                 dialing = false;
                 tracing::debug!(error = %e, "peer not reachable");
             }
-            Event::Connected(Ok(mut l)) => {
+            Event::Connected(Ok(l)) => {
                 dialing = false;
-                let (tx, rx) = mpsc::channel(1024);
-                l.spawn_reader(tx);
-                session.frames = Some(rx);
                 manifest.clear();
                 let peer_gen = l.hello.generations.clone();
                 let rel = ctx.relate(&peer_gen);
@@ -421,7 +418,6 @@ fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<bool>
 #[derive(Default)]
 struct Session {
     link: Option<Link>,
-    frames: Option<mpsc::Receiver<Result<Frame, String>>>,
     resync: Option<mpsc::Receiver<ResyncMsg>>,
 }
 
@@ -431,7 +427,6 @@ impl Session {
         if let Some(l) = self.link.take() {
             l.close(reason);
         }
-        self.frames = None;
         self.resync = None;
     }
 }
@@ -448,6 +443,14 @@ fn spill(unacked: &mut VecDeque<(u64, ScopedPath, bool)>, log: &mut ChangeLog) {
             log.note_moved();
         }
         log.note(p);
+    }
+}
+
+/// The next frame of the peer's link, if there is a link (cancel-safe).
+async fn recv_link(link: &mut Option<Link>) -> Option<Result<Frame, String>> {
+    match link {
+        Some(l) => l.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -120,10 +120,8 @@ async fn serve(
         s.replication.resyncing = true;
     });
     tracing::info!("resynchronising from the primary");
-    let (ftx, mut frx) = mpsc::channel(1024);
-    link.spawn_reader(ftx);
     // The primary says what to list: everything, or the paths its change log names.
-    let scope = match tokio::time::timeout(Duration::from_secs(10), frx.recv()).await {
+    let scope = match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
         Ok(Some(Ok(Frame::ManifestRequest(scope)))) => scope,
         Ok(Some(Ok(Frame::Error { message }))) => anyhow::bail!("the primary refused: {message}"),
         Ok(Some(Ok(other))) => {
@@ -173,7 +171,7 @@ async fn serve(
     loop {
         let now = Instant::now();
         tokio::select! {
-            f = frx.recv() => match f {
+            f = link.recv() => match f {
                 Some(Ok(f)) => {
                     if let Frame::Record(r) = &f
                         && r.op == WireOp::Barrier

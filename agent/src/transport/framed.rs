@@ -7,7 +7,7 @@
 //! After an error the stream is out of step and the connection should be closed.
 
 use agent_common::wire::{self, Frame};
-use quinn::{ReadExactError, WriteError};
+use quinn::WriteError;
 
 use super::TransportError;
 
@@ -45,37 +45,85 @@ impl FrameSender {
 #[derive(Debug)]
 pub struct FrameReceiver {
     pub(super) stream: quinn::RecvStream,
+    /// Bytes read and not yet returned as frames: `buf[start..]`. Kept here, not in
+    /// the future, so that [`FrameReceiver::recv`] is cancel-safe.
+    buf: Vec<u8>,
+    start: usize,
 }
+
+/// The most a single read takes from the stream.
+const READ_CHUNK: usize = 256 << 10;
 
 impl FrameReceiver {
     pub(super) fn new(stream: quinn::RecvStream) -> Self {
-        FrameReceiver { stream }
+        FrameReceiver {
+            stream,
+            buf: Vec::new(),
+            start: 0,
+        }
     }
 
     /// The next frame, or `None` when the peer finished the stream between frames.
+    ///
+    /// Cancel-safe: a frame partly read when the future is dropped is completed by
+    /// the next call, so an actor can wait for frames in a `select!` beside its other
+    /// inputs, without a task (and a thread hop) in between.
     pub async fn recv(&mut self) -> Result<Option<Frame>, TransportError> {
-        let mut prefix = [0u8; 4];
-        match self.stream.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(error) => return Err(read_error(error, prefix.len())),
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
+            }
+            // `read_chunk` makes progress or none at all: dropped, it loses nothing.
+            match self.stream.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    let got = self.buf.len() - self.start;
+                    if got == 0 {
+                        return Ok(None);
+                    }
+                    // Inside the length prefix, or inside the body it announced.
+                    return Err(match self.body_len() {
+                        Some(wanted) => TransportError::Truncated {
+                            got: got - 4,
+                            wanted,
+                        },
+                        None => TransportError::Truncated { got, wanted: 4 },
+                    });
+                }
+                Err(error) => return Err(TransportError::Read(error)),
+            }
         }
-        // Checked before allocating: this is the bound on what a peer can make us hold.
-        let len = wire::body_len(prefix).map_err(TransportError::Wire)?;
-        let mut body = vec![0u8; len];
-        self.stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|error| read_error(error, len))?;
-        wire::decode_body(&body)
-            .map(Some)
-            .map_err(TransportError::Wire)
     }
-}
 
-fn read_error(error: ReadExactError, wanted: usize) -> TransportError {
-    match error {
-        ReadExactError::FinishedEarly(got) => TransportError::Truncated { got, wanted },
-        ReadExactError::ReadError(error) => TransportError::Read(error),
+    /// The body length of the frame at the front, once its prefix is in.
+    fn body_len(&self) -> Option<usize> {
+        let prefix: [u8; 4] = self.buf.get(self.start..self.start + 4)?.try_into().ok()?;
+        wire::body_len(prefix).ok()
+    }
+
+    /// A whole frame from the front of the buffer, if one is there.
+    fn take_frame(&mut self) -> Result<Option<Frame>, TransportError> {
+        let rest = &self.buf[self.start..];
+        let Some(prefix) = rest.get(..4) else {
+            return Ok(None);
+        };
+        let mut p = [0u8; 4];
+        p.copy_from_slice(prefix);
+        // Checked before waiting for the body: the bound on what a peer can make us
+        // hold is one frame's limit plus one read.
+        let len = wire::body_len(p).map_err(TransportError::Wire)?;
+        let Some(body) = rest.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let frame = wire::decode_body(body).map_err(TransportError::Wire)?;
+        self.start += 4 + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(Some(frame))
     }
 }

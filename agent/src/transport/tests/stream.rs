@@ -282,3 +282,36 @@ async fn bulk_records_stream_in_order() {
         }
     );
 }
+
+/// The actors wait for frames in a `select!` beside other inputs, which drops the
+/// receive future whenever another input comes first: a frame half read then must
+/// be completed by the next call, not lost or taken for garbage.
+#[tokio::test]
+async fn a_receive_dropped_mid_frame_loses_nothing() {
+    let (a, b) = (node("a"), node("b"));
+    let (ea, eb) = (bind(&a, &b.pin), bind(&b, &a.pin));
+    let (mut client, server) = pair(&ea, &eb, &hello("a")).await;
+    let (_link, _sender, mut receiver) = server.into_parts();
+    assert_eq!(
+        within(receiver.recv()).await.expect("recv"),
+        Some(hello("a"))
+    );
+    let frame = write_record(7, 64 << 10);
+    let bytes = wire::encode(&frame).expect("encode");
+    let (head, tail) = bytes.split_at(bytes.len() / 3);
+    client.sender().stream.write_all(head).await.expect("head");
+    // Long enough for the head to arrive and be taken, too short for a frame.
+    let dropped = tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await;
+    assert!(dropped.is_err(), "no whole frame yet: {dropped:?}");
+    client.sender().stream.write_all(tail).await.expect("tail");
+    client
+        .sender()
+        .send(&write_record(8, 10))
+        .await
+        .expect("next");
+    assert_eq!(within(receiver.recv()).await.expect("recv"), Some(frame));
+    assert_eq!(
+        within(receiver.recv()).await.expect("recv"),
+        Some(write_record(8, 10))
+    );
+}
