@@ -73,10 +73,13 @@ fn seq_section(s: &mut String, sum: &mut Summary, p: &Pair) {
             quantile(&rates, 1.0),
             med_of(runs, |v| num(v, "/write_secs")),
             med_of(runs, |v| num(v, "/fsync_secs")),
-            runs.iter()
-                .map(|v| num(v, "/released_on_timeout"))
-                .filter(|x| !x.is_nan())
-                .sum::<f64>(),
+            // Only replicated runs count them; a sum of nothing would print "-0".
+            dash_nan(
+                runs.iter()
+                    .map(|v| num(v, "/released_on_timeout"))
+                    .filter(|x| !x.is_nan())
+                    .fold(f64::NAN, |a, x| if a.is_nan() { x } else { a + x })
+            ),
             dash_nan(med_of(runs, |v| num(v, "/bytes")
                 / MIB as f64
                 / (num(v, "/secs") + num(v, "/settle_secs")))),
