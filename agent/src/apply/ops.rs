@@ -47,31 +47,6 @@ impl Applier {
             .map_err(|e| ApplyError::io("write", path, e))
     }
 
-    /// Starts writing `len` bytes at `offset` of the file at `path` (just written)
-    /// to the disk, without waiting for it (`sync_file_range(2)` with
-    /// `SYNC_FILE_RANGE_WRITE`): a resync's data then reaches the disk while the
-    /// rest of it still arrives, and the sync that ends the resync has less left to
-    /// do. It makes nothing durable by itself (no metadata, no cache flush), so it
-    /// promises nothing; a failure is left to that sync to report.
-    pub fn start_writeback(&mut self, path: &[u8], offset: u64, len: u64) {
-        if check_range(path, offset, len).is_err() {
-            return;
-        }
-        let Ok(file) = self.data_file("write", path) else {
-            return;
-        };
-        // SAFETY: sync_file_range on a descriptor we own, with integer arguments
-        // only; the range was checked to fit loff_t above.
-        let _ = unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset.cast_signed(),
-                len.cast_signed(),
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-    }
-
     /// `Punch`: a hole, keeping the size.
     pub(super) fn punch(&mut self, path: &[u8], offset: u64, len: u64) -> Result<(), ApplyError> {
         check_range(path, offset, len)?;

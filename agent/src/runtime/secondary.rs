@@ -8,10 +8,7 @@
 //! discards data.
 
 use std::{
-    sync::{
-        Arc, PoisonError,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::{Arc, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -220,13 +217,6 @@ async fn serve(
                     };
                     match applied {
                         Ok(()) => {
-                            if let WireOp::Write { offset, .. } = &record.op
-                                && !core.in_sync()
-                            {
-                                // The resync ends with a sync of everything it
-                                // wrote: its data goes to the disk meanwhile.
-                                a.start_writeback(&record.path, *offset, bytes);
-                            }
                             ctx.status.update(|s| s.replication.bytes_total += bytes);
                             ctx.metrics.replicated(Direction::Applied, bytes);
                         }
@@ -300,7 +290,11 @@ fn list(
 ) -> Result<(), ApplyError> {
     let mut send = |m| {
         tx.blocking_send(Frame::Manifest(m))
-            .map_err(|_| closed_while_listing())
+            .map_err(|_| ApplyError::Io {
+                op: "send the manifest of",
+                path: Vec::new(),
+                source: std::io::Error::other("the connection closed"),
+            })
     };
     for (local, root) in roots.iter().enumerate() {
         let a = Applier::open(root)?;
@@ -314,81 +308,10 @@ fn list(
                     .map(|p| p.path.clone())
                     .collect();
                 mine.sort();
-                list_paths(&a, dir, &mine, tx)?;
+                a.manifest_paths(dir, MANIFEST_BLOCK, &mine, &mut send)?;
             }
         }
     }
     let _ = tx.blocking_send(Frame::ManifestDone);
     Ok(())
-}
-
-/// Threads that hash the files of a scoped manifest at once, at most (the
-/// machine's CPUs, if fewer).
-const LIST_THREADS: usize = 4;
-
-/// The scoped manifest of `paths`, each path described (its file hashed) on one of
-/// a few threads: hashing the files the change log names is most of a scoped
-/// resync's time on this side, and the primary does not need the entries in any
-/// order (it waits for `ManifestDone`).
-fn list_paths(
-    a: &Applier,
-    dir: u16,
-    paths: &[Vec<u8>],
-    tx: &mpsc::Sender<Frame>,
-) -> Result<(), ApplyError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(LIST_THREADS)
-        .min(paths.len());
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let worker = || -> Result<(), ApplyError> {
-        let mut send = |m| {
-            tx.blocking_send(Frame::Manifest(m))
-                .map_err(|_| closed_while_listing())
-        };
-        while !failed.load(Ordering::Relaxed) {
-            let Some(path) = paths.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                return Ok(());
-            };
-            let r = a.manifest_paths(dir, MANIFEST_BLOCK, std::slice::from_ref(path), &mut send);
-            if r.is_err() {
-                failed.store(true, Ordering::Relaxed);
-                return r;
-            }
-        }
-        Ok(())
-    };
-    if threads <= 1 {
-        return worker();
-    }
-    let results: Vec<Result<(), ApplyError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ApplyError::Io {
-                        op: "list",
-                        path: Vec::new(),
-                        source: std::io::Error::other("a listing thread failed"),
-                    })
-                })
-            })
-            .collect()
-    });
-    // A hostile request is reported as such, whichever thread met it.
-    let mut errors: Vec<ApplyError> = results.into_iter().filter_map(Result::err).collect();
-    match errors.iter().position(ApplyError::is_hostile) {
-        Some(i) => Err(errors.swap_remove(i)),
-        None => errors.into_iter().next().map_or(Ok(()), Err),
-    }
-}
-
-fn closed_while_listing() -> ApplyError {
-    ApplyError::Io {
-        op: "send the manifest of",
-        path: Vec::new(),
-        source: std::io::Error::other("the connection closed"),
-    }
 }
