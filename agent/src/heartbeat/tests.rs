@@ -138,7 +138,7 @@ async fn a_starting_peer_is_answered_at_once() {
     let (hb_a, _rx_a) = Heartbeats::start(slow("a", "b", net("n1", a, b)), pa).expect("a");
     // a's first heartbeat goes to nobody; its next is two seconds away.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let (hb_b, mut rx_b) = Heartbeats::start(slow("b", "a", net("n1", b, a)), pb).expect("b");
     let r = next(&mut rx_b).await;
     assert_eq!(r.payload, payload("PRIM", 3));
