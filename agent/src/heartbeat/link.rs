@@ -89,6 +89,9 @@ pub(crate) struct Link {
     pub(crate) guard: ReplayGuard,
     /// The peer's last packet we echo: (epoch, seq, when it arrived).
     pub(crate) last_rx: Option<(u64, u64, Instant)>,
+    /// When we last answered an unverified heartbeat at once (see
+    /// [`Link::handle_datagram`]).
+    pub(crate) answered_at: Option<Instant>,
 }
 
 // === impl Link ===
@@ -115,7 +118,11 @@ impl Link {
                     Err(_) => watching = false,
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => self.handle_datagram(&buf[..len], from, Instant::now()),
+                    Ok((len, from)) => {
+                        if self.handle_datagram(&buf[..len], from, Instant::now()) {
+                            self.send().await;
+                        }
+                    }
                     Err(e) => trace!(error = %e, "Heartbeat receive failed"),
                 },
             }
@@ -158,28 +165,35 @@ impl Link {
     }
 
     /// Checks one datagram and delivers it if it is a fresh heartbeat of the peer.
-    pub(crate) fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr, now: Instant) {
+    ///
+    /// Returns whether to send our heartbeat at once: a peer that has just started
+    /// (or does not hear us) is heard by our engine only once one of its packets
+    /// echoes one of ours, so echoing its first packet at once, rather than at our
+    /// next tick, lets both sides hear each other up to an interval sooner. At most
+    /// once per interval, so that two sides that cannot verify each other do not
+    /// answer each other in a loop.
+    pub(crate) fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr, now: Instant) -> bool {
         if from != self.peer {
             bump(&self.counters.rejected_source);
-            return;
+            return false;
         }
         let body = match packet::open(&self.identity.key, bytes) {
             Ok(body) => body,
             Err(PacketError::BadMac) => {
                 debug!("Heartbeat with a tag that does not verify rejected");
                 bump(&self.counters.rejected_mac);
-                return;
+                return false;
             }
             Err(e) => {
                 debug!(error = %e, "Malformed heartbeat rejected");
                 bump(&self.counters.rejected_malformed);
-                return;
+                return false;
             }
         };
         if body.node != self.identity.peer_node || body.network != self.name {
             debug!(node = %body.node, network = %body.network, "Heartbeat for another node or network rejected");
             bump(&self.counters.rejected_malformed);
-            return;
+            return false;
         }
         let echoed = body
             .echo
@@ -197,6 +211,7 @@ impl Link {
                     "Replayed heartbeat rejected"
                 );
                 bump(&self.counters.rejected_replay);
+                false
             }
             Verdict::Unverified => {
                 trace!(
@@ -206,6 +221,13 @@ impl Link {
                 );
                 self.last_rx = Some((body.epoch, body.seq, now));
                 bump(&self.counters.unverified);
+                let answer = self
+                    .answered_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
+                if answer {
+                    self.answered_at = Some(now);
+                }
+                answer
             }
             Verdict::Accept { new_epoch } => {
                 if new_epoch {
@@ -230,6 +252,7 @@ impl Link {
                 if self.out.try_send(received).is_err() {
                     bump(&self.counters.dropped);
                 }
+                false
             }
         }
     }

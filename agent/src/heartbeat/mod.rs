@@ -225,6 +225,7 @@ impl Heartbeats {
                 sent: SentLog::new(config.window),
                 guard: ReplayGuard::default(),
                 last_rx: None,
+                answered_at: None,
             };
             let task = tokio::spawn(link.run().instrument(span));
             networks.push(Running {

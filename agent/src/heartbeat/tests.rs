@@ -124,6 +124,33 @@ async fn pair_delivers_on_every_network_and_measures_rtt() {
     hb_b.stop().await;
 }
 
+/// A peer that starts while we run hears us after its first heartbeat's round
+/// trip, not at our next tick: its first packet is answered at once.
+#[tokio::test]
+async fn a_starting_peer_is_answered_at_once() {
+    let (a, b) = (free_addr([127, 0, 14, 1]), free_addr([127, 0, 14, 2]));
+    let (_ta, pa) = watch::channel(payload("PRIM", 3));
+    let (_tb, pb) = watch::channel(payload("WAIT", 3));
+    let slow = |node, peer, n| HeartbeatConfig {
+        window: Duration::from_secs(10),
+        ..config(node, peer, vec![n], 2000)
+    };
+    let (hb_a, _rx_a) = Heartbeats::start(slow("a", "b", net("n1", a, b)), pa).expect("a");
+    // a's first heartbeat goes to nobody; its next is two seconds away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (hb_b, mut rx_b) = Heartbeats::start(slow("b", "a", net("n1", b, a)), pb).expect("b");
+    let r = next(&mut rx_b).await;
+    assert_eq!(r.payload, payload("PRIM", 3));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "heard after {:?}",
+        started.elapsed()
+    );
+    hb_a.stop().await;
+    hb_b.stop().await;
+}
+
 #[tokio::test]
 async fn wrong_key_is_rejected() {
     let (a, b) = (free_addr([127, 0, 13, 1]), free_addr([127, 0, 13, 2]));

@@ -41,7 +41,8 @@ enum Event {
     Captured(Option<Captured>),
     Frame(Option<Result<Frame, String>>),
     Resync(Option<ResyncMsg>),
-    Connected(Result<Link, String>),
+    /// A dial's outcome, with the dial's number (a replaced dial's is dropped).
+    Connected(u64, Result<Link, String>),
     Tick,
     Stop,
 }
@@ -63,9 +64,11 @@ pub async fn run(
     let timeout = ctx.cfg.heartbeat.timeout;
     let mut core = Primary::new(ctx.ack_timeout(), Instant::now());
     let mut session = Session::default();
-    let (conn_tx, mut conn_rx) = mpsc::channel::<Result<Link, String>>(1);
-    let mut dialing = false;
+    let (conn_tx, mut conn_rx) = mpsc::channel::<(u64, Result<Link, String>)>(1);
+    let mut dial: Option<Dial> = None;
+    let mut dials = 0u64;
     let mut next_dial = Instant::now();
+    let mut peer_heard = false;
     let mut manifest: TargetView = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut out = Vec::new();
@@ -96,7 +99,7 @@ pub async fn run(
             m = captured.recv(), if wants => Event::Captured(m),
             f = recv_link(&mut session.link) => Event::Frame(f),
             r = recv_opt(&mut session.resync) => Event::Resync(r),
-            c = conn_rx.recv() => match c { Some(c) => Event::Connected(c), None => Event::Tick },
+            c = conn_rx.recv() => match c { Some((id, c)) => Event::Connected(id, c), None => Event::Tick },
             _ = tick.tick() => Event::Tick,
             _ = stop.changed() => Event::Stop,
         };
@@ -126,12 +129,18 @@ pub async fn run(
                 super::hops::mark("primary_in", id, 0);
                 core.handle(Input::Barrier(id), now, &mut out);
             }
-            Event::Connected(Err(e)) => {
-                dialing = false;
+            Event::Connected(id, r) if dial.as_ref().is_none_or(|d| d.id != id) => {
+                // A dial replaced by a newer one finished anyway.
+                if let Ok(l) = r {
+                    l.close("superseded");
+                }
+            }
+            Event::Connected(_, Err(e)) => {
+                dial = None;
                 tracing::debug!(error = %e, "peer not reachable");
             }
-            Event::Connected(Ok(l)) => {
-                dialing = false;
+            Event::Connected(_, Ok(l)) => {
+                dial = None;
                 manifest.clear();
                 let peer_gen = l.hello.generations.clone();
                 let rel = ctx.relate(&peer_gen);
@@ -219,15 +228,26 @@ pub async fn run(
             Event::Resync(None) => session.resync = None,
             Event::Tick => {
                 core.handle(Input::Tick, now, &mut out);
-                if armed && session.link.is_none() && !dialing && now >= next_dial {
-                    dialing = true;
+                // A dial sent while the peer's agent was down went to a closed port
+                // and is only retried at QUIC's handshake timeouts (a second or
+                // more): once the heartbeats hear the peer again, its endpoint is
+                // bound (it binds before it sends heartbeats), so a dial started
+                // before then is replaced by one at once.
+                let heard = ctx.status.read(|s| s.peer.connected);
+                let news = heard && !peer_heard;
+                peer_heard = heard;
+                if news && let Some(d) = dial.take_if(|d| !d.heard) {
+                    d.task.abort();
+                }
+                if armed && session.link.is_none() && dial.is_none() && (news || now >= next_dial) {
+                    dials += 1;
                     next_dial = now + Duration::from_millis(500);
-                    let ctx2 = ctx.clone();
-                    let tx = conn_tx.clone();
-                    tokio::spawn(async move {
+                    let (id, ctx2, tx) = (dials, ctx.clone(), conn_tx.clone());
+                    let task = tokio::spawn(async move {
                         let r = link::dial(&ctx2).await.map_err(|e| format!("{e:#}"));
-                        let _ = tx.send(r).await;
+                        let _ = tx.send((id, r)).await;
                     });
+                    dial = Some(Dial { id, task, heard });
                 }
             }
         }
@@ -412,6 +432,14 @@ fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<bool>
     *started = true;
     tracing::info!(reason, "replicating without the peer: new data generation");
     Ok(true)
+}
+
+/// A dial in progress.
+struct Dial {
+    id: u64,
+    task: tokio::task::JoinHandle<()>,
+    /// Whether the peer was heard when it started.
+    heard: bool,
 }
 
 /// One connection to the peer and the channels that live with it.

@@ -137,6 +137,13 @@ fn wait_identical(a: &Path, b: &Path, timeout: Duration) -> Res<bool> {
     }
 }
 
+/// Seconds since the Unix epoch, for log marks.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Polls node `i` every 25 ms until it reports `state` and in sync.
 fn wait_in_sync(lab: &Lab, i: usize, state: &str, timeout: Duration) -> Res<()> {
     let end = Instant::now() + timeout;
@@ -254,9 +261,16 @@ pub(crate) fn run(lab: &Lab, o: &ResyncOptions) -> Res<Vec<Row>> {
         };
         let before = link_bytes(lab, 0)?;
         let t = Instant::now();
+        let wall = unix_now();
         lab.restart_missing()?;
+        let started = t.elapsed().as_secs_f64();
         wait_in_sync(lab, 1, "SECOND", Duration::from_secs(600))?;
         row.tandem_secs = t.elapsed().as_secs_f64();
+        // Wall-clock marks, to line the agents' logs up with the timed interval.
+        eprintln!(
+            "repl-bench: node2 restarted at unix {wall:.6}; `tandem lab up` returned after {started:.3} s; SECOND in sync seen after {:.3} s",
+            row.tandem_secs
+        );
         row.tandem_link_bytes = link_bytes(lab, 0)?.saturating_sub(before);
         row.tandem_data_bytes = repl_u64(lab, 0, "resync_total_bytes")?;
         row.tandem_identical = wait_identical(&d1, &d2, Duration::from_secs(60))?;
