@@ -259,7 +259,8 @@ struct fslot {
 	__u64 dentry;
 	__u64 ino;
 	__u64 sb;
-	__u64 word; /* hash ^ (gen << 2 | verdict) */
+	__u64 dev;  /* s_dev, so that a watched write needs no super_block read */
+	__u64 word; /* hash ^ dev_mix(dev) ^ (gen << 2 | verdict) */
 };
 
 struct {
@@ -707,18 +708,28 @@ static __always_inline struct fslot *fslot_of(__u64 h)
 	return bpf_map_lookup_elem(&FCACHE, &idx);
 }
 
-/* The verdict cached for this file at generation gen, or VERDICT_MISS. */
+/* Folds the device into the verdict word: a slot whose dev was torn by another
+ * CPU's fill (of a file on another filesystem) then fails to decode. */
+static __always_inline __u64 dev_mix(__u64 dev)
+{
+	return dev * 0x9e3779b97f4a7c15ULL;
+}
+
+/* The verdict cached for this file at generation gen, or VERDICT_MISS; on a
+ * hit, also the file's device (fi->dev). */
 static __always_inline __u32 fcache_get(struct finfo *fi, __u64 h, __u64 gen)
 {
 	struct fslot *sl = fslot_of(h);
-	__u64 w;
+	__u64 w, dev;
 
 	if (!sl || sl->dentry != fi->dentry || sl->ino != fi->ino ||
 	    sl->sb != fi->sb)
 		return VERDICT_MISS;
-	w = sl->word ^ h;
+	dev = sl->dev;
+	w = sl->word ^ h ^ dev_mix(dev);
 	if ((w >> 2) != (gen & (~0ULL >> 2)))
 		return VERDICT_MISS;
+	fi->dev = dev;
 	return w & 3;
 }
 
@@ -732,7 +743,8 @@ static __always_inline void fcache_put(struct finfo *fi, __u64 h, __u64 gen,
 	sl->dentry = fi->dentry;
 	sl->ino = fi->ino;
 	sl->sb = fi->sb;
-	sl->word = h ^ ((gen << 2) | v);
+	sl->dev = fi->dev;
+	sl->word = h ^ dev_mix(fi->dev) ^ ((gen << 2) | v);
 }
 
 static __always_inline struct tslot *tslot_of(__u64 id)
@@ -757,28 +769,37 @@ static __always_inline int appends(__u32 fflags, __u32 rwf)
 }
 
 /*
- * Reports a successful write of `ret` bytes to the file `fi` (head read, device
- * not yet) if it is watched. A global function: verified once, not once per
- * caller. The verdict is taken here, at exit, so that a file moved into a
- * watched tree while the write was in flight is reported.
+ * Reports a successful write of `ret` bytes to the file `fi` (head read) if it
+ * is watched. how_v is RW_* | verdict << 8: the caller's FCACHE verdict, which
+ * also filled fi->dev, or VERDICT_MISS to take it here. A global function:
+ * verified once, not once per caller (and limited to five arguments, hence the
+ * packing). The verdict is taken at exit, so that a file moved into a watched
+ * tree while the write was in flight is reported.
  */
-__noinline int report_write(struct finfo *fi, __u32 how, __s64 lo, __s64 ret,
+__noinline int report_write(struct finfo *fi, __u32 how_v, __s64 lo, __s64 ret,
 			    __u32 rwf)
 {
-	__u32 tgid = cur_tgid(), flags = 0, v, verify = 0;
+	__u32 tgid = cur_tgid(), flags = 0, verify = 0;
+	__u32 how = how_v & 0xff, v = how_v >> 8;
 	__s64 start, end;
 	__u64 gen, h;
 
-	if (!fi || ret <= 0 || file_dev(fi))
+	if (!fi || ret <= 0)
 		return 0;
-	/* The generation is read before the walk: a rename during it makes the
-	 * entry stale at once rather than wrong. */
-	gen = read_gen();
-	h = fid_hash(fi);
-	v = fcache_get(fi, h, gen);
 	if (v == VERDICT_MISS) {
-		v = tandem_verdict(fi->dev, fi->ino, fi->dentry);
-		fcache_put(fi, h, gen, v);
+		/* The generation is read before the walk: a rename during it makes
+		 * the entry stale at once rather than wrong. */
+		gen = read_gen();
+		h = fid_hash(fi);
+		v = fcache_get(fi, h, gen);
+		if (v == VERDICT_MISS) {
+			if (file_dev(fi))
+				return 0;
+			v = tandem_verdict(fi->dev, fi->ino, fi->dentry);
+			fcache_put(fi, h, gen, v);
+		} else {
+			stat_inc(TANDEM_STAT_CACHE_HIT);
+		}
 	} else {
 		stat_inc(TANDEM_STAT_CACHE_HIT);
 	}
@@ -849,14 +870,17 @@ static __always_inline int exit_off(struct task_struct *t, struct pt_regs *r,
 				    long ret, __s64 off, __u32 rwf)
 {
 	struct finfo fi = {};
+	__u32 v;
 
 	if (file_head(fd_file_of(t, SC_ARG1(r)), &fi) || !is_reg(fi.mode))
 		return 0;
-	if (fcache_get(&fi, fid_hash(&fi), read_gen()) == VERDICT_NO) {
+	v = fcache_get(&fi, fid_hash(&fi), read_gen());
+	if (v == VERDICT_NO) {
 		stat_inc(TANDEM_STAT_FILTERED);
 		return 0;
 	}
-	return report_write(&fi, RW_OFF, off, ret, rwf);
+	/* A hit also filled fi.dev: report_write then reads nothing more. */
+	return report_write(&fi, RW_OFF | v << 8, off, ret, rwf);
 }
 
 /* The enter of a write at the file position, or an append. */
@@ -920,7 +944,8 @@ static __always_inline int exit_wpos(struct trace_event_raw_sys_exit *ctx,
 		if (file_head(fd_file_of(task, SC_ARG1(r)), &fi) ||
 		    !is_reg(fi.mode))
 			return 0;
-		return report_write(&fi, RW_UNKNOWN, 0, ret, rwf);
+		return report_write(&fi, RW_UNKNOWN | VERDICT_MISS << 8, 0, ret,
+				    rwf);
 	}
 	if (!(t.state & (TS_POS | TS_APPEND)))
 		return 0;
@@ -933,7 +958,9 @@ static __always_inline int exit_wpos(struct trace_event_raw_sys_exit *ctx,
 		lost(0, 0);
 		return 0;
 	}
-	return report_write(&fi, (t.state & TS_APPEND) ? RW_APPEND : RW_FPOS,
+	return report_write(&fi,
+			    ((t.state & TS_APPEND) ? RW_APPEND : RW_FPOS) |
+				    VERDICT_MISS << 8,
 			    t.pos, ret, rwf);
 }
 
