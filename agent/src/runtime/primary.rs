@@ -290,10 +290,7 @@ pub async fn run(
                         && r.op == WireOp::Barrier
                     {
                         super::hops::mark("sent", 0, r.seq);
-                    }
-                    if let Frame::Record(r) = &f
-                        && r.op != WireOp::Barrier
-                    {
+                    } else if let Frame::Record(r) = &f {
                         let moved = matches!(
                             r.op,
                             WireOp::Rename { .. } | WireOp::Exchange { .. } | WireOp::Link { .. }

@@ -82,7 +82,7 @@ impl FrameReceiver {
                         return Ok(None);
                     }
                     // Inside the length prefix, or inside the body it announced.
-                    return Err(match self.body_len() {
+                    return Err(match self.prefix().and_then(|p| wire::body_len(p).ok()) {
                         Some(wanted) => TransportError::Truncated {
                             got: got - 4,
                             wanted,
@@ -95,24 +95,20 @@ impl FrameReceiver {
         }
     }
 
-    /// The body length of the frame at the front, once its prefix is in.
-    fn body_len(&self) -> Option<usize> {
-        let prefix: [u8; 4] = self.buf.get(self.start..self.start + 4)?.try_into().ok()?;
-        wire::body_len(prefix).ok()
+    /// The length prefix of the frame at the front, once it is in.
+    fn prefix(&self) -> Option<[u8; 4]> {
+        self.buf.get(self.start..self.start + 4)?.try_into().ok()
     }
 
     /// A whole frame from the front of the buffer, if one is there.
     fn take_frame(&mut self) -> Result<Option<Frame>, TransportError> {
-        let rest = &self.buf[self.start..];
-        let Some(prefix) = rest.get(..4) else {
+        let Some(prefix) = self.prefix() else {
             return Ok(None);
         };
-        let mut p = [0u8; 4];
-        p.copy_from_slice(prefix);
         // Checked before waiting for the body: the bound on what a peer can make us
         // hold is one frame's limit plus one read.
-        let len = wire::body_len(p).map_err(TransportError::Wire)?;
-        let Some(body) = rest.get(4..4 + len) else {
+        let len = wire::body_len(prefix).map_err(TransportError::Wire)?;
+        let Some(body) = self.buf.get(self.start + 4..self.start + 4 + len) else {
             return Ok(None);
         };
         let frame = wire::decode_body(body).map_err(TransportError::Wire)?;
