@@ -179,6 +179,19 @@ struct {
 	__type(value, __u32);
 } EXCLUDED SEC(".maps");
 
+/*
+ * Threads of an excluded process whose writes are captured all the same: the
+ * agent's barrier writer, which performs an application's synchronous writes on
+ * its behalf so that it can hold them until the peer has them. Looked up only
+ * for excluded processes, so other writers never pay for it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} CAPTURED_TIDS SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TANDEM_STAT_COUNT);
@@ -332,6 +345,20 @@ static __always_inline void stat_inc(__u32 idx)
 static __always_inline __u32 cur_tgid(void)
 {
 	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/*
+ * Whether the current task's changes are not ours to capture: they come from the
+ * agent (applying replicated data), unless from one of its CAPTURED_TIDS.
+ */
+static __always_inline int excluded(__u32 tgid)
+{
+	__u32 tid;
+
+	if (!bpf_map_lookup_elem(&EXCLUDED, &tgid))
+		return 0;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	return !bpf_map_lookup_elem(&CAPTURED_TIDS, &tid);
 }
 
 /* A lost event: user space must verify the file; (0, 0) means "unknown file". */
@@ -564,7 +591,7 @@ static __always_inline int wanted(__u64 dev, __u64 ino, __u64 dentry,
 	if (v == VERDICT_DEPTH)
 		*flags |= TANDEM_F_DEPTH_EXCEEDED;
 	/* Checked after the verdict: only watched writes pay for it. */
-	if (bpf_map_lookup_elem(&EXCLUDED, &tgid))
+	if (excluded(tgid))
 		return 0;
 	return 1;
 }
@@ -809,7 +836,7 @@ __noinline int report_write(struct finfo *fi, __u32 how_v, __s64 lo, __s64 ret,
 	}
 	if (v == VERDICT_DEPTH)
 		flags |= TANDEM_F_DEPTH_EXCEEDED;
-	if (bpf_map_lookup_elem(&EXCLUDED, &tgid))
+	if (excluded(tgid))
 		return 0;
 
 	switch (how) {
@@ -1197,7 +1224,7 @@ int sys_exit_truncate(struct trace_event_raw_sys_exit *ctx)
 	if (!ps)
 		return 0;
 	if (ps->nr != (__u32)ctx->id || ctx->ret != 0 ||
-	    bpf_map_lookup_elem(&EXCLUDED, &tgid))
+	    excluded(tgid))
 		goto out;
 	e = bpf_ringbuf_reserve(&EVENTS, sizeof(*e), 0);
 	if (!e) {
@@ -1355,7 +1382,7 @@ int sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 			     TANDEM_SYNC_SYNCFS, 0, tgid);
 		return 0;
 	case ST_FLUSH:
-		if (ret == 0 && !bpf_map_lookup_elem(&EXCLUDED, &tgid))
+		if (ret == 0 && !excluded(tgid))
 			emit(TANDEM_EV_FLUSH, 0, 0, st.off, st.len, st.aux, 0,
 			     tgid);
 		return 0;
@@ -1603,7 +1630,7 @@ int BPF_PROG(dirty_folio, struct folio *folio, struct address_space *mapping)
 	if (!bpf_map_lookup_elem(&MMAPPED, &k))
 		return 0;
 	tgid = cur_tgid();
-	if (bpf_map_lookup_elem(&EXCLUDED, &tgid))
+	if (excluded(tgid))
 		return 0;
 	if (folio->flags.f & (1UL << bpf_core_enum_value(enum pageflags, PG_head)))
 		order = folio->_flags_1 & 0xff;

@@ -17,6 +17,7 @@
 
 use std::{
     io::{self, IoSlice, IoSliceMut, Read, Write},
+    ops::Range,
     os::{
         fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
         unix::net::UnixStream,
@@ -44,6 +45,10 @@ struct Request {
 #[derive(Debug, Deserialize, Serialize)]
 struct Hello {
     pid: u32,
+    /// The descriptor numbers the process reserved for synchronous files
+    /// (`[start, end)`); absent from older launchers: none.
+    #[serde(default)]
+    fds: [u32; 2],
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -70,14 +75,14 @@ pub fn handle_connection(stream: &UnixStream, registrar: &Registrar) -> Result<u
 /// Agent side, after the `barrier-attach` request line was read: receives the hello
 /// and listener fd, registers it, and answers. Returns the attached pid.
 pub fn serve_attach(stream: &UnixStream, registrar: &Registrar) -> Result<u32, BarrierError> {
-    let (fd, pid) = match receive_listener(stream) {
+    let (fd, pid, reserved) = match receive_listener(stream) {
         Ok(got) => got,
         Err(e) => {
             let _ = write_reply(stream, Err("bad hello"));
             return Err(e);
         }
     };
-    match registrar.add(fd, pid) {
+    match registrar.add_reserving(fd, pid, reserved) {
         Ok(()) => write_reply(stream, Ok(()))?,
         Err(e) => {
             let _ = write_reply(stream, Err("listener stopped"));
@@ -137,8 +142,12 @@ pub(crate) fn send_listener(
     stream: &UnixStream,
     listener: BorrowedFd<'_>,
     pid: u32,
+    reserved: &Range<u32>,
 ) -> Result<(), BarrierError> {
-    let hello = json_line(&Hello { pid });
+    let hello = json_line(&Hello {
+        pid,
+        fds: [reserved.start, reserved.end],
+    });
     let fds = [listener.as_raw_fd()];
     let iov = [IoSlice::new(hello.as_bytes())];
     let cmsg = [ControlMessage::ScmRights(&fds)];
@@ -181,7 +190,9 @@ pub(crate) fn read_reply(stream: &UnixStream) -> Result<(), BarrierError> {
 }
 
 /// Agent side: the hello line and the one fd that came with it.
-pub(crate) fn receive_listener(stream: &UnixStream) -> Result<(OwnedFd, u32), BarrierError> {
+pub(crate) fn receive_listener(
+    stream: &UnixStream,
+) -> Result<(OwnedFd, u32, Range<u32>), BarrierError> {
     let mut buf = [0u8; 256];
     let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut fds: Vec<OwnedFd> = Vec::new();
@@ -237,9 +248,17 @@ pub(crate) fn receive_listener(stream: &UnixStream) -> Result<(OwnedFd, u32), Ba
             what: "hello pid is 0",
         });
     }
+    let [start, end] = hello.fds;
+    // The agent places files at these numbers: a range it could not have come
+    // from filter::reserved_fds is refused.
+    if start > end || end - start > crate::barrier::filter::RESERVED_COUNT {
+        return Err(BarrierError::Protocol {
+            what: "bad reserved descriptor range in hello",
+        });
+    }
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next()) {
-        (Some(fd), None) => Ok((fd, hello.pid)),
+        (Some(fd), None) => Ok((fd, hello.pid, start..end)),
         (None, _) => Err(BarrierError::MissingFd),
         (Some(_), Some(_)) => Err(BarrierError::Protocol {
             what: "more than one fd in hello",

@@ -3,7 +3,10 @@
 
 use std::{fs, os::unix::fs::MetadataExt};
 
-use super::filter::{X32_PWRITEV2, X32_SYSCALL_BIT};
+use super::{
+    filter::{X32_PWRITEV2, X32_SYSCALL_BIT},
+    proxy,
+};
 
 /// The durability calls the barrier holds.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -15,7 +18,10 @@ pub enum SyncCall {
     Sync,
     /// sync_file_range with `SYNC_FILE_RANGE_WAIT_AFTER`.
     SyncFileRange,
-    /// pwritev2 with `RWF_SYNC` or `RWF_DSYNC`: the write itself must be durable.
+    /// A synchronous write (an `O_SYNC`/`O_DSYNC` descriptor, or pwritev2 with
+    /// `RWF_SYNC`/`RWF_DSYNC`) that the agent performed for the caller: what it
+    /// wrote must be on the peer before the caller learns the result. (From an x32
+    /// program, a synchronous pwritev2 held before it runs.)
     SyncWrite,
     Syncfs,
 }
@@ -71,25 +77,41 @@ impl Durability {
     }
 }
 
-/// Decodes a notification's system call number; `None` for a number the barrier's
-/// filter never sends (the caller releases such a call at once).
-pub(crate) fn classify(nr: i32, args: &[u64; 6]) -> Option<(SyncCall, Option<i32>)> {
+/// What the listener does with a notification.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Trap {
+    /// A durability call: hold it until the peer has what it covers, then let it run.
+    Durable(SyncCall, Option<i32>),
+    /// A call the agent performs for the caller ([`proxy`]).
+    Proxy(proxy::Call),
+    /// A call the filter sends that needs nothing: let it run at once.
+    Pass,
+}
+
+/// Decodes a notification's system call; `None` for a number the barrier's filter
+/// never sends (the caller releases such a call at once).
+pub(crate) fn classify(nr: i32, args: &[u64; 6]) -> Option<Trap> {
     let x32 = (nr as u32) & X32_SYSCALL_BIT != 0;
     let nr = i64::from((nr as u32) & !X32_SYSCALL_BIT);
     // The fd is a C int passed in a 64-bit register: the low 32 bits are the value.
     let fd = Some(args[0] as u32 as i32);
-    let call = match nr {
-        libc::SYS_fsync => (SyncCall::Fsync, fd),
-        libc::SYS_fdatasync => (SyncCall::Fdatasync, fd),
-        libc::SYS_sync_file_range => (SyncCall::SyncFileRange, fd),
-        libc::SYS_syncfs => (SyncCall::Syncfs, fd),
-        libc::SYS_pwritev2 => (SyncCall::SyncWrite, fd),
-        n if x32 && n == i64::from(X32_PWRITEV2) => (SyncCall::SyncWrite, fd),
-        libc::SYS_msync => (SyncCall::Msync, None),
-        libc::SYS_sync => (SyncCall::Sync, None),
-        _ => return None,
-    };
-    Some(call)
+    let durable = |call, fd| Some(Trap::Durable(call, fd));
+    match nr {
+        libc::SYS_fsync => durable(SyncCall::Fsync, fd),
+        libc::SYS_fdatasync => durable(SyncCall::Fdatasync, fd),
+        libc::SYS_sync_file_range => durable(SyncCall::SyncFileRange, fd),
+        libc::SYS_syncfs => durable(SyncCall::Syncfs, fd),
+        // x32 programs are not proxied (their iovecs have another layout): their
+        // synchronous pwritev2 is held before it runs, their opens run as asked.
+        n if x32 && n == i64::from(X32_PWRITEV2) => durable(SyncCall::SyncWrite, fd),
+        libc::SYS_msync => durable(SyncCall::Msync, None),
+        libc::SYS_sync => durable(SyncCall::Sync, None),
+        n => match proxy::decode(n, args) {
+            Some(_) if x32 => Some(Trap::Pass),
+            Some(call) => Some(Trap::Proxy(call)),
+            None => None,
+        },
+    }
 }
 
 /// Names the file open as `fd` in task `pid`, by stat-ing `/proc/<pid>/fd/<fd>`
@@ -112,39 +134,45 @@ mod tests {
     fn classify_names_calls_and_their_fds() {
         let args = [7, 0, 0, 0, 0, 0];
         let nr = |n: libc::c_long| n as i32;
+        let held = |c, fd| Some(Trap::Durable(c, fd));
         assert_eq!(
             classify(nr(libc::SYS_fsync), &args),
-            Some((SyncCall::Fsync, Some(7)))
-        );
-        assert_eq!(
-            classify(nr(libc::SYS_pwritev2), &args),
-            Some((SyncCall::SyncWrite, Some(7)))
+            held(SyncCall::Fsync, Some(7))
         );
         // msync's first argument is an address, not an fd.
         assert_eq!(
             classify(nr(libc::SYS_msync), &args),
-            Some((SyncCall::Msync, None))
+            held(SyncCall::Msync, None)
         );
         assert_eq!(
             classify(nr(libc::SYS_sync), &args),
-            Some((SyncCall::Sync, None))
+            held(SyncCall::Sync, None)
         );
+        // A synchronous pwritev2 is written by the agent, which holds its return.
+        assert!(matches!(
+            classify(nr(libc::SYS_pwritev2), &args),
+            Some(Trap::Proxy(proxy::Call::Write(_)))
+        ));
         let x32 = |n: u32| (n | X32_SYSCALL_BIT) as i32;
         assert_eq!(
             classify(x32(libc::SYS_fdatasync as u32), &args),
-            Some((SyncCall::Fdatasync, Some(7)))
+            held(SyncCall::Fdatasync, Some(7))
         );
         assert_eq!(
             classify(x32(X32_PWRITEV2), &args),
-            Some((SyncCall::SyncWrite, Some(7)))
+            held(SyncCall::SyncWrite, Some(7))
+        );
+        assert_eq!(
+            classify(x32(libc::SYS_write as u32), &args),
+            Some(Trap::Pass)
         );
         // 547 without the x32 bit is no x86_64 system call.
         assert_eq!(classify(X32_PWRITEV2 as i32, &args), None);
-        assert_eq!(classify(nr(libc::SYS_write), &args), None);
+        assert_eq!(classify(nr(libc::SYS_read), &args), None);
         // An fd is a C int: the register's high half is ignored.
         assert_eq!(
             classify(nr(libc::SYS_fsync), &[0xFFFF_FFFF_0000_0003, 0, 0, 0, 0, 0]),
-            Some((SyncCall::Fsync, Some(3)))
+            held(SyncCall::Fsync, Some(3))
         );
     }
 

@@ -6,12 +6,21 @@
 //!   (without it the call only starts writeback and promises nothing); for msync
 //!   only with `MS_SYNC` (args\[2\]); for pwritev2 only with `RWF_SYNC` or `RWF_DSYNC`
 //!   (args\[5\]: fd, iov, iovcnt, pos_l, pos_h, flags);
+//! - `SECCOMP_RET_USER_NOTIF` for open and openat with `O_DSYNC` in their flags (it is
+//!   also part of `O_SYNC`) and for every openat2 (its flags are in memory, out of the
+//!   filter's sight): the agent opens such a file itself and places the descriptor in
+//!   a reserved range of numbers ([`reserved_fds`], see [`super::proxy`]);
+//! - `SECCOMP_RET_USER_NOTIF` for write, pwrite64, writev, pwritev and pwritev2 on a
+//!   descriptor in that range, and for dup and fcntl of one (so that a duplicate
+//!   stays in the range): the agent performs the write and holds its return;
 //! - `SECCOMP_RET_ERRNO(ENOSYS)` for io_uring_setup, see [`program`];
 //! - `SECCOMP_RET_KILL_PROCESS` for any ABI other than x86_64;
 //! - `SECCOMP_RET_ALLOW` for everything else.
 //!
 //! Jumps are written against labels and resolved by [`assemble`], so that adding a
 //! case can't silently shift a hand-counted offset.
+
+use std::ops::Range;
 
 use libc::sock_filter;
 
@@ -33,10 +42,15 @@ pub const X32_PWRITEV2: u32 = 547;
 /// without io_uring answers, and every io_uring user (liburing, glibc-free runtimes,
 /// databases) already falls back to plain system calls on it, which the barrier then
 /// holds. Docker's default profile refuses io_uring for similar (security) reasons.
-pub fn program() -> Result<Vec<sock_filter>, BarrierError> {
+///
+/// `reserved` is the range of [`reserved_fds`]; with an empty one, no descriptor
+/// is held and synchronous opens run as asked.
+pub fn program(reserved: &Range<u32>) -> Result<Vec<sock_filter>, BarrierError> {
     use Label::*;
     use Target::{Next, To};
     let nr = |n: libc::c_long| n as u32;
+    // Without a range, a synchronous open has nowhere to go: it runs as asked.
+    let sync_open = if reserved.is_empty() { Allow } else { Notify };
     let ops = [
         load(OFFSET_ARCH),
         // A foreign ABI (i386 through int 0x80) numbers its system calls differently, so
@@ -60,6 +74,17 @@ pub fn program() -> Result<Vec<sock_filter>, BarrierError> {
         jeq(nr(libc::SYS_sync_file_range), To(SyncFileRange), Next),
         jeq(nr(libc::SYS_msync), To(Msync), Next),
         jeq(nr(libc::SYS_pwritev2), To(Pwritev2), Next),
+        // Opening a file for synchronous writes: the agent opens it instead.
+        jeq(nr(libc::SYS_open), To(Open), Next),
+        jeq(nr(libc::SYS_openat), To(Openat), Next),
+        jeq(nr(libc::SYS_openat2), To(sync_open), Next),
+        // Calls on a descriptor that may be such a file.
+        jeq(nr(libc::SYS_write), To(FdArg), Next),
+        jeq(nr(libc::SYS_pwrite64), To(FdArg), Next),
+        jeq(nr(libc::SYS_writev), To(FdArg), Next),
+        jeq(nr(libc::SYS_pwritev), To(FdArg), Next),
+        jeq(nr(libc::SYS_dup), To(FdArg), Next),
+        jeq(nr(libc::SYS_fcntl), To(FdArg), Next),
         // io_uring: see the doc comment above.
         jeq(nr(libc::SYS_io_uring_setup), To(Enosys), To(Allow)),
         label(SyncFileRange),
@@ -70,7 +95,19 @@ pub fn program() -> Result<Vec<sock_filter>, BarrierError> {
         jset(libc::MS_SYNC as u32, To(Notify), To(Allow)),
         label(Pwritev2),
         load(arg_low(5)),
-        jset(SYNC_WRITE_FLAGS, To(Notify), To(Allow)),
+        jset(SYNC_WRITE_FLAGS, To(Notify), To(FdArg)),
+        label(Open),
+        load(arg_low(1)),
+        jset(O_DSYNC, To(sync_open), To(Allow)),
+        label(Openat),
+        load(arg_low(2)),
+        jset(O_DSYNC, To(sync_open), To(Allow)),
+        // An fd is a C int: its low 32 bits, compared unsigned, so that a negative
+        // one is far above the range.
+        label(FdArg),
+        load(arg_low(0)),
+        jge(reserved.start, Next, To(Allow)),
+        jge(reserved.end, To(Allow), To(Notify)),
         label(X32Pwritev2),
         load(arg_low(4)),
         jset(SYNC_WRITE_FLAGS, To(Notify), To(Allow)),
@@ -88,6 +125,31 @@ pub fn program() -> Result<Vec<sock_filter>, BarrierError> {
 
 /// pwritev2 flags that make the write itself a durability point.
 const SYNC_WRITE_FLAGS: u32 = (libc::RWF_SYNC | libc::RWF_DSYNC) as u32;
+/// The open flag that makes every write a durability point (`O_SYNC` includes it).
+const O_DSYNC: u32 = libc::O_DSYNC as u32;
+
+/// How many descriptor numbers are reserved for synchronous files.
+pub const RESERVED_COUNT: u32 = 64;
+/// The reserved range never goes higher than this, see [`reserved_fds`].
+pub const RESERVED_TOP_MAX: u32 = 65_536;
+
+/// The descriptor numbers where the agent places the files it opens for an
+/// application with `O_SYNC`/`O_DSYNC`, given the process's hard `RLIMIT_NOFILE`;
+/// writes to them are held. They are the top [`RESERVED_COUNT`] numbers under the
+/// hard limit, or under 65,536 if that is lower: the kernel hands out the lowest
+/// free number, so a process reaches the range only with nearly that many files
+/// open, and a process's descriptor table grows to its highest number and is
+/// copied at every fork, so the usual hard limits of 2^19 or 2^20 would cost
+/// megabytes per process. Empty when the hard limit is below 1,088.
+#[must_use]
+pub fn reserved_fds(hard_limit: u64) -> Range<u32> {
+    let top =
+        u32::try_from(hard_limit.min(u64::from(RESERVED_TOP_MAX))).unwrap_or(RESERVED_TOP_MAX);
+    if top < 1024 + RESERVED_COUNT {
+        return 0..0;
+    }
+    top - RESERVED_COUNT..top
+}
 /// `offsetof(struct seccomp_data, nr)`.
 const OFFSET_NR: u32 = 0;
 /// `offsetof(struct seccomp_data, arch)`.
@@ -102,8 +164,11 @@ enum Label {
     Common,
     Enosys,
     Kill,
+    FdArg,
     Msync,
     Notify,
+    Open,
+    Openat,
     Pwritev2,
     SyncFileRange,
     X32Pwritev2,
@@ -149,6 +214,16 @@ fn ret(k: u32) -> Op {
 fn jeq(k: u32, jt: Target, jf: Target) -> Op {
     Op::Jump {
         code: libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        k,
+        jt,
+        jf,
+    }
+}
+
+/// Jumps to `jt` when `A >= k` (unsigned).
+fn jge(k: u32, jt: Target, jf: Target) -> Op {
+    Op::Jump {
+        code: libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
         k,
         jt,
         jf,

@@ -5,6 +5,7 @@ use std::{
     convert::Infallible,
     ffi::OsString,
     io,
+    ops::Range,
     os::{
         fd::{AsFd, FromRawFd, OwnedFd},
         unix::{net::UnixStream, process::CommandExt},
@@ -23,8 +24,14 @@ pub const BARRIER_SOCKET_FLAG: &str = "--barrier-socket";
 /// every durability call of this process and its descendants waits for whoever
 /// holds the listener.
 pub fn install_and_send(listener_sink: &UnixStream) -> Result<(), BarrierError> {
-    let listener = install()?;
-    attach::send_listener(listener_sink, listener.as_fd(), std::process::id())?;
+    let reserved = reserve_fds();
+    let listener = install(&reserved)?;
+    attach::send_listener(
+        listener_sink,
+        listener.as_fd(),
+        std::process::id(),
+        &reserved,
+    )?;
     // Our copy must go: if the launcher kept it, the listener would never report
     // that all filtered processes exited, and calls would block on a reader that
     // never reads.
@@ -70,9 +77,30 @@ pub fn barrier_command(tandem_exe: &Path, control_socket: &Path, shell_command: 
     cmd
 }
 
+/// Chooses the descriptor numbers reserved for synchronous files
+/// ([`filter::reserved_fds`], under our hard `RLIMIT_NOFILE`) and raises the soft
+/// limit to cover them. That only lifts a ceiling: the process still gets the
+/// lowest free numbers, as before. If the limit can't be raised, nothing is
+/// reserved, and synchronous writes are not held.
+fn reserve_fds() -> Range<u32> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0..0;
+    };
+    let reserved = filter::reserved_fds(hard);
+    let want = u64::from(reserved.end);
+    if soft < want {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; synchronous writes will not wait for the peer");
+            return 0..0;
+        }
+    }
+    reserved
+}
+
 /// Sets no_new_privs and installs the filter with a new listener.
-fn install() -> Result<OwnedFd, BarrierError> {
-    let mut program = filter::program()?;
+fn install(reserved: &Range<u32>) -> Result<OwnedFd, BarrierError> {
+    let mut program = filter::program(reserved)?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| BarrierError::NoNewPrivs(e.into()))?;
     let len = u16::try_from(program.len()).map_err(|_| BarrierError::Assemble {
         reason: "program too long",

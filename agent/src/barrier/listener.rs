@@ -9,17 +9,19 @@
 //! A per-call flag makes sure each call is answered once, by whichever comes first:
 //! the consumer, the timeout or shutdown.
 
+mod io_thread;
 mod worker;
 
 use std::{
     fmt,
+    ops::Range,
     os::{
         fd::{AsRawFd, OwnedFd},
         unix::net::UnixStream,
     },
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         mpsc,
     },
     thread,
@@ -46,6 +48,8 @@ pub struct Listener {
     shared: Arc<Shared>,
     thread: Option<thread::JoinHandle<()>>,
     done: mpsc::Receiver<()>,
+    /// The proxy thread ([`io_thread`]) and its end signal.
+    proxy: Option<(thread::JoinHandle<()>, mpsc::Receiver<()>)>,
     grace: Duration,
 }
 
@@ -87,12 +91,19 @@ pub struct BarrierStats {
     pub wait_ns_total: u64,
     /// Longest time a call was held, in nanoseconds.
     pub wait_ns_max: u64,
+    /// Synchronous writes the agent performed for a caller (and then held).
+    pub proxied_writes: u64,
+    /// Synchronous files the agent opened for a caller into the reserved range.
+    pub reserved_opens: u64,
+    /// Synchronous files opened for a caller outside the range (its descriptor
+    /// limit is too low, or the range is full): their writes are not held.
+    pub unreserved_opens: u64,
 }
 
 /// State shared by the thread, the handles and the releasers.
 #[derive(Debug)]
 struct Shared {
-    added: Mutex<Vec<(OwnedFd, u32)>>,
+    added: Mutex<Vec<(OwnedFd, u32, Range<u32>)>>,
     stop: AtomicBool,
     /// The kernel's `seccomp_notif_resp` size.
     resp_len: usize,
@@ -100,6 +111,10 @@ struct Shared {
     wake_pending: AtomicBool,
     waker: UnixStream,
     counters: Counters,
+    /// Writes the proxy thread performed, for the listener thread to hold.
+    written: Mutex<Vec<worker::Wrote>>,
+    /// The proxy thread's id (0 until it runs).
+    proxy_tid: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +126,9 @@ struct Counters {
     vanished: AtomicU64,
     wait_ns_total: AtomicU64,
     wait_ns_max: AtomicU64,
+    proxied_writes: AtomicU64,
+    reserved_opens: AtomicU64,
+    unreserved_opens: AtomicU64,
 }
 
 // === impl Listener ===
@@ -155,7 +173,26 @@ impl Listener {
             wake_pending: AtomicBool::new(false),
             waker,
             counters: Counters::default(),
+            written: Mutex::new(Vec::new()),
+            proxy_tid: AtomicU32::new(0),
         });
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (proxy_done_tx, proxy_done) = mpsc::channel();
+        let proxy = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("barrier-io".to_owned())
+                .spawn(move || {
+                    io_thread::run(&shared, &jobs_rx, &tid_tx);
+                    let _ = proxy_done_tx.send(());
+                })
+                .map_err(BarrierError::Spawn)?
+        };
+        // Known before start returns, so that capture can be told about it in time.
+        if let Ok(tid) = tid_rx.recv() {
+            shared.proxy_tid.store(tid, Ordering::Relaxed);
+        }
         let (done_tx, done) = mpsc::channel();
         let worker = worker::Worker::new(
             Arc::clone(&shared),
@@ -163,6 +200,7 @@ impl Listener {
             buffers,
             Box::new(consumer),
             config.release_after,
+            jobs_tx,
         );
         let thread = thread::Builder::new()
             .name("barrier".to_owned())
@@ -175,13 +213,15 @@ impl Listener {
             shared,
             thread: Some(thread),
             done,
+            proxy: Some((proxy, proxy_done)),
             grace: config.shutdown_grace,
         })
     }
 
-    /// Starts polling a listener fd received from a launcher.
+    /// Starts polling a listener fd received from a launcher that reserved no
+    /// descriptors (see [`Registrar::add_reserving`]).
     pub fn add(&self, listener: OwnedFd, pid: u32) -> Result<(), BarrierError> {
-        self.shared.add(listener, pid)
+        self.shared.add(listener, pid, 0..0)
     }
 
     /// A handle for the control socket to register listeners with.
@@ -196,6 +236,12 @@ impl Listener {
         self.shared.counters.snapshot()
     }
 
+    /// The thread id of the proxy thread, whose writes capture must report although
+    /// it belongs to the agent ([`crate::barrier::proxy`]).
+    pub fn proxy_thread(&self) -> u32 {
+        self.shared.proxy_tid.load(Ordering::Relaxed)
+    }
+
     /// Releases every pending call, closes all listener fds (so later durability
     /// calls of the attached processes fail with `ENOSYS`) and joins the thread.
     /// Returns whether that finished within the grace time.
@@ -207,9 +253,10 @@ impl Listener {
         let Some(thread) = self.thread.take() else {
             return true;
         };
+        let deadline = std::time::Instant::now() + self.grace;
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake();
-        match self.done.recv_timeout(self.grace) {
+        let worker_done = match self.done.recv_timeout(self.grace) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 if thread.join().is_err() {
                     tracing::error!("barrier listener thread panicked");
@@ -219,6 +266,25 @@ impl Listener {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(grace = ?self.grace, "barrier listener did not stop in time; leaving it behind");
+                false
+            }
+        };
+        // The listener thread's end dropped the proxy's queue, which ends the proxy
+        // once its current call (a write to disk, at most) is done.
+        let Some((proxy, proxy_done)) = self.proxy.take() else {
+            return worker_done;
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match proxy_done.recv_timeout(left) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if proxy.join().is_err() {
+                    tracing::error!("barrier proxy thread panicked");
+                    return false;
+                }
+                worker_done
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!("barrier proxy thread did not stop in time; leaving it behind");
                 false
             }
         }
@@ -234,14 +300,31 @@ impl Drop for Listener {
 // === impl Registrar ===
 
 impl Registrar {
-    /// Starts polling a listener fd received from a launcher.
+    /// Starts polling a listener fd received from a launcher (or from runc) whose
+    /// processes reserved no descriptors for synchronous files.
     pub fn add(&self, listener: OwnedFd, pid: u32) -> Result<(), BarrierError> {
-        self.shared.add(listener, pid)
+        self.shared.add(listener, pid, 0..0)
+    }
+
+    /// Starts polling a listener fd whose processes reserved the descriptor
+    /// numbers `reserved` for synchronous files ([`crate::barrier::filter::reserved_fds`]).
+    pub fn add_reserving(
+        &self,
+        listener: OwnedFd,
+        pid: u32,
+        reserved: Range<u32>,
+    ) -> Result<(), BarrierError> {
+        self.shared.add(listener, pid, reserved)
     }
 
     /// A snapshot of the listener's counters.
     pub fn stats(&self) -> BarrierStats {
         self.shared.counters.snapshot()
+    }
+
+    /// The proxy thread's id (see [`Listener::proxy_thread`]).
+    pub fn proxy_thread(&self) -> u32 {
+        self.shared.proxy_tid.load(Ordering::Relaxed)
     }
 }
 
@@ -285,14 +368,14 @@ impl fmt::Debug for Releaser {
 // === impl Shared ===
 
 impl Shared {
-    fn add(&self, listener: OwnedFd, pid: u32) -> Result<(), BarrierError> {
+    fn add(&self, listener: OwnedFd, pid: u32, reserved: Range<u32>) -> Result<(), BarrierError> {
         if self.stop.load(Ordering::Acquire) {
             return Err(BarrierError::Stopped);
         }
         self.added
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((listener, pid));
+            .push((listener, pid, reserved));
         // The thread may have stopped between the check and the push; then nobody
         // would ever poll (or close) this fd, so take it back.
         if self.stop.load(Ordering::Acquire) {
@@ -334,6 +417,9 @@ impl Counters {
             vanished: get(&self.vanished),
             wait_ns_total: get(&self.wait_ns_total),
             wait_ns_max: get(&self.wait_ns_max),
+            proxied_writes: get(&self.proxied_writes),
+            reserved_opens: get(&self.reserved_opens),
+            unreserved_opens: get(&self.unreserved_opens),
         }
     }
 

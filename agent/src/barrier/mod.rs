@@ -70,10 +70,20 @@
 //!   databases treat as a fatal fsync error. A supervisor must therefore keep the
 //!   agent alive for as long as the application runs.
 //!
+//! # Synchronous writes
+//! A write through an `O_SYNC`/`O_DSYNC` descriptor or with `RWF_SYNC`/`RWF_DSYNC`
+//! is durable when it *returns*, and seccomp can only stop a call before it runs.
+//! So the agent performs such writes itself, on the caller's own open file, and
+//! holds the result ([`proxy`]); the filter finds the descriptors because the
+//! agent opens synchronous files for the application into a reserved range of
+//! numbers ([`filter::RESERVED_FDS`]). The launcher raises the soft descriptor
+//! limit to cover that range when the hard limit allows.
+//!
 //! # Not covered
-//! Writes to files opened with `O_SYNC`/`O_DSYNC`, `pwritev` (without 2) on such
-//! files, and io_uring fsync opcodes (io_uring is refused, see [`filter`]) are not
-//! held. Processes running another ABI than x86_64 (i386) are killed by the filter.
+//! io_uring fsync opcodes (io_uring is refused, see [`filter`]); the copies of a
+//! synchronous descriptor listed in [`proxy`]; synchronous writes of x32
+//! programs, which are held before they run. Processes running another ABI than
+//! x86_64 (i386) are killed by the filter.
 
 pub mod attach;
 pub mod call;
@@ -83,6 +93,7 @@ pub mod listener;
 mod notify;
 pub mod oci;
 pub mod profile;
+mod proxy;
 pub mod runc;
 
 use std::{ffi::OsString, io, path::PathBuf};

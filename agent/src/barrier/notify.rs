@@ -96,16 +96,32 @@ impl Buffers {
         })
     }
 
-    /// The kernel's size of `seccomp_notif_resp`, for [`send_continue`].
+    /// The kernel's size of `seccomp_notif_resp`, for [`send_response`].
     pub(crate) fn resp_len(&self) -> usize {
         self.resp_len
     }
 }
 
-/// Replies `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the held call now runs for real.
-/// `resp_len` is the kernel's response size ([`Buffers::resp_len`]). `ENOENT` means
-/// the caller is gone (killed while held) or was answered already.
-pub(crate) fn send_continue(listener: BorrowedFd<'_>, id: u64, resp_len: usize) -> io::Result<()> {
+/// How a held call is answered.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Response {
+    /// `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the call runs for real now.
+    Continue,
+    /// The call returns this value without running (the agent ran it already).
+    Value(i64),
+    /// The call fails with this errno without running.
+    Error(i32),
+}
+
+/// Answers notification `id`. `resp_len` is the kernel's response size
+/// ([`Buffers::resp_len`]). `ENOENT` means the caller is gone (killed while held)
+/// or was answered already.
+pub(crate) fn send_response(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    resp_len: usize,
+    response: Response,
+) -> io::Result<()> {
     // u64 elements keep the buffer aligned; zeroed, so kernel fields we don't know
     // about are 0. It lives on the heap only if a future kernel grows the struct.
     let mut stack = [0u64; 8];
@@ -119,11 +135,17 @@ pub(crate) fn send_continue(listener: BorrowedFd<'_>, id: u64, resp_len: usize) 
         heap.resize(words, 0);
         &mut heap
     };
+    let (val, error, flags) = match response {
+        Response::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+        Response::Value(v) => (v, 0, 0),
+        // The kernel wants the error negated, as a system call returns it.
+        Response::Error(errno) => (0, -errno.abs(), 0),
+    };
     let resp = libc::seccomp_notif_resp {
         id,
-        val: 0,
-        error: 0,
-        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        val,
+        error,
+        flags,
     };
     // SAFETY: the buffer is at least size_of::<seccomp_notif_resp>() bytes, aligned,
     // and writable; the struct is plain data.
@@ -145,6 +167,43 @@ pub(crate) fn send_continue(listener: BorrowedFd<'_>, id: u64, resp_len: usize) 
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `SECCOMP_IOCTL_NOTIF_ADDFD` with `SECCOMP_ADDFD_FLAG_SEND`: installs `src` in the
+/// caller as its descriptor `at` (or as the lowest free one with `None`) and
+/// answers notification `id` with that number, in one step. `cloexec` sets
+/// `FD_CLOEXEC` on the caller's copy.
+pub(crate) fn add_fd_and_answer(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    src: BorrowedFd<'_>,
+    at: Option<u32>,
+    cloexec: bool,
+) -> io::Result<i32> {
+    let mut flags = libc::SECCOMP_ADDFD_FLAG_SEND as u32;
+    if at.is_some() {
+        flags |= libc::SECCOMP_ADDFD_FLAG_SETFD as u32;
+    }
+    let addfd = libc::seccomp_notif_addfd {
+        id,
+        flags,
+        srcfd: src.as_raw_fd() as u32,
+        newfd: at.unwrap_or(0),
+        newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_addfd from the pointer, which points
+    // to a live value of that type; it returns the caller's new fd number or -1.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+            &raw const addfd,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
 }
 
 /// `SECCOMP_IOCTL_NOTIF_ID_VALID`: whether the task that raised `id` is still
@@ -175,6 +234,8 @@ mod tests {
         assert_eq!(libc::SECCOMP_IOCTL_NOTIF_RECV, 0xC050_2100);
         assert_eq!(libc::SECCOMP_IOCTL_NOTIF_SEND, 0xC018_2101);
         assert_eq!(libc::SECCOMP_IOCTL_NOTIF_ID_VALID, 0x4008_2102);
+        assert_eq!(size_of::<libc::seccomp_notif_addfd>(), 24);
+        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_ADDFD, 0x4018_2103);
     }
 
     #[test]

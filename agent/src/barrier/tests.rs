@@ -60,6 +60,8 @@ fn child_main() {
         "calls" => child::calls(&dir),
         "one-fsync" => child::one_fsync(&dir),
         "fsync-twice" => child::fsync_twice(&dir),
+        "sync-writes" => child::sync_writes(&dir),
+        "unprivileged" => child::unprivileged(&dir),
         "bench" => child::bench(&dir, "barrier"),
         other => panic!("unknown scenario {other}"),
     }
@@ -174,6 +176,147 @@ fn durability_calls_wait_for_release() {
     );
 }
 
+/// Writes through an `O_SYNC`/`O_DSYNC` descriptor (and pwritev2 at the file
+/// position) are performed by the agent before they are held, so the consumer
+/// sees them on disk while the caller still waits; their results reach the caller
+/// only on release. The agent opens such files as the caller would.
+#[test]
+fn synchronous_writes_are_held_after_they_happen() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::new(Path::new("/tmp"));
+    let dir = agent.dir.path().to_owned();
+    // The unprivileged writer must reach the directory; `secret` must stay closed to it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::write(dir.join("secret"), b"root only").expect("secret");
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod secret");
+    let (tx, rx) = mpsc::channel();
+    let listener = Listener::start(config(Duration::from_secs(20)), tx).expect("start");
+    assert_ne!(
+        listener.proxy_thread(),
+        0,
+        "the proxy thread reports its id"
+    );
+    let server = agent.serve_one(listener.registrar());
+    let watched = dir.join("sync");
+    // Each held write: what the consumer found in `sync` at that moment.
+    let consumer = thread::spawn(move || {
+        let mut seen = Vec::new();
+        for request in rx {
+            let on_disk = std::fs::read(&watched).unwrap_or_default();
+            seen.push((request.call, on_disk));
+            thread::sleep(Duration::from_millis(100));
+            request.release();
+        }
+        seen
+    });
+    let out = agent.spawn("sync-writes").finish(Duration::from_secs(120));
+    server.join().expect("server");
+    let stats = listener.stats();
+    assert!(listener.shutdown(), "graceful shutdown");
+    let seen = consumer.join().expect("consumer");
+
+    // The file went to the top of the reserved range, close-on-exec and O_DSYNC as asked.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    let reserved = filter::reserved_fds(hard);
+    assert!(
+        !reserved.is_empty(),
+        "hard limit {hard} leaves no reserved range"
+    );
+    let fd = out.result("open").0;
+    assert_eq!(fd, i64::from(reserved.end) - 1, "{out:?}");
+    assert_eq!(out.result("flags").0, i64::from(libc::FD_CLOEXEC));
+    assert_eq!(out.result("flags").1, 1, "O_DSYNC kept");
+    assert_eq!(out.result("dup").0, fd - 1, "dup stays in the range");
+    assert!(out.result("open_rel").0 >= i64::from(reserved.start));
+    assert!(
+        out.result("open_plain").0 < 1024,
+        "ordinary files get low numbers"
+    );
+
+    // Every write returned its own count, after the consumer's 100 ms.
+    for (name, count) in [
+        ("write", 5),
+        ("pwrite", 5),
+        ("writev", 4),
+        ("pwritev", 3),
+        ("pwritev2", 1),
+        ("dup_write", 1),
+        ("write_rel", 1),
+    ] {
+        let (ret, errno, took) = out.result(name);
+        assert_eq!((ret, errno), (count, 0), "{name}");
+        assert!(
+            took >= Duration::from_millis(100),
+            "{name} returned after {took:?}"
+        );
+    }
+    assert_eq!(out.result("write_efault").1, i64::from(libc::EFAULT));
+    assert_eq!(out.result("write_ebadf").1, i64::from(libc::EBADF));
+    let (ret, _, took) = out.result("write_plain");
+    assert_eq!(ret, 1);
+    assert!(
+        took < Duration::from_millis(100),
+        "an ordinary write was held {took:?}"
+    );
+
+    // What the consumer found on disk while each write was held: the write itself.
+    let mut expected = vec![0u8; 203];
+    for (at, bytes) in [
+        (0, &b"hello"[..]),
+        (5, b"abcd"),
+        (9, b"q"),
+        (10, b"D"),
+        (100, b"world"),
+        (200, b"xyz"),
+    ] {
+        expected[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    assert_eq!(seen[0].1, b"hello");
+    assert_eq!(seen[1].1.len(), 105, "pwrite at 100 already there");
+    assert_eq!(&seen[5].1[..11], &expected[..11], "dup_write already there");
+    assert_eq!(std::fs::read(dir.join("sync")).expect("read"), expected);
+    let meta = std::fs::metadata(dir.join("sync")).expect("stat");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640 & !0o022);
+    for (call, _) in &seen {
+        assert_eq!(call.syscall, SyncCall::SyncWrite);
+    }
+    let file = FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    assert_eq!(seen[0].0.scope(), Scope::File(file));
+    assert_eq!(std::fs::read(dir.join("rel")).expect("rel"), b"R");
+
+    // The unprivileged process: its file is its own, with its umask, its write was
+    // held; root's secret stayed closed to it and untouched.
+    assert_eq!(out.result("unprivileged").0, 0);
+    assert!(out.result("nobody_open").0 >= i64::from(reserved.start));
+    let (ret, _, took) = out.result("nobody_write");
+    assert_eq!(ret, 4);
+    assert!(took >= Duration::from_millis(100), "held {took:?}");
+    let by_nobody = std::fs::metadata(dir.join("by-nobody")).expect("created");
+    assert_eq!((by_nobody.uid(), by_nobody.gid()), (65534, 65534));
+    assert_eq!(by_nobody.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(std::fs::read(dir.join("by-nobody")).expect("read"), b"4321");
+    assert_eq!(out.result("nobody_denied").1, i64::from(libc::EACCES));
+    assert_eq!(
+        std::fs::read(dir.join("secret")).expect("secret"),
+        b"root only"
+    );
+
+    // 7 writes of the child and 1 of the unprivileged one; 4 files placed (sync,
+    // its dup, rel, by-nobody).
+    assert_eq!(seen.len(), 8, "{seen:#?}");
+    assert_eq!(stats.proxied_writes, 8, "{stats:?}");
+    assert_eq!(
+        (stats.reserved_opens, stats.unreserved_opens),
+        (4, 0),
+        "{stats:?}"
+    );
+}
+
 /// A call nobody releases runs anyway after `release_after`, and is counted.
 #[test]
 fn unreleased_call_runs_after_release_after() {
@@ -246,7 +389,7 @@ fn closing_listener_with_pending_call_fails_it_with_enosys() {
     let (stream, _) = agent.server.accept().expect("accept");
     let line = read_request_line(&stream).expect("request");
     assert!(line.contains("barrier-attach"), "{line}");
-    let (fd, _pid) = receive_listener(&stream).expect("hello");
+    let (fd, _pid, _reserved) = receive_listener(&stream).expect("hello");
     (&stream).write_all(b"{\"ok\":true}\n").expect("reply");
     let mut buffers = Buffers::for_running_kernel().expect("buffers");
     // Blocks until the child's first fsync is held.

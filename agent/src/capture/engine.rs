@@ -59,6 +59,9 @@ pub struct Settings {
     pub max_ranges_per_file: usize,
     /// Ranges kept in all before whole files are coarsened.
     pub max_total_ranges: usize,
+    /// Threads of this process whose writes are reported all the same (the
+    /// barrier's proxy thread); the rest of the process is not.
+    pub captured_threads: Vec<u32>,
 }
 
 impl Settings {
@@ -70,6 +73,7 @@ impl Settings {
             tick: Duration::from_millis(5),
             max_ranges_per_file: 1024,
             max_total_ranges: 1 << 20,
+            captured_threads: Vec::new(),
         }
     }
 }
@@ -163,6 +167,9 @@ impl Engine {
         // the scan or after it and reported by an event; reconciliation is idempotent.
         let mut probes = Probes::load()?;
         probes.exclude_tgid(std::process::id())?;
+        for &tid in &settings.captured_threads {
+            probes.capture_thread(tid)?;
+        }
         let mut fan = Fanotify::new()?;
         for (i, root) in index.roots().iter().enumerate() {
             let tag = u32::try_from(i).unwrap_or(u32::MAX);

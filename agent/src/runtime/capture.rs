@@ -15,7 +15,7 @@ use std::{
         mpsc as std_mpsc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -87,8 +87,7 @@ const SETTLE_ROUNDS: usize = 4;
 /// Starts capture of `roots`; records go to `tx`, the engine's event counts to
 /// `tally`.
 pub fn spawn(
-    roots: Vec<PathBuf>,
-    tick: Duration,
+    settings: Settings,
     tx: mpsc::Sender<Captured>,
     tally: CaptureTally,
 ) -> std::io::Result<CaptureHandle> {
@@ -103,7 +102,7 @@ pub fn spawn(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || run(roots, tick, &tx, &flush_rx, &wake, &stop, tally))?
+            .spawn(move || run(settings, &tx, &flush_rx, &wake, &stop, tally))?
     };
     Ok(CaptureHandle {
         flush_tx,
@@ -114,16 +113,14 @@ pub fn spawn(
 }
 
 fn run(
-    roots: Vec<PathBuf>,
-    tick: Duration,
+    settings: Settings,
     tx: &mpsc::Sender<Captured>,
     flush_rx: &std_mpsc::Receiver<WaiterId>,
     wake: &EventFd,
     stop: &AtomicBool,
     mut tally: CaptureTally,
 ) {
-    let mut settings = Settings::new(roots);
-    settings.tick = tick;
+    let tick = settings.tick;
     let mut engine = match Engine::start(settings) {
         Ok(e) => e,
         Err(e) => {

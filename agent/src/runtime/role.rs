@@ -89,6 +89,16 @@ impl Gate {
         let _ = self.listener.set(listener);
     }
 
+    /// The barrier's proxy thread, whose writes capture must report.
+    fn proxy_threads(&self) -> Vec<u32> {
+        self.listener
+            .get()
+            .map(Registrar::proxy_thread)
+            .filter(|&tid| tid != 0)
+            .into_iter()
+            .collect()
+    }
+
     fn timeouts(&self) -> ListenerTimeouts {
         ListenerTimeouts(self.listener.get().cloned())
     }
@@ -231,14 +241,12 @@ impl Roles {
                     .iter()
                     .map(|r| r.path.clone())
                     .collect();
+                let mut settings = crate::capture::engine::Settings::new(roots);
+                settings.tick = Duration::from_millis(5);
+                settings.captured_threads = self.gate.proxy_threads();
                 let capture = Arc::new(
-                    capture::spawn(
-                        roots,
-                        Duration::from_millis(5),
-                        cap_tx,
-                        self.ctx.metrics.capture_tally(),
-                    )
-                    .context("cannot start capture")?,
+                    capture::spawn(settings, cap_tx, self.ctx.metrics.capture_tally())
+                        .context("cannot start capture")?,
                 );
                 *self
                     .gate

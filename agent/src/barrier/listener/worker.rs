@@ -5,6 +5,7 @@ use std::{
     collections::VecDeque,
     fmt,
     io::{self, Read},
+    ops::Range,
     os::{
         fd::{AsFd, OwnedFd},
         unix::net::UnixStream,
@@ -18,11 +19,11 @@ use std::{
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{BarrierRequest, Releaser, Shared};
+use super::{BarrierRequest, Releaser, Shared, io_thread::Job};
 use crate::barrier::{
-    Durability,
-    call::{classify, resolve},
-    notify::{self, Buffers},
+    Durability, FileId, SyncCall,
+    call::{Trap, classify, resolve},
+    notify::{self, Buffers, Response},
 };
 
 /// One call the kernel holds for us.
@@ -32,6 +33,8 @@ pub(super) struct Held {
     since: Instant,
     deadline: Instant,
     listener: Arc<Slot>,
+    /// How the call is answered when it is let go.
+    reply: Response,
     /// Set by the first answer; later ones do nothing.
     answered: AtomicBool,
 }
@@ -55,20 +58,35 @@ pub(super) struct Worker {
     /// Calls in arrival order, which is deadline order since `release_after` is fixed.
     /// Answered calls stay until they reach the front.
     pending: VecDeque<Arc<Held>>,
+    /// The proxy thread's queue ([`super::io_thread`]).
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 /// One listener fd, i.e. one process tree started under the barrier.
 struct Attached {
     slot: Arc<Slot>,
     pid: u32,
+    /// The descriptor numbers its processes reserved for synchronous files.
+    reserved: Range<u32>,
 }
 
 /// A listener fd shared with the releasers of its calls. The thread takes it out
 /// (closing it) when the processes are gone or at shutdown; releasers then have
 /// nothing left to answer.
 #[derive(Debug)]
-struct Slot {
-    fd: RwLock<Option<OwnedFd>>,
+pub(super) struct Slot {
+    pub(super) fd: RwLock<Option<OwnedFd>>,
+}
+
+/// A write the proxy thread performed for a held caller, to be held in turn.
+#[derive(Debug)]
+pub(super) struct Wrote {
+    pub(super) id: u64,
+    pub(super) pid: u32,
+    pub(super) fd: i32,
+    pub(super) ret: i64,
+    pub(super) file: FileId,
+    pub(super) slot: Arc<Slot>,
 }
 
 // === impl Held ===
@@ -101,7 +119,7 @@ impl Held {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let Some(fd) = fd.as_ref() else { return };
-        match notify::send_continue(fd.as_fd(), self.id, shared.resp_len) {
+        match notify::send_response(fd.as_fd(), self.id, shared.resp_len, self.reply) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 counters.vanished.fetch_add(1, Ordering::Relaxed);
@@ -135,6 +153,7 @@ impl Worker {
         buffers: Buffers,
         consumer: Box<dyn FnMut(BarrierRequest) + Send>,
         release_after: Duration,
+        jobs: std::sync::mpsc::Sender<Job>,
     ) -> Self {
         Self {
             shared,
@@ -144,6 +163,7 @@ impl Worker {
             release_after,
             listeners: Vec::new(),
             pending: VecDeque::new(),
+            jobs,
         }
     }
 
@@ -176,9 +196,11 @@ impl Worker {
             }
             if revents.first().is_some_and(|r| !r.is_empty()) {
                 self.take_added();
+                self.take_written();
             }
             self.expire(Instant::now());
         }
+        self.take_written();
         for held in std::mem::take(&mut self.pending) {
             held.answer(&self.shared, Answer::Shutdown);
         }
@@ -253,13 +275,14 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        for (fd, pid) in added {
+        for (fd, pid, reserved) in added {
             tracing::info!(pid, "process tree attached to the durability barrier");
             self.listeners.push(Attached {
                 slot: Arc::new(Slot {
                     fd: RwLock::new(Some(fd)),
                 }),
                 pid,
+                reserved,
             });
         }
         self.shared
@@ -274,9 +297,12 @@ impl Worker {
             return;
         };
         let slot = Arc::clone(&listener.slot);
+        let reserved = listener.reserved.clone();
         let guard = slot.fd.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(fd) = guard.as_ref() else { return };
-        let n = match self.buffers.receive(fd.as_fd()) {
+        let Some(listener_fd) = guard.as_ref() else {
+            return;
+        };
+        let n = match self.buffers.receive(listener_fd.as_fd()) {
             Ok(n) => n,
             // ENOENT: the caller was killed between poll and receive.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -295,12 +321,42 @@ impl Worker {
             .counters
             .notifications
             .fetch_add(1, Ordering::Relaxed);
-        let classified = classify(n.nr, &n.args);
-        let file = classified
-            .and_then(|(_, fd)| fd)
-            .and_then(|fd| resolve(n.pid, fd));
+        let trap = classify(n.nr, &n.args);
+        let (syscall, fd) = match trap {
+            Some(Trap::Durable(syscall, fd)) => (syscall, fd),
+            Some(Trap::Proxy(call)) => {
+                drop(guard);
+                // The proxy thread checks validity itself; a send fails only after
+                // shutdown began, and then the listener is about to close anyway.
+                let _ = self.jobs.send(Job {
+                    id: n.id,
+                    pid: n.pid,
+                    call,
+                    reserved,
+                    slot,
+                });
+                return;
+            }
+            Some(Trap::Pass) | None => {
+                if trap.is_none() {
+                    tracing::warn!(
+                        nr = n.nr,
+                        pid = n.pid,
+                        "unexpected system call held; releasing it"
+                    );
+                }
+                let _ = notify::send_response(
+                    listener_fd.as_fd(),
+                    n.id,
+                    self.shared.resp_len,
+                    Response::Continue,
+                );
+                return;
+            }
+        };
+        let file = fd.and_then(|f| resolve(n.pid, f));
         // The file came from /proc/<pid>: only trust it if <pid> is still our caller.
-        if !notify::id_valid(fd.as_fd(), n.id) {
+        if !notify::id_valid(listener_fd.as_fd(), n.id) {
             self.shared
                 .counters
                 .vanished
@@ -308,31 +364,49 @@ impl Worker {
             return;
         }
         drop(guard);
-        let now = Instant::now();
-        let held = Arc::new(Held {
-            id: n.id,
-            pid: n.pid,
-            since: now,
-            deadline: now + self.release_after,
-            listener: slot,
-            answered: AtomicBool::new(false),
-        });
-        let Some((syscall, fd)) = classified else {
-            tracing::warn!(
-                nr = n.nr,
-                pid = n.pid,
-                "unexpected system call held; releasing it"
-            );
-            held.answer(&self.shared, Answer::Released);
-            return;
-        };
-        self.pending.push_back(Arc::clone(&held));
         let call = Durability {
             pid: n.pid,
             syscall,
             fd,
             file,
         };
+        self.hold(n.id, slot, call, Response::Continue);
+    }
+
+    /// Takes the writes the proxy thread performed and holds each until the peer
+    /// has it.
+    fn take_written(&mut self) {
+        let written = std::mem::take(
+            &mut *self
+                .shared
+                .written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for w in written {
+            let call = Durability {
+                pid: w.pid,
+                syscall: SyncCall::SyncWrite,
+                fd: Some(w.fd),
+                file: Some(w.file),
+            };
+            self.hold(w.id, w.slot, call, Response::Value(w.ret));
+        }
+    }
+
+    /// Queues a held call behind its deadline and hands it to the consumer.
+    fn hold(&mut self, id: u64, slot: Arc<Slot>, call: Durability, reply: Response) {
+        let now = Instant::now();
+        let held = Arc::new(Held {
+            id,
+            pid: call.pid,
+            since: now,
+            deadline: now + self.release_after,
+            listener: slot,
+            reply,
+            answered: AtomicBool::new(false),
+        });
+        self.pending.push_back(Arc::clone(&held));
         let request = BarrierRequest {
             call,
             reply: Releaser {

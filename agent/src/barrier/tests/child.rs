@@ -174,3 +174,149 @@ pub(super) fn bench(dir: &Path, label: &str) {
     let p99 = lat[BENCH_CALLS * 99 / 100].as_nanos();
     println!("RESULT {label} {median} {p99} 0");
 }
+
+/// Synchronous files: opened by the agent into the reserved range, written through
+/// every write call (each held), duplicated, and opened by an unprivileged process.
+pub(super) fn sync_writes(dir: &Path) {
+    use std::ffi::CString;
+    let cpath = |name: &str| {
+        CString::new(dir.join(name).into_os_string().into_encoded_bytes()).expect("path")
+    };
+    let path = cpath("sync");
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_DSYNC | libc::O_CLOEXEC;
+    // The unsafe blocks below are plain system calls with pointers to live buffers
+    // of the sizes given and NUL-terminated paths.
+    // SAFETY: see above.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o640) };
+    println!("RESULT open {fd} 0 0");
+    assert!(fd >= 0, "open: {}", io::Error::last_os_error());
+    // SAFETY: see above.
+    let (fd_flags, status) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFD),
+            libc::fcntl(fd, libc::F_GETFL),
+        )
+    };
+    println!(
+        "RESULT flags {} {} 0",
+        fd_flags & libc::FD_CLOEXEC,
+        i32::from(status & libc::O_DSYNC != 0)
+    );
+    let iov = |parts: &[&[u8]]| -> Vec<libc::iovec> {
+        parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr().cast_mut().cast(),
+                iov_len: p.len(),
+            })
+            .collect()
+    };
+    // SAFETY: see above.
+    measure("write", || unsafe {
+        libc::write(fd, b"hello".as_ptr().cast(), 5) as i64
+    });
+    // SAFETY: see above.
+    measure("pwrite", || unsafe {
+        libc::pwrite(fd, b"world".as_ptr().cast(), 5, 100) as i64
+    });
+    let v = iov(&[b"ab", b"cd"]);
+    // SAFETY: see above.
+    measure("writev", || unsafe {
+        libc::writev(fd, v.as_ptr(), 2) as i64
+    });
+    let v = iov(&[b"xy", b"z"]);
+    // SAFETY: see above.
+    measure("pwritev", || unsafe {
+        libc::pwritev(fd, v.as_ptr(), 2, 200) as i64
+    });
+    let v = iov(&[b"q"]);
+    // SAFETY: see above (-1: at the file position).
+    measure("pwritev2", || unsafe {
+        libc::pwritev2(fd, v.as_ptr(), 1, -1, 0) as i64
+    });
+    // SAFETY: see above.
+    let dup = unsafe { libc::dup(fd) };
+    println!("RESULT dup {dup} 0 0");
+    // SAFETY: see above.
+    measure("dup_write", || unsafe {
+        libc::write(dup, b"D".as_ptr().cast(), 1) as i64
+    });
+    // SAFETY: see above: a write from an unmapped address fails as it would unheld.
+    measure("write_efault", || unsafe {
+        libc::write(fd, 8usize as *const libc::c_void, 5) as i64
+    });
+    // Relative to the working directory, O_SYNC (which includes O_DSYNC).
+    std::env::set_current_dir(dir).expect("chdir");
+    let rel = CString::new("rel").expect("path");
+    // SAFETY: see above.
+    let rel_fd = unsafe {
+        libc::open(
+            rel.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_SYNC,
+            0o600,
+        )
+    };
+    println!("RESULT open_rel {rel_fd} 0 0");
+    // SAFETY: see above.
+    measure("write_rel", || unsafe {
+        libc::write(rel_fd, b"R".as_ptr().cast(), 1) as i64
+    });
+    // An ordinary file: low number, writes not held.
+    let plain = cpath("plain");
+    // SAFETY: see above.
+    let plain_fd = unsafe { libc::open(plain.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o644) };
+    println!("RESULT open_plain {plain_fd} 0 0");
+    // SAFETY: see above.
+    measure("write_plain", || unsafe {
+        libc::write(plain_fd, b"P".as_ptr().cast(), 1) as i64
+    });
+    // A number in the range that is not open: the kernel's own EBADF.
+    // SAFETY: see above.
+    measure("write_ebadf", || unsafe {
+        libc::write(fd - 40, b"x".as_ptr().cast(), 1) as i64
+    });
+    // An unprivileged process (uid/gid 65534) under the same barrier: this test
+    // binary again, copied where that user can run it.
+    let exe = dir.join("child-exe");
+    std::fs::copy(std::env::current_exe().expect("current_exe"), &exe).expect("copy exe");
+    let status = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            super::CHILD_TEST,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(super::CHILD_ENV, "unprivileged")
+        .env(super::STAGE_ENV, "attached")
+        .status()
+        .expect("spawn setpriv");
+    println!("RESULT unprivileged {} 0 0", status.code().unwrap_or(-1));
+}
+
+/// As uid 65534 with umask 027: a synchronous file it creates is its own, one it
+/// may not open stays closed, and its writes are held too.
+pub(super) fn unprivileged(dir: &Path) {
+    use std::ffi::CString;
+    let cpath = |name: &str| {
+        CString::new(dir.join(name).into_os_string().into_encoded_bytes()).expect("path")
+    };
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o027) };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_DSYNC;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(cpath("by-nobody").as_ptr(), flags, 0o666) };
+    println!("RESULT nobody_open {fd} 0 0");
+    // SAFETY: a write of 4 live bytes.
+    measure("nobody_write", || unsafe {
+        libc::write(fd, b"4321".as_ptr().cast(), 4) as i64
+    });
+    // SAFETY: a NUL-terminated path.
+    measure("nobody_denied", || unsafe {
+        i64::from(libc::open(
+            cpath("secret").as_ptr(),
+            libc::O_WRONLY | libc::O_DSYNC,
+        ))
+    });
+}

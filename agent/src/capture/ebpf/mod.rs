@@ -87,6 +87,7 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_WATCHED: &str = "WATCHED";
 const MAP_EXCLUDED: &str = "EXCLUDED";
+const MAP_CAPTURED_TIDS: &str = "CAPTURED_TIDS";
 const MAP_GEN: &str = "GEN";
 const MAP_STATS: &str = "STATS";
 const MAP_LOST: &str = "LOST";
@@ -182,6 +183,7 @@ pub struct Probes {
     ring: RingBuf<MapData>,
     watched: HashMap<MapData, Key, u32>,
     excluded: HashMap<MapData, u32, u32>,
+    captured_tids: HashMap<MapData, u32, u32>,
     generation: Array<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     lost: HashMap<MapData, Key, u32>,
@@ -236,6 +238,8 @@ impl Probes {
                 .map_err(map_err(MAP_WATCHED))?,
             excluded: HashMap::try_from(take_map(&mut ebpf, MAP_EXCLUDED)?)
                 .map_err(map_err(MAP_EXCLUDED))?,
+            captured_tids: HashMap::try_from(take_map(&mut ebpf, MAP_CAPTURED_TIDS)?)
+                .map_err(map_err(MAP_CAPTURED_TIDS))?,
             generation: Array::try_from(take_map(&mut ebpf, MAP_GEN)?).map_err(map_err(MAP_GEN))?,
             stats: PerCpuArray::try_from(take_map(&mut ebpf, MAP_STATS)?)
                 .map_err(map_err(MAP_STATS))?,
@@ -269,6 +273,14 @@ impl Probes {
         self.excluded
             .insert(tgid, 1, 0)
             .map_err(map_err(MAP_EXCLUDED))
+    }
+
+    /// Reports the writes of thread `tid` although its process is excluded: the
+    /// barrier's proxy thread writes for applications (see `barrier::proxy`).
+    pub fn capture_thread(&mut self, tid: u32) -> Result<(), EbpfError> {
+        self.captured_tids
+            .insert(tid, 1, 0)
+            .map_err(map_err(MAP_CAPTURED_TIDS))
     }
 
     /// Makes every cached filter verdict stale, so that the next change to each

@@ -370,6 +370,45 @@ fn excluded_processes_are_not_reported() {
     assert!(p.take_lost().unwrap().is_empty());
 }
 
+/// The barrier's proxy thread writes for applications: its writes are reported
+/// although the rest of its (excluded) process's are not.
+#[test]
+fn a_captured_thread_of_an_excluded_process_is_reported() {
+    let mut p = Probes::load().unwrap();
+    let dir = watched_dir(&mut p);
+    p.exclude_tgid(std::process::id()).unwrap();
+    let path = dir.path().join("f");
+    let f = std::sync::Arc::new(File::create(&path).unwrap());
+    let key = key_of(&path);
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            go_rx.recv().unwrap();
+            f.write_at(b"for the application", 100).unwrap();
+        })
+    };
+    p.capture_thread(tid_rx.recv().unwrap()).unwrap();
+    f.write_at(b"applied by the agent", 0).unwrap();
+    go_tx.send(()).unwrap();
+    writer.join().unwrap();
+    let (seen, found) = wait_for(&mut p, key, Duration::from_secs(5), |e| {
+        e.kind == abi::EV_WRITE && e.offset == 100
+    });
+    assert!(
+        found,
+        "the captured thread's write was not reported: {seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.kind == abi::EV_WRITE && e.offset == 0),
+        "another thread's write was reported: {seen:#?}"
+    );
+}
+
 /// Just enough io_uring, by raw syscalls, to submit one write and reap it.
 mod uring {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,207 @@
+//! Opening a file as a held thread would have: from its root directory and its
+//! working directory (or the directory descriptor it passed), with its
+//! file-system uid, gid, groups and umask.
+//!
+//! Root, working directory and umask belong to a thread's `fs_struct`, and the
+//! credentials to the thread itself, so the proxy thread unshares its `fs_struct`
+//! once ([`Impersonator::new`]) and changes them around each open without touching
+//! the rest of the agent. The caller's root is `/proc/<tid>/root`: a path in the
+//! caller's own mount namespace, so the walk sees the container's mounts too.
+//! Not reproduced: the caller's LSM profile (AppArmor, SELinux) and its
+//! capabilities beyond what its fsuid implies.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::fs::OpenOptionsExt,
+    },
+};
+
+use super::remote::Creds;
+
+/// The proxy thread's own root, working directory, umask and groups, to return to
+/// after each open.
+pub(super) struct Impersonator {
+    root: File,
+    cwd: File,
+    umask: libc::mode_t,
+    groups: Vec<libc::gid_t>,
+    fsuid: libc::uid_t,
+    fsgid: libc::gid_t,
+}
+
+/// Where the caller's path starts.
+pub(super) enum Base {
+    /// The caller's working directory (`AT_FDCWD`), as `/proc/<tid>/cwd`.
+    Cwd(File),
+    /// A directory descriptor the caller passed, copied with pidfd_getfd.
+    Dir(OwnedFd),
+}
+
+/// What the caller asked for.
+pub(super) struct Request {
+    pub(super) path: CString,
+    pub(super) flags: i32,
+    pub(super) mode: u32,
+    /// openat2's `resolve` flags; `None` for open and openat.
+    pub(super) resolve: Option<u64>,
+}
+
+/// openat2's argument, `struct open_how` (`OPEN_HOW_SIZE_VER0`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct OpenHow {
+    pub(super) flags: u64,
+    pub(super) mode: u64,
+    pub(super) resolve: u64,
+}
+
+const _: () = assert!(size_of::<OpenHow>() == 24);
+
+impl Impersonator {
+    /// Unshares the current thread's root, working directory and umask from the
+    /// rest of the process. Call on the thread that will open files, once.
+    pub(super) fn new() -> io::Result<Self> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+        let path = |p: &str| {
+            File::options()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(p)
+        };
+        let root = path("/")?;
+        let cwd = path(".")?;
+        // SAFETY: umask only swaps this thread's (now unshared) file-creation mask.
+        let umask = unsafe { libc::umask(0o022) };
+        // SAFETY: as above, putting the old value back.
+        unsafe { libc::umask(umask) };
+        let groups = nix::unistd::getgroups()?
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        Ok(Self {
+            root,
+            cwd,
+            umask,
+            groups,
+            // The file-system ids follow the effective ones unless changed.
+            fsuid: nix::unistd::geteuid().as_raw(),
+            fsgid: nix::unistd::getegid().as_raw(),
+        })
+    }
+
+    /// Opens `request` from `root` and `base` as `creds`; returns the new fd or
+    /// the errno the open failed with. The thread is back to its own state
+    /// afterwards, also on failure.
+    pub(super) fn open(
+        &self,
+        root: &File,
+        base: Option<&Base>,
+        creds: &Creds,
+        request: &Request,
+    ) -> io::Result<Result<OwnedFd, i32>> {
+        enter_root(root)?;
+        let result = self.as_caller(creds, || {
+            let dirfd = match base {
+                None => libc::AT_FDCWD,
+                Some(Base::Cwd(f)) => f.as_raw_fd(),
+                Some(Base::Dir(f)) => f.as_raw_fd(),
+            };
+            // Our copy is close-on-exec whatever the caller wants; the copy placed in
+            // the caller gets its own flags.
+            let flags = request.flags | libc::O_CLOEXEC;
+            let fd = match request.resolve {
+                None => {
+                    // SAFETY: path is a NUL-terminated string that outlives the call;
+                    // openat returns a new fd or -1.
+                    unsafe {
+                        libc::openat(dirfd, request.path.as_ptr(), flags, request.mode) as i64
+                    }
+                }
+                Some(resolve) => {
+                    let how = OpenHow {
+                        flags: flags as u32 as u64,
+                        mode: u64::from(request.mode),
+                        resolve,
+                    };
+                    // SAFETY: path is NUL-terminated and `how` a live open_how whose size
+                    // we pass; openat2 returns a new fd or -1.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_openat2,
+                            dirfd,
+                            request.path.as_ptr(),
+                            &raw const how,
+                            size_of::<OpenHow>(),
+                        )
+                    }
+                }
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO));
+            }
+            let fd = RawFd::try_from(fd).map_err(|_| libc::EBADF)?;
+            // SAFETY: the kernel just returned this new fd, which nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        // Our own root comes back whatever happened: a later open must not start from
+        // a previous caller's.
+        self.leave_root()?;
+        result
+    }
+
+    /// Runs `f` with the caller's file-system ids, groups and umask. Fails, without
+    /// running `f`, if the caller's groups can't be taken on: opening with ours
+    /// (root's) could grant what the caller lacks.
+    fn as_caller<T>(&self, creds: &Creds, f: impl FnOnce() -> T) -> io::Result<T> {
+        // The raw system call changes this thread only; glibc's setgroups would
+        // change every thread of the agent.
+        set_groups(&creds.groups)?;
+        // SAFETY: setfsgid/setfsuid/umask change only this thread's credentials and
+        // (unshared) file-creation mask. The gid goes first: a non-root fsuid could
+        // lose the right to change it.
+        unsafe {
+            libc::setfsgid(creds.fsgid);
+            libc::setfsuid(creds.fsuid);
+            libc::umask(creds.umask as libc::mode_t);
+        }
+        let out = f();
+        // SAFETY: as above, back to ours.
+        unsafe {
+            libc::setfsuid(self.fsuid);
+            libc::setfsgid(self.fsgid);
+            libc::umask(self.umask);
+        }
+        set_groups(&self.groups)?;
+        Ok(out)
+    }
+
+    fn leave_root(&self) -> io::Result<()> {
+        nix::unistd::fchdir(&self.root)?;
+        nix::unistd::chroot(".")?;
+        nix::unistd::fchdir(&self.cwd)?;
+        Ok(())
+    }
+}
+
+/// Makes `root` this thread's root and working directory.
+fn enter_root(root: &File) -> io::Result<()> {
+    nix::unistd::fchdir(root)?;
+    nix::unistd::chroot(".")?;
+    Ok(())
+}
+
+fn set_groups(groups: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: the raw setgroups reads `len` gids from the pointer, which points to
+    // that many; it changes only the calling thread's credentials.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
