@@ -89,11 +89,11 @@ fn reserve_fds() -> Range<u32> {
     };
     let reserved = filter::reserved_fds(hard);
     let want = u64::from(reserved.end);
-    if soft < want {
-        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
-            tracing::warn!(error = %e, "cannot raise the open-file limit; synchronous writes will not wait for the peer");
-            return 0..0;
-        }
+    if soft < want
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
+    {
+        tracing::warn!(error = %e, "cannot raise the open-file limit; synchronous writes will not wait for the peer");
+        return 0..0;
     }
     reserved
 }
