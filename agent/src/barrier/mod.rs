@@ -81,8 +81,9 @@
 //!
 //! # Not covered
 //! io_uring fsync opcodes (io_uring is refused, see [`filter`]); the copies of a
-//! synchronous descriptor listed in [`proxy`]; synchronous writes of x32
-//! programs, which are held before they run. Processes running another ABI than
+//! synchronous descriptor listed in [`proxy`]; write(2) on a synchronous file in a
+//! container (runc refuses to trap write, see [`profile`]); synchronous writes of
+//! x32 programs, which are held before they run. Processes running another ABI than
 //! x86_64 (i386) are killed by the filter.
 
 pub mod attach;

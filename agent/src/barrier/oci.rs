@@ -215,12 +215,69 @@ pub fn patch_spec(spec: &mut Value, listener: &Path) -> Result<Vec<&'static str>
     if !seccomp.is_object() {
         return Err("linux.seccomp is not an object");
     }
-    let untouched = profile::add_barrier_rules(seccomp);
+    // A profile that holds the barrier's calls already (Docker's `--security-opt`
+    // with a generated profile) keeps its rules; the metadata naming their range is
+    // set again, since Docker 20.10 drops `listenerMetadata` as it drops
+    // `listenerPath`.
+    let made_for = profile::uses_notify(seccomp).then(|| {
+        profile::reserved_in_rules(seccomp).unwrap_or_else(|| {
+            let metadata = seccomp.get("listenerMetadata").and_then(Value::as_str);
+            profile::reserved_from_metadata(metadata.unwrap_or_default())
+        })
+    });
+    let reserved = reserve_fds(spec)?;
+    let seccomp = spec
+        .pointer_mut("/linux/seccomp")
+        .ok_or("linux.seccomp vanished")?;
+    let (untouched, reserved) = match made_for {
+        Some(rules_range) => (profile::add_barrier_rules(seccomp, &(0..0)), rules_range),
+        None => (profile::add_barrier_rules(seccomp, &reserved), reserved),
+    };
     // runc refuses a NOTIFY rule without a listener, and needs none without one.
     if profile::uses_notify(seccomp) {
         profile::set_listener_path(seccomp, listener);
+        if let Some(obj) = seccomp.as_object_mut() {
+            obj.insert(
+                "listenerMetadata".to_owned(),
+                Value::String(profile::listener_metadata(&reserved)),
+            );
+        }
     }
     Ok(untouched)
+}
+
+/// The container's reserved descriptor range ([`super::filter::reserved_fds`] of its
+/// hard `RLIMIT_NOFILE`, from `process.rlimits` or else inherited from us, as runc
+/// would), with the soft limit in the spec raised to cover it, as the launcher does.
+fn reserve_fds(spec: &mut Value) -> Result<std::ops::Range<u32>, &'static str> {
+    let own_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(0);
+    let Some(process) = spec.get_mut("process").and_then(Value::as_object_mut) else {
+        return Ok(super::filter::reserved_fds(own_hard));
+    };
+    let Some(rlimits) = process.get_mut("rlimits") else {
+        return Ok(super::filter::reserved_fds(own_hard));
+    };
+    let rlimits = rlimits
+        .as_array_mut()
+        .ok_or("process.rlimits is not an array")?;
+    let nofile = rlimits
+        .iter_mut()
+        .find(|r| r.get("type").and_then(Value::as_str) == Some("RLIMIT_NOFILE"));
+    let Some(nofile) = nofile else {
+        return Ok(super::filter::reserved_fds(own_hard));
+    };
+    let hard = nofile
+        .get("hard")
+        .and_then(Value::as_u64)
+        .ok_or("RLIMIT_NOFILE without hard")?;
+    let soft = nofile.get("soft").and_then(Value::as_u64).unwrap_or(hard);
+    let reserved = super::filter::reserved_fds(hard);
+    if soft < u64::from(reserved.end) {
+        nofile["soft"] = json!(reserved.end);
+    }
+    Ok(reserved)
 }
 
 /// The process environment variable that names a network namespace to join.

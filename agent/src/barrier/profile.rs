@@ -5,7 +5,16 @@
 //! The rules mirror the barrier's own filter ([`super::filter`]): `SCMP_ACT_NOTIFY`
 //! for fsync, fdatasync, syncfs and sync; for msync only with `MS_SYNC`, for
 //! sync_file_range only with `SYNC_FILE_RANGE_WAIT_AFTER`, for pwritev2 only with
-//! `RWF_SYNC` or `RWF_DSYNC`; `SCMP_ACT_ERRNO(ENOSYS)` for io_uring_setup.
+//! `RWF_SYNC` or `RWF_DSYNC`; `SCMP_ACT_ERRNO(ENOSYS)` for io_uring_setup. Given a
+//! reserved descriptor range ([`super::filter::reserved_fds`]), also for open and
+//! openat with `O_DSYNC`, every openat2, and pwrite64, writev, pwritev, pwritev2,
+//! dup and fcntl on a descriptor at or above the range's start; the range travels
+//! to the agent in `listenerMetadata` ([`listener_metadata`]). Not write: runc
+//! refuses `SCMP_ACT_NOTIFY` for it ("cannot be used for the write syscall"), since
+//! its init process writes to runc after installing the filter and before the
+//! agent has the listener. So in a container a synchronous file's `write(2)`s are
+//! not held; its pwrite/writev/pwritev ones are (databases write their logs with
+//! pwrite).
 //!
 //! Two ways to use them:
 //! - [`docker_profile`]: a complete profile for `docker run --security-opt
@@ -22,7 +31,7 @@
 //!   This is what the OCI runtime wrapper ([`super::oci`]) does, which keeps Docker's
 //!   default profile and works on Docker 20.10.
 
-use std::path::Path;
+use std::{ops::Range, path::Path};
 
 use serde_json::{Map, Value, json};
 
@@ -37,8 +46,11 @@ const RWF_SYNC: u64 = libc::RWF_SYNC as u64;
 const NOTIFY: &str = "SCMP_ACT_NOTIFY";
 const ALLOW: &str = "SCMP_ACT_ALLOW";
 
+/// `O_DSYNC` (open flags; part of `O_SYNC`).
+const O_DSYNC: u64 = libc::O_DSYNC as u64;
+
 /// Every system call whose treatment the barrier decides.
-pub const BARRIER_SYSCALLS: [&str; 8] = [
+pub const BARRIER_SYSCALLS: [&str; 16] = [
     "fsync",
     "fdatasync",
     "syncfs",
@@ -47,28 +59,88 @@ pub const BARRIER_SYSCALLS: [&str; 8] = [
     "sync_file_range",
     "pwritev2",
     "io_uring_setup",
+    "open",
+    "openat",
+    "openat2",
+    "pwrite64",
+    "writev",
+    "pwritev",
+    "dup",
+    "fcntl",
 ];
+
+/// The calls that are the barrier's only with a reserved descriptor range.
+const RESERVED_SYSCALLS: [&str; 8] = [
+    "open", "openat", "openat2", "pwrite64", "writev", "pwritev", "dup", "fcntl",
+];
+
+/// The `listenerMetadata` naming the reserved descriptor range, which runc hands
+/// to the agent with the container's listener: `tandem fds=START-END`.
+#[must_use]
+pub fn listener_metadata(reserved: &Range<u32>) -> String {
+    format!("tandem fds={}-{}", reserved.start, reserved.end)
+}
+
+/// The reserved range a profile's rules were made for: the start of the
+/// `SCMP_CMP_GE` condition of its NOTIFY rule for pwrite64.
+#[must_use]
+pub fn reserved_in_rules(seccomp: &Value) -> Option<Range<u32>> {
+    let rules = seccomp.get("syscalls")?.as_array()?;
+    rules
+        .iter()
+        .filter_map(Value::as_object)
+        .filter(|r| action_of(r) == NOTIFY && names_of(r).any(|n| n == "pwrite64"))
+        .filter_map(|r| r.get("args")?.as_array())
+        .flatten()
+        .find(|a| a.get("index") == Some(&json!(0)) && a.get("op") == Some(&json!("SCMP_CMP_GE")))
+        .and_then(|a| a.get("value")?.as_u64())
+        .and_then(|start| u32::try_from(start).ok())
+        .map(|start| start..start.saturating_add(super::filter::RESERVED_COUNT))
+}
+
+/// The reserved range named by a `listenerMetadata`; empty for any other text
+/// (older profiles said only `tandem`).
+#[must_use]
+pub fn reserved_from_metadata(metadata: &str) -> Range<u32> {
+    let parsed = metadata
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("fds="))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+    match parsed {
+        Some((start, end)) if start <= end && end - start <= super::filter::RESERVED_COUNT => {
+            start..end
+        }
+        _ => 0..0,
+    }
+}
 
 /// A complete Docker seccomp profile (see the module doc for its default action)
 /// whose durability calls go to the runc seccomp agent socket at `listener_path`.
-pub fn docker_profile(listener_path: &Path) -> Value {
+/// `reserved` is [`super::filter::reserved_fds`] of the containers' hard
+/// descriptor limit (Docker gives them its daemon's unless `--ulimit` says
+/// otherwise); empty, synchronous opens are not taken over.
+pub fn docker_profile(listener_path: &Path, reserved: &Range<u32>) -> Value {
     let mut profile = json!({
         "defaultAction": ALLOW,
         "architectures": ["SCMP_ARCH_X86_64"],
         "listenerPath": listener_path.to_string_lossy(),
-        "listenerMetadata": "tandem",
+        "listenerMetadata": listener_metadata(reserved),
         "syscalls": [],
     });
     // An ALLOW profile names none of the barrier's calls, so every one is added.
-    let _untouched = add_barrier_rules(&mut profile);
+    let _untouched = add_barrier_rules(&mut profile, reserved);
     profile
 }
 
 /// The barrier's rules for one system call. `deny_by_default` adds ALLOW rules for
 /// the flag combinations the barrier doesn't hold, which a profile whose default
 /// action refuses calls would otherwise refuse.
-pub fn barrier_rules(syscall: &str, deny_by_default: bool) -> Vec<Value> {
+/// `reserved` is the range synchronous files are placed in; with an empty one the
+/// calls of [`RESERVED_SYSCALLS`] get no rules.
+pub fn barrier_rules(syscall: &str, deny_by_default: bool, reserved: &Range<u32>) -> Vec<Value> {
     let masked = |index: u32, mask: u64, value: u64| json!({"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"});
+    let fd_at_least = |start: u32, op: &str| json!({"index": 0, "value": start, "op": op});
     let rule = |action: &str, args: Vec<Value>| json!({"names": [syscall], "action": action, "args": args});
     let flagged = |index: u32, flags: &[u64]| {
         let mut rules: Vec<Value> = flags
@@ -81,11 +153,47 @@ pub fn barrier_rules(syscall: &str, deny_by_default: bool) -> Vec<Value> {
         }
         rules
     };
+    // A descriptor at or above the range's start: libseccomp compares the whole
+    // register, so "below the end" as a second condition on the same argument is
+    // left out; descriptors above the range exist only near the limit anyway, and
+    // the agent lets an ordinary one through after a flag check.
+    let reserved_fd = |rules: &mut Vec<Value>, others_allowed: Vec<Value>| {
+        rules.push(rule(
+            NOTIFY,
+            vec![fd_at_least(reserved.start, "SCMP_CMP_GE")],
+        ));
+        if deny_by_default {
+            let mut args = others_allowed;
+            args.push(fd_at_least(reserved.start, "SCMP_CMP_LT"));
+            rules.push(rule(ALLOW, args));
+        }
+    };
+    if reserved.is_empty() && RESERVED_SYSCALLS.contains(&syscall) {
+        return Vec::new();
+    }
     match syscall {
         "fsync" | "fdatasync" | "syncfs" | "sync" => vec![rule(NOTIFY, Vec::new())],
         "msync" => flagged(2, &[MS_SYNC]),
         "sync_file_range" => flagged(3, &[WAIT_AFTER]),
-        "pwritev2" => flagged(5, &[RWF_DSYNC, RWF_SYNC]),
+        "pwritev2" if reserved.is_empty() => flagged(5, &[RWF_DSYNC, RWF_SYNC]),
+        "pwritev2" => {
+            // Flagged writes, and any write on a reserved descriptor; the ALLOW rule
+            // of a deny profile needs both "no flag" and "not reserved".
+            let mut rules: Vec<Value> = [RWF_DSYNC, RWF_SYNC]
+                .iter()
+                .map(|f| rule(NOTIFY, vec![masked(5, *f, *f)]))
+                .collect();
+            reserved_fd(&mut rules, vec![masked(5, RWF_DSYNC | RWF_SYNC, 0)]);
+            rules
+        }
+        "open" => flagged(1, &[O_DSYNC]),
+        "openat" => flagged(2, &[O_DSYNC]),
+        "openat2" => vec![rule(NOTIFY, Vec::new())],
+        "pwrite64" | "writev" | "pwritev" | "dup" | "fcntl" => {
+            let mut rules = Vec::new();
+            reserved_fd(&mut rules, Vec::new());
+            rules
+        }
         "io_uring_setup" => vec![json!({
             "names": [syscall],
             "action": "SCMP_ACT_ERRNO",
@@ -104,7 +212,7 @@ pub fn barrier_rules(syscall: &str, deny_by_default: bool) -> Vec<Value> {
 /// they are, since the barrier must never widen a profile; calls that already have
 /// a NOTIFY rule (e.g. from [`docker_profile`]) are left too. Returns the calls left
 /// as they were. Non-object input is returned untouched with every call listed.
-pub fn add_barrier_rules(seccomp: &mut Value) -> Vec<&'static str> {
+pub fn add_barrier_rules(seccomp: &mut Value, reserved: &Range<u32>) -> Vec<&'static str> {
     let Some(obj) = seccomp.as_object_mut() else {
         return BARRIER_SYSCALLS.to_vec();
     };
@@ -137,8 +245,13 @@ pub fn add_barrier_rules(seccomp: &mut Value) -> Vec<&'static str> {
             untouched.push(syscall);
             continue;
         }
+        let ours = barrier_rules(syscall, !default_allows, reserved);
+        // Nothing to hold (no reserved range): the profile's own rule stays.
+        if ours.is_empty() {
+            continue;
+        }
         rules.retain_mut(|rule| strip_name(rule, syscall));
-        rules.extend(barrier_rules(syscall, !default_allows));
+        rules.extend(ours);
     }
     obj.insert("syscalls".to_owned(), Value::Array(rules));
     untouched

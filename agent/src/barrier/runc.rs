@@ -251,7 +251,8 @@ pub fn handle_runc_connection(
         })?;
     let (bytes, fds) = read_message(stream)?;
     let (attach, fd) = parse_message(&bytes, fds)?;
-    registrar.add(fd, attach.pid)?;
+    let reserved = super::profile::reserved_from_metadata(&attach.metadata);
+    registrar.add_reserving(fd, attach.pid, reserved)?;
     Ok(attach)
 }
 

@@ -85,6 +85,23 @@ fn main() {
     // SAFETY: params is a zeroed io_uring_params-sized buffer the kernel may write.
     let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()) };
     report("io_uring_setup", ring as isize);
+    // A synchronous file: the agent opens it into the reserved descriptors (far
+    // above the few this program has open), and holds each pwrite's return (a
+    // container's write(2) can't be held: runc refuses to trap write).
+    let Ok(spath) = CString::new([path.as_bytes(), b".dsync"].concat()) else {
+        std::process::exit(2);
+    };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_DSYNC;
+    // SAFETY: spath is a valid C string; the flags and mode are plain values.
+    let sfd = unsafe { libc::open(spath.as_ptr(), flags, 0o644) };
+    report("open_dsync", sfd.min(0) as isize);
+    println!("reserved_fd={}", i32::from(sfd > 1024));
+    // SAFETY: buf outlives the call.
+    let n = unsafe { libc::pwrite(sfd, buf.as_ptr().cast(), buf.len(), 0) };
+    report("pwrite_dsync", n.min(0));
+    // SAFETY: an ordinary write on the first fd: not held.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    report("write_plain", n.min(0));
 }
 
 fn report(name: &str, rc: isize) {

@@ -107,7 +107,13 @@ impl Barrier {
 
     fn write_profile(&self) -> PathBuf {
         let path = self.dir.path().join("profile.json");
-        fs::write(&path, docker_profile(&self.sock).to_string()).expect("profile");
+        // Containers inherit the daemon's descriptor limit, which is ours on a test
+        // machine; a mismatch only makes synchronous opens fall back, and the probe
+        // test notices.
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        let reserved = tandem::barrier::filter::reserved_fds(hard);
+        fs::write(&path, docker_profile(&self.sock, &reserved).to_string()).expect("profile");
         path
     }
 
@@ -208,9 +214,14 @@ fn docker_runtime_wrapper_holds_container_fsync_until_release() {
     assert_eq!(attach.len(), 1, "{attach:?}");
     assert_eq!(attach[0].container_id, id);
     assert_eq!(attach[0].pid, init);
+    // Docker 20.10 drops the profile's listenerMetadata; the wrapper names the
+    // reserved range again, read from the profile's own rules.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    let reserved = tandem::barrier::filter::reserved_fds(hard);
     assert_eq!(
-        attach[0].metadata, "",
-        "Docker 20.10 drops listenerMetadata too"
+        attach[0].metadata,
+        tandem::barrier::profile::listener_metadata(&reserved)
     );
 
     std::thread::sleep(HOLD.saturating_sub(held_at.elapsed()));

@@ -7,7 +7,7 @@ use tandem::barrier::SyncCall;
 use crate::{Barrier, ContainerName, Image, RUNC, Runtime, finish, run, serial, wrapper_binary};
 
 /// The probe's output lines in order, and the calls that must reach the barrier.
-const PROBE_EXPECTED: [(&str, &str); 11] = [
+const PROBE_EXPECTED: [(&str, &str); 15] = [
     ("pwritev2_plain", "0"),
     ("pwritev2_dsync", "0"),
     ("pwritev2_sync", "0"),
@@ -19,8 +19,12 @@ const PROBE_EXPECTED: [(&str, &str); 11] = [
     ("syncfs", "0"),
     ("sync", "0"),
     ("io_uring_setup", "ENOSYS"),
+    ("open_dsync", "0"),
+    ("reserved_fd", "1"),
+    ("pwrite_dsync", "0"),
+    ("write_plain", "0"),
 ];
-const PROBE_HELD: [SyncCall; 7] = [
+const PROBE_HELD: [SyncCall; 8] = [
     SyncCall::SyncWrite,
     SyncCall::SyncWrite,
     SyncCall::Msync,
@@ -28,6 +32,7 @@ const PROBE_HELD: [SyncCall; 7] = [
     SyncCall::Fdatasync,
     SyncCall::Syncfs,
     SyncCall::Sync,
+    SyncCall::SyncWrite,
 ];
 
 /// Runs `barrier-probe` in a container and checks that exactly the flagged calls

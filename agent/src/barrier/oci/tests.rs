@@ -247,3 +247,32 @@ fn a_refused_container_is_reported_in_runcs_log() {
         "tandem oci-runtime: TANDEM_NETNS=\"/run/netns/x\": no such network namespace"
     );
 }
+
+#[test]
+fn the_reserved_range_follows_the_containers_descriptor_limit() {
+    let mut spec = json!({
+        "process": {"args": ["sh"], "rlimits": [
+            {"type": "RLIMIT_NOFILE", "hard": 20000, "soft": 1024},
+        ]},
+        "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}},
+    });
+    patch_spec(&mut spec, Path::new("/s")).expect("patch");
+    let seccomp = &spec["linux"]["seccomp"];
+    assert_eq!(seccomp["listenerMetadata"], "tandem fds=19936-20000");
+    assert_eq!(profile::reserved_in_rules(seccomp), Some(19_936..20_000));
+    // The soft limit is raised to cover the range, as the launcher does.
+    assert_eq!(spec["process"]["rlimits"][0]["soft"], 20000);
+    // A generated profile's range survives a second patch (runc retried, or
+    // Docker 20.10 dropping the metadata).
+    spec["linux"]["seccomp"]
+        .as_object_mut()
+        .expect("object")
+        .remove("listenerMetadata");
+    patch_spec(&mut spec, Path::new("/s")).expect("again");
+    assert_eq!(
+        spec["linux"]["seccomp"]["listenerMetadata"],
+        "tandem fds=19936-20000"
+    );
+    let mut bad = json!({"process": {"rlimits": 3}, "linux": {}});
+    assert!(patch_spec(&mut bad, Path::new("/s")).is_err());
+}
