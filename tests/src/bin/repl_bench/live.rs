@@ -214,6 +214,20 @@ pub(crate) fn latency(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
     )
 }
 
+/// 2b. 4 KiB appends through an `O_DSYNC` descriptor: each write is its own
+/// durability point (the agent performs it for the application and holds it).
+pub(crate) fn dsync_latency(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
+    let per_round = o.lat_iters.div_ceil(o.lat_rounds as u64);
+    let args = [
+        "lat".to_owned(),
+        "{path}".to_owned(),
+        per_round.to_string(),
+        "100".to_owned(),
+        "dsync".to_owned(),
+    ];
+    both_modes(lab, "dsync.bin", o.lat_rounds, &args, &[])
+}
+
 /// The lab link's UDP round trip, node1 to node2 and back, in microseconds.
 pub(crate) fn link_rtt(lab: &Lab, o: &LiveOptions) -> Res<Value> {
     let addr = format!("{}:7499", lab.nodes[1].address);

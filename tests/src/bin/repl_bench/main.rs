@@ -40,7 +40,9 @@ struct Options {
 
 fn parse_options(args: &[String]) -> Res<Options> {
     let mut o = Options {
-        only: ["seq", "lat", "lag", "resync"].map(str::to_owned).to_vec(),
+        only: ["seq", "lat", "dsync", "lag", "resync"]
+            .map(str::to_owned)
+            .to_vec(),
         wait_load_secs: 300,
         live: LiveOptions {
             seq_bytes: 512 * MIB,
@@ -83,10 +85,12 @@ fn parse_options(args: &[String]) -> Res<Options> {
                     .collect::<Res<_>>()?;
             }
             "-h" | "--help" => {
-                return Err("usage: repl-bench [--quick] [--only seq,lat,lag,resync] \
+                return Err(
+                    "usage: repl-bench [--quick] [--only seq,lat,dsync,lag,resync] \
                             [--wait-load SECS] [--changes MIB,MIB,...]\n\
                             needs root; TANDEM_BIN names the (release) agent"
-                    .into());
+                        .into(),
+                );
             }
             other => return Err(format!("unknown option {other} (try --help)")),
         }
@@ -130,7 +134,7 @@ fn run(o: &Options) -> Results {
     };
     wait_for_low_load(Duration::from_secs(o.wait_load_secs));
     r.load_start = load_average();
-    if ["seq", "lat", "lag"].iter().any(|k| want(k)) {
+    if ["seq", "lat", "dsync", "lag"].iter().any(|k| want(k)) {
         match pair("rb") {
             Err(e) => r.errors.push(format!("lab: {e}")),
             Ok(lab) => {
@@ -138,6 +142,9 @@ fn run(o: &Options) -> Results {
                 if want("lat") {
                     r.rtt = Some(live::link_rtt(&lab, &o.live));
                     r.lat = Some(live::latency(&lab, &o.live));
+                }
+                if want("dsync") {
+                    r.dsync = Some(live::dsync_latency(&lab, &o.live));
                 }
                 if want("seq") {
                     r.seq = Some(live::sequential(&lab, &o.live));

@@ -19,6 +19,7 @@ pub(crate) struct Results {
     pub(crate) load_end: String,
     pub(crate) seq: Option<Res<Pair>>,
     pub(crate) lat: Option<Res<Pair>>,
+    pub(crate) dsync: Option<Res<Pair>>,
     pub(crate) rtt: Option<Res<Value>>,
     pub(crate) lag: Option<Res<LagResult>>,
     pub(crate) resync: Option<Res<Vec<Row>>>,
@@ -193,6 +194,49 @@ fn lat_section(s: &mut String, sum: &mut Summary, p: &Pair, rtt: Option<&Res<Val
     ));
 }
 
+fn dsync_section(s: &mut String, p: &Pair, fsync: Option<&Res<Pair>>) {
+    let _ = writeln!(
+        s,
+        "### 2b. 4 KiB write through an O_DSYNC descriptor
+"
+    );
+    let _ = writeln!(
+        s,
+        "| directory | iterations | p50 µs | p90 µs | p99 µs | max µs | mean µs |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    let (plain, repl) = (samples(&p.plain), samples(&p.repl));
+    for (name, v) in [
+        ("unreplicated", &plain),
+        (
+            "replicated, under the barrier (the agent writes, then holds)",
+            &repl,
+        ),
+    ] {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {mean:.0} |",
+            v.len(),
+            quantile(v, 0.5),
+            quantile(v, 0.9),
+            quantile(v, 0.99),
+            quantile(v, 1.0),
+        );
+    }
+    let timeouts: f64 = p.repl.iter().map(|v| num(v, "/released_on_timeout")).sum();
+    let _ = writeln!(
+        s,
+        "\nReplicated writes released on the barrier listener's limit: {timeouts}."
+    );
+    if let Some(Ok(f)) = fsync {
+        let (f50, d50) = (quantile(&samples(&f.repl), 0.5), quantile(&repl, 0.5));
+        let _ = writeln!(
+            s,
+            "Replicated p50: {d50:.0} µs per O_DSYNC write against {f50:.0} µs per write + fsync (section 2).\n"
+        );
+    }
+}
+
 fn lag_section(s: &mut String, sum: &mut Summary, l: &LagResult) {
     let during: Vec<f64> = l.during.iter().map(|&(_, b)| b as f64).collect();
     let rate = num(&l.writer, "/bytes") / MIB as f64 / num(&l.writer, "/secs");
@@ -300,6 +344,11 @@ pub(crate) fn render(r: &Results) -> (String, bool) {
         Some(Err(e)) => part("latency", e),
         None => {}
     }
+    match &r.dsync {
+        Some(Ok(p)) => dsync_section(&mut s, p, r.lat.as_ref()),
+        Some(Err(e)) => part("O_DSYNC latency", e),
+        None => {}
+    }
     if let Some(Err(e)) = &r.rtt {
         part("link round trip", e);
     }
@@ -342,13 +391,31 @@ fn raw(s: &mut String, r: &Results) {
             }
         }
     }
-    if let Some(Ok(p)) = &r.lat {
-        for (name, runs) in [
-            ("unreplicated", &p.plain),
-            ("replicated", &p.repl),
-            ("unreplicated syncfs", &p.plain_syncfs),
-            ("unreplicated twin", &p.plain_twin),
-        ] {
+    let lat = r.lat.as_ref().and_then(|l| l.as_ref().ok());
+    let dsync = r.dsync.as_ref().and_then(|l| l.as_ref().ok());
+    let series = lat
+        .map(|p| {
+            vec![
+                ("unreplicated", &p.plain),
+                ("replicated", &p.repl),
+                ("unreplicated syncfs", &p.plain_syncfs),
+                ("unreplicated twin", &p.plain_twin),
+            ]
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(
+            dsync
+                .map(|p| {
+                    vec![
+                        ("O_DSYNC unreplicated", &p.plain),
+                        ("O_DSYNC replicated", &p.repl),
+                    ]
+                })
+                .unwrap_or_default(),
+        );
+    {
+        for (name, runs) in series {
             for (i, v) in runs.iter().enumerate() {
                 let x = samples(std::slice::from_ref(v));
                 let _ = writeln!(

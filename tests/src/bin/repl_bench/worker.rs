@@ -34,7 +34,11 @@ pub(crate) fn main(args: &[String]) -> Res<()> {
             arg(1)?,
             int(2)?,
             int(3)?,
-            arg(4).is_ok_and(|a| a == "syncfs"),
+            match arg(4) {
+                Ok("syncfs") => Durable::Syncfs,
+                Ok("dsync") => Durable::ODsync,
+                _ => Durable::Fsync,
+            },
         )?,
         "stream" => stream(arg(1)?, int(2)?, int(3)?, int(4)?)?,
         "udp-echo" => udp_echo(arg(1)?)?,
@@ -92,12 +96,33 @@ fn sequential(path: &str, total: u64, chunk: u64) -> Res<serde_json::Value> {
     }))
 }
 
-/// `warmup + iters` appends of 4 KiB, each followed by fsync (or, as a diagnostic,
-/// by syncfs of the whole filesystem, which is what the secondary does to make
-/// replicated data durable); the timed ones are returned in microseconds.
-fn latency(path: &str, iters: u64, warmup: u64, syncfs: bool) -> Res<serde_json::Value> {
+/// How each 4 KiB write of the latency workload is made durable.
+#[derive(Clone, Copy, PartialEq)]
+enum Durable {
+    Fsync,
+    /// A diagnostic: syncfs of the whole filesystem, which is what the secondary
+    /// does to make replicated data durable.
+    Syncfs,
+    /// The file is opened with `O_DSYNC`: the write itself is durable when it returns.
+    ODsync,
+}
+
+/// `warmup + iters` appends of 4 KiB, each made durable `how`; the timed ones are
+/// returned in microseconds.
+fn latency(path: &str, iters: u64, warmup: u64, how: Durable) -> Res<serde_json::Value> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut buf = noise(4096, iters);
-    let f = create(path)?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(if how == Durable::ODsync {
+            libc::O_DSYNC
+        } else {
+            0
+        })
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
     let mut samples = Vec::with_capacity(usize::try_from(iters).unwrap_or(0));
     // A cap, so that a run whose every fsync waits out the barrier's timeout ends.
     let end = Instant::now() + Duration::from_secs(120);
@@ -109,13 +134,15 @@ fn latency(path: &str, iters: u64, warmup: u64, syncfs: bool) -> Res<serde_json:
         let t = Instant::now();
         f.write_all_at(&buf, i * 4096)
             .map_err(|e| format!("pwrite: {e}"))?;
-        if syncfs {
-            // SAFETY: syncfs takes a descriptor we own and touches no memory of ours.
-            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-                return Err(format!("syncfs: {}", std::io::Error::last_os_error()));
+        match how {
+            Durable::Syncfs => {
+                // SAFETY: syncfs takes a descriptor we own and touches no memory of ours.
+                if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+                    return Err(format!("syncfs: {}", std::io::Error::last_os_error()));
+                }
             }
-        } else {
-            f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+            Durable::Fsync => f.sync_all().map_err(|e| format!("fsync: {e}"))?,
+            Durable::ODsync => {}
         }
         if i >= warmup {
             samples.push(t.elapsed().as_secs_f64() * 1e6);
