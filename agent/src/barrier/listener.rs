@@ -256,37 +256,37 @@ impl Listener {
         let deadline = std::time::Instant::now() + self.grace;
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake();
-        let worker_done = match self.done.recv_timeout(self.grace) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if thread.join().is_err() {
-                    tracing::error!("barrier listener thread panicked");
-                    return false;
-                }
-                true
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                tracing::warn!(grace = ?self.grace, "barrier listener did not stop in time; leaving it behind");
-                false
-            }
-        };
+        let worker_done = join_by(thread, &self.done, deadline, "barrier listener");
         // The listener thread's end dropped the proxy's queue, which ends the proxy
         // once its current call (a write to disk, at most) is done.
-        let Some((proxy, proxy_done)) = self.proxy.take() else {
-            return worker_done;
-        };
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match proxy_done.recv_timeout(left) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if proxy.join().is_err() {
-                    tracing::error!("barrier proxy thread panicked");
-                    return false;
-                }
-                worker_done
+        let proxy_done = self
+            .proxy
+            .take()
+            .is_none_or(|(proxy, done)| join_by(proxy, &done, deadline, "barrier proxy"));
+        worker_done && proxy_done
+    }
+}
+
+/// Joins `thread` if it reports on `done` before `deadline`; otherwise leaves it
+/// behind, logged. Returns whether it ended cleanly in time.
+fn join_by(
+    thread: thread::JoinHandle<()>,
+    done: &mpsc::Receiver<()>,
+    deadline: std::time::Instant,
+    name: &str,
+) -> bool {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    match done.recv_timeout(left) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let joined = thread.join().is_ok();
+            if !joined {
+                tracing::error!("{name} thread panicked");
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                tracing::warn!("barrier proxy thread did not stop in time; leaving it behind");
-                false
-            }
+            joined
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            tracing::warn!("{name} thread did not stop in time; leaving it behind");
+            false
         }
     }
 }

@@ -198,18 +198,11 @@ pub(crate) fn sequential(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
 
 /// 2. 4 KiB appends, each followed by fsync.
 pub(crate) fn latency(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
-    let per_round = o.lat_iters.div_ceil(o.lat_rounds as u64);
-    let args = [
-        "lat".to_owned(),
-        "{path}".to_owned(),
-        per_round.to_string(),
-        "100".to_owned(),
-    ];
     both_modes(
         lab,
         "lat.bin",
         o.lat_rounds,
-        &args,
+        &lat_args(o, None),
         &[Diag::Syncfs, Diag::Twin],
     )
 }
@@ -217,15 +210,27 @@ pub(crate) fn latency(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
 /// 2b. 4 KiB appends through an `O_DSYNC` descriptor: each write is its own
 /// durability point (the agent performs it for the application and holds it).
 pub(crate) fn dsync_latency(lab: &Lab, o: &LiveOptions) -> Res<Pair> {
+    both_modes(
+        lab,
+        "dsync.bin",
+        o.lat_rounds,
+        &lat_args(o, Some("dsync")),
+        &[],
+    )
+}
+
+/// The latency worker's arguments: `lat_iters` in all over the rounds, 100 untimed
+/// first, made durable by fsync or `how`.
+fn lat_args(o: &LiveOptions, how: Option<&str>) -> Vec<String> {
     let per_round = o.lat_iters.div_ceil(o.lat_rounds as u64);
-    let args = [
+    let mut args = vec![
         "lat".to_owned(),
         "{path}".to_owned(),
         per_round.to_string(),
         "100".to_owned(),
-        "dsync".to_owned(),
     ];
-    both_modes(lab, "dsync.bin", o.lat_rounds, &args, &[])
+    args.extend(how.map(str::to_owned));
+    args
 }
 
 /// The lab link's UDP round trip, node1 to node2 and back, in microseconds.

@@ -127,26 +127,18 @@ fn lat_section(s: &mut String, sum: &mut Summary, p: &Pair, rtt: Option<&Res<Val
         .flat_map(|v| [v.clone(), v.get("twin").cloned().unwrap_or_default()])
         .collect();
     let twin = samples(&twins);
-    for (name, v) in [
-        ("unreplicated", &plain),
-        ("replicated, under the barrier", &repl),
-        ("(diagnostic) unreplicated, syncfs instead of fsync", &diag),
-        (
-            "(diagnostic) two unreplicated writers at once, each call of both",
-            &twin,
-        ),
-    ] {
-        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {mean:.0} |",
-            v.len(),
-            quantile(v, 0.5),
-            quantile(v, 0.9),
-            quantile(v, 0.99),
-            quantile(v, 1.0),
-        );
-    }
+    latency_rows(
+        s,
+        &[
+            ("unreplicated", &plain),
+            ("replicated, under the barrier", &repl),
+            ("(diagnostic) unreplicated, syncfs instead of fsync", &diag),
+            (
+                "(diagnostic) two unreplicated writers at once, each call of both",
+                &twin,
+            ),
+        ],
+    );
     let rtt_v = match rtt {
         Some(Ok(v)) => samples(std::slice::from_ref(v)),
         _ => Vec::new(),
@@ -194,24 +186,9 @@ fn lat_section(s: &mut String, sum: &mut Summary, p: &Pair, rtt: Option<&Res<Val
     ));
 }
 
-fn dsync_section(s: &mut String, p: &Pair, fsync: Option<&Res<Pair>>) {
-    let _ = writeln!(
-        s,
-        "### 2b. 4 KiB write through an O_DSYNC descriptor
-"
-    );
-    let _ = writeln!(
-        s,
-        "| directory | iterations | p50 µs | p90 µs | p99 µs | max µs | mean µs |\n|---|---:|---:|---:|---:|---:|---:|"
-    );
-    let (plain, repl) = (samples(&p.plain), samples(&p.repl));
-    for (name, v) in [
-        ("unreplicated", &plain),
-        (
-            "replicated, under the barrier (the agent writes, then holds)",
-            &repl,
-        ),
-    ] {
+/// One table row per series: count, p50, p90, p99, max and mean in µs.
+fn latency_rows(s: &mut String, rows: &[(&str, &Vec<f64>)]) {
+    for (name, v) in rows {
         let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
         let _ = writeln!(
             s,
@@ -223,6 +200,29 @@ fn dsync_section(s: &mut String, p: &Pair, fsync: Option<&Res<Pair>>) {
             quantile(v, 1.0),
         );
     }
+}
+
+fn dsync_section(s: &mut String, p: &Pair, fsync: Option<&Res<Pair>>) {
+    let _ = writeln!(
+        s,
+        "### 2b. 4 KiB write through an O_DSYNC descriptor
+"
+    );
+    let _ = writeln!(
+        s,
+        "| directory | iterations | p50 µs | p90 µs | p99 µs | max µs | mean µs |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    let (plain, repl) = (samples(&p.plain), samples(&p.repl));
+    latency_rows(
+        s,
+        &[
+            ("unreplicated", &plain),
+            (
+                "replicated, under the barrier (the agent writes, then holds)",
+                &repl,
+            ),
+        ],
+    );
     let timeouts: f64 = p.repl.iter().map(|v| num(v, "/released_on_timeout")).sum();
     let _ = writeln!(
         s,
