@@ -94,13 +94,14 @@ pub const KINDS: &[&str] = &[
     "utimensat",
     "fsync",
     "fdatasync",
+    "uring_open_trunc",
 ];
 
 /// Relative weights (same order as [`KINDS`]): content changes dominate, as in real
 /// applications, but every kind keeps a fair share.
 const WEIGHTS: &[u32] = &[
     6, 8, 8, 4, 4, 4, 3, 4, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 3, 3, 3, 2, 2, 3, 3, 3, 3, 3, 2, 2, 1, 2,
-    1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 3, 3, 1, 2, 2, 2, 2, 1, 2, 1, 1,
+    1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 3, 3, 1, 2, 2, 2, 2, 1, 2, 1, 1, 1,
 ];
 
 /// Per-kind counts of attempted and failed operations.
@@ -846,6 +847,7 @@ impl Worker {
                 f.write_all(&d)
             }
             "uring_write" | "uring_writev" => self.uring(kind == "uring_writev"),
+            "uring_open_trunc" => self.uring_open_trunc(),
             "mmap_write" => self.mmap_write(),
             "rename" => {
                 let p = self.file()?;
@@ -1225,6 +1227,41 @@ impl Worker {
             .ok_or_else(|| io::Error::other("no completion"))?;
         if cqe.result() < 0 {
             return Err(err(-cqe.result()));
+        }
+        Ok(())
+    }
+
+    /// Cuts a file by opening it with `O_TRUNC` through io_uring's openat, then
+    /// sometimes writes a shorter content with a plain write.
+    fn uring_open_trunc(&mut self) -> io::Result<()> {
+        use io_uring::{IoUring, opcode, types};
+        let p = self.file()?;
+        let c = cpath(&p)?;
+        if self.ring.is_none() {
+            self.ring = Some(IoUring::new(8)?);
+        }
+        let ring = self.ring.as_mut().ok_or_else(|| err(libc::EINVAL))?;
+        let flags =
+            libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), c.as_ptr())
+            .flags(flags)
+            .build();
+        // SAFETY: the path (`c`) stays alive until the completion is reaped below.
+        unsafe { ring.submission().push(&entry.user_data(8)) }
+            .map_err(|_| io::Error::other("submission queue full"))?;
+        ring.submit_and_wait(1)?;
+        let cqe = ring
+            .completion()
+            .next()
+            .ok_or_else(|| io::Error::other("no completion"))?;
+        if cqe.result() < 0 {
+            return Err(err(-cqe.result()));
+        }
+        // SAFETY: the ring just opened this descriptor for us; nobody else owns it.
+        let mut f = unsafe { File::from_raw_fd(cqe.result()) };
+        if f.metadata()?.is_file() && self.rng.chance(50) {
+            let d = self.data();
+            f.write_all(&d)?;
         }
         Ok(())
     }

@@ -27,6 +27,7 @@
  *    requests in UREQ keyed by the request pointer; tp_btf/io_uring_complete reads
  *    req->file (fixed files included) and the result. A request whose position is
  *    the file position, or an append, or whose stash was evicted, becomes VERIFY.
+ *    An openat/openat2 request with O_TRUNC becomes TRUNCATE at its completion.
  *  - shared writable mmap of a watched file inserts its key into MMAPPED and the
  *    tgid into MAPPERS; tp_btf/writeback_dirty_folio reports the first store to
  *    each clean page of such files; msync/munmap by a MAPPERS tgid become FLUSH.
@@ -1521,6 +1522,38 @@ int BPF_PROG(uring_submit, struct io_kiocb *req)
 	return 0;
 }
 
+/*
+ * An io_uring openat/openat2 with O_TRUNC cut its file before it completed: report
+ * the cut like the system call's exit does. The open's arguments are still in the
+ * request. res is the new fd in the ring owner's table, which io-wq workers and
+ * the task running the completion share; with a direct descriptor (file_slot) the
+ * file went to the ring's own table, out of reach: then every tree is verified.
+ */
+static __always_inline int uring_open_done(struct io_kiocb *r, __s32 res)
+{
+	struct io_open *o = (void *)r;
+	__u32 flags = TANDEM_F_URING, tgid = cur_tgid();
+	struct finfo fi = {};
+
+	if (res < 0 || !(BPF_CORE_READ(o, how.flags) & T_O_TRUNC))
+		return 0;
+	if (BPF_CORE_READ(o, file_slot)) {
+		if (!excluded(tgid))
+			lost(0, 0);
+		return 0;
+	}
+	if (file_info(fd_file(res), &fi)) {
+		/* Closed already by another thread: which file it was is unknown. */
+		if (!excluded(tgid))
+			lost(0, 0);
+		return 0;
+	}
+	if (!is_reg(fi.mode) || !wanted(fi.dev, fi.ino, fi.dentry, tgid, &flags))
+		return 0;
+	emit(TANDEM_EV_TRUNCATE, fi.dev, fi.ino, 0, 0, 0, flags, tgid);
+	return 0;
+}
+
 SEC("tp_btf/io_uring_complete")
 int BPF_PROG(uring_complete, struct io_ring_ctx *rctx, void *req,
 	     struct io_uring_cqe *cqe)
@@ -1550,6 +1583,11 @@ int BPF_PROG(uring_complete, struct io_ring_ctx *rctx, void *req,
 				bump_gen();
 			return 0;
 		}
+		if (op == bpf_core_enum_value(enum io_uring_op,
+					      IORING_OP_OPENAT) ||
+		    op == bpf_core_enum_value(enum io_uring_op,
+					      IORING_OP_OPENAT2))
+			return uring_open_done(r, res);
 		if (!uring_is_write(op) &&
 		    op != bpf_core_enum_value(enum io_uring_op,
 					      IORING_OP_SPLICE))

@@ -275,6 +275,36 @@ fn io_uring_write_is_reported() {
 }
 
 #[test]
+fn io_uring_open_with_o_trunc_is_reported() {
+    let mut p = Probes::load().unwrap();
+    let dir = watched_dir(&mut p);
+    let path = dir.path().join("t");
+    fs::write(&path, b"a longer old content").unwrap();
+    let key = key_of(&path);
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // Without O_TRUNC: nothing to report.
+    let fd = uring::open(&cpath, libc::O_WRONLY);
+    assert!(fd >= 0, "io_uring openat: {fd}");
+    // SAFETY: closing the fd the ring just opened for us.
+    unsafe { libc::close(fd) };
+    let fd = uring::open(&cpath, libc::O_WRONLY | libc::O_TRUNC);
+    assert!(fd >= 0, "io_uring openat: {fd}");
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    let seen = expect(&mut p, key, "io_uring open with O_TRUNC", |e| {
+        e.kind == abi::EV_TRUNCATE && e.offset == 0 && e.flags & abi::F_URING != 0
+    });
+    // (fs::write's own O_TRUNC open is among the events too, without F_URING.)
+    let uring_cuts = seen
+        .iter()
+        .filter(|e| e.kind == abi::EV_TRUNCATE && e.flags & abi::F_URING != 0)
+        .count();
+    assert_eq!(uring_cuts, 1, "only the O_TRUNC open cuts: {seen:#?}");
+    assert!(p.take_lost().unwrap().is_empty());
+}
+
+#[test]
 fn shared_mmap_stores_are_reported() {
     let mut p = Probes::load().unwrap();
     let dir = watched_dir(&mut p);
@@ -475,6 +505,7 @@ mod uring {
         pad: u64,
     }
 
+    const IORING_OP_OPENAT: u8 = 18;
     const IORING_OP_WRITE: u8 = 23;
     const IORING_OFF_SQ_RING: i64 = 0;
     const IORING_OFF_CQ_RING: i64 = 0x800_0000;
@@ -499,6 +530,30 @@ mod uring {
 
     /// Writes `buf` at `off` through IORING_OP_WRITE; returns the CQE result.
     pub(super) fn write_at(fd: i32, buf: &[u8], off: u64) -> i32 {
+        submit_one(Sqe {
+            opcode: IORING_OP_WRITE,
+            fd,
+            off,
+            addr: buf.as_ptr() as u64,
+            len: buf.len() as u32,
+            ..Sqe::default()
+        })
+    }
+
+    /// Opens `path` with `flags` through IORING_OP_OPENAT; returns the CQE result
+    /// (the new fd, or a negative errno).
+    pub(super) fn open(path: &std::ffi::CStr, flags: i32) -> i32 {
+        submit_one(Sqe {
+            opcode: IORING_OP_OPENAT,
+            fd: libc::AT_FDCWD,
+            addr: path.as_ptr() as u64,
+            rw_flags: flags as u32,
+            ..Sqe::default()
+        })
+    }
+
+    /// Submits one request on a fresh ring and waits for its completion.
+    fn submit_one(sqe: Sqe) -> i32 {
         let mut params = Params::default();
         // SAFETY: io_uring_setup with a valid params struct.
         let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, &mut params) } as i32;
@@ -515,14 +570,6 @@ mod uring {
         // SAFETY: all offsets below come from the kernel's params and lie inside
         // the mappings just created; the ring is private to this function.
         unsafe {
-            let sqe = Sqe {
-                opcode: IORING_OP_WRITE,
-                fd,
-                off,
-                addr: buf.as_ptr() as u64,
-                len: buf.len() as u32,
-                ..Sqe::default()
-            };
             let tail = AtomicU32::from_ptr(sq.add(params.sq_off.tail as usize).cast());
             let mask = *sq.add(params.sq_off.ring_mask as usize).cast::<u32>();
             let t = tail.load(Ordering::Acquire);
