@@ -252,6 +252,8 @@ fn synchronous_writes_are_held_after_they_happen() {
             "{name} returned after {took:?}"
         );
     }
+    assert_eq!(out.result("devstdout").0, 7, "the caller's own stdout");
+    assert_eq!(out.result("fifo_nonblock").1, i64::from(libc::ENXIO));
     assert_eq!(out.result("write_efault").1, i64::from(libc::EFAULT));
     assert_eq!(out.result("write_ebadf").1, i64::from(libc::EBADF));
     let (ret, _, took) = out.result("write_plain");

@@ -384,13 +384,35 @@ impl Proxy {
             mode,
             resolve,
         };
+        let nonblocking = flags & libc::O_NONBLOCK != 0;
         let opened = match self
             .impersonator
             .open(&root, base.as_ref(), &creds, &request)?
         {
             Ok(fd) => fd,
+            // A magic link (which would have named the agent's own file), or flags
+            // openat2 is stricter about than open: the caller's own open decides.
+            Err(libc::ELOOP | libc::EINVAL) => return Ok(Outcome::Respond(Response::Continue)),
+            // A FIFO without a reader: the caller's own open waits for one.
+            Err(libc::ENXIO | libc::EAGAIN) if !nonblocking => {
+                return Ok(Outcome::Respond(Response::Continue));
+            }
             Err(errno) => return Ok(Outcome::Respond(Response::Error(errno))),
         };
+        // Only regular files outside procfs are ours to place (capture replicates
+        // nothing else); anything else is opened again by the caller itself.
+        let regular = nix::sys::stat::fstat(&opened)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+        let procfs = nix::sys::statfs::fstatfs(&opened)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        if !regular || procfs {
+            return Ok(Outcome::Respond(Response::Continue));
+        }
+        if !nonblocking {
+            let status = nix::fcntl::fcntl(&opened, nix::fcntl::FcntlArg::F_GETFL)?;
+            let status = nix::fcntl::OFlag::from_bits_retain(status & !libc::O_NONBLOCK);
+            nix::fcntl::fcntl(&opened, nix::fcntl::FcntlArg::F_SETFL(status))?;
+        }
         let to = Placement {
             reserved,
             min: 0,

@@ -50,6 +50,9 @@ pub(super) struct Request {
     pub(super) resolve: Option<u64>,
 }
 
+/// openat2's `RESOLVE_NO_MAGICLINKS` (not in libc).
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+
 /// openat2's argument, `struct open_how` (`OPEN_HOW_SIZE_VER0`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -111,34 +114,28 @@ impl Impersonator {
                 Some(Base::Dir(f)) => f.as_raw_fd(),
             };
             // Our copy is close-on-exec whatever the caller wants; the copy placed in
-            // the caller gets its own flags.
-            let flags = request.flags | libc::O_CLOEXEC;
-            let fd = match request.resolve {
-                None => {
-                    // SAFETY: path is a NUL-terminated string that outlives the call;
-                    // openat returns a new fd or -1.
-                    unsafe {
-                        libc::openat(dirfd, request.path.as_ptr(), flags, request.mode) as i64
-                    }
-                }
-                Some(resolve) => {
-                    let how = OpenHow {
-                        flags: flags as u32 as u64,
-                        mode: u64::from(request.mode),
-                        resolve,
-                    };
-                    // SAFETY: path is NUL-terminated and `how` a live open_how whose size
-                    // we pass; openat2 returns a new fd or -1.
-                    unsafe {
-                        libc::syscall(
-                            libc::SYS_openat2,
-                            dirfd,
-                            request.path.as_ptr(),
-                            &raw const how,
-                            size_of::<OpenHow>(),
-                        )
-                    }
-                }
+            // the caller gets its own flags. O_NONBLOCK keeps a FIFO's open from
+            // blocking this thread; `open` takes it off again for a regular file.
+            // RESOLVE_NO_MAGICLINKS: `/proc/self/...` and `/dev/stdout` would name
+            // the agent's own files here, not the caller's.
+            let flags = request.flags | libc::O_CLOEXEC | libc::O_NONBLOCK;
+            // openat2 refuses a mode without a file to create; openat ignores it.
+            let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+            let how = OpenHow {
+                flags: flags as u32 as u64,
+                mode: if creates { u64::from(request.mode) } else { 0 },
+                resolve: request.resolve.unwrap_or(0) | RESOLVE_NO_MAGICLINKS,
+            };
+            // SAFETY: path is NUL-terminated and `how` a live open_how whose size we
+            // pass; openat2 returns a new fd or -1.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    dirfd,
+                    request.path.as_ptr(),
+                    &raw const how,
+                    size_of::<OpenHow>(),
+                )
             };
             if fd < 0 {
                 return Err(io::Error::last_os_error()

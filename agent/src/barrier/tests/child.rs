@@ -275,6 +275,28 @@ pub(super) fn sync_writes(dir: &Path) {
     measure("write_ebadf", || unsafe {
         libc::write(fd - 40, b"x".as_ptr().cast(), 1) as i64
     });
+    // /dev/stdout is a link to /proc/self/fd/1: it must be the caller's stdout,
+    // never the agent's (the agent refuses magic links and lets the caller open it).
+    let stdout = CString::new("/dev/stdout").expect("path");
+    // SAFETY: see above.
+    let out_fd = unsafe { libc::open(stdout.as_ptr(), libc::O_WRONLY | libc::O_DSYNC) };
+    let line = b"RESULT devstdout 7 0 0\n";
+    // SAFETY: see above.
+    let wrote = unsafe { libc::write(out_fd, line.as_ptr().cast(), line.len()) };
+    assert_eq!(wrote, line.len() as isize, "write to /dev/stdout");
+    // A FIFO without a reader, opened without blocking: the kernel's own ENXIO.
+    let fifo = cpath("fifo");
+    // SAFETY: see above.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    measure("fifo_nonblock", || {
+        // SAFETY: see above.
+        i64::from(unsafe {
+            libc::open(
+                fifo.as_ptr(),
+                libc::O_WRONLY | libc::O_DSYNC | libc::O_NONBLOCK,
+            )
+        })
+    });
     // An unprivileged process (uid/gid 65534) under the same barrier: this test
     // binary again, copied where that user can run it.
     let exe = dir.join("child-exe");
