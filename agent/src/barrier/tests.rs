@@ -62,6 +62,7 @@ fn child_main() {
         "fsync-twice" => child::fsync_twice(&dir),
         "sync-writes" => child::sync_writes(&dir),
         "unprivileged" => child::unprivileged(&dir),
+        "capless" => child::capless(&dir),
         "bench" => child::bench(&dir, "barrier"),
         other => panic!("unknown scenario {other}"),
     }
@@ -307,6 +308,8 @@ fn synchronous_writes_are_held_after_they_happen() {
         std::fs::read(dir.join("secret")).expect("secret"),
         b"root only"
     );
+    assert_eq!(out.result("capless").0, 0);
+    assert_eq!(out.result("capless_denied").1, i64::from(libc::EACCES));
 
     // 7 writes of the child and 1 of the unprivileged one; 4 files placed (sync,
     // its dup, rel, by-nobody).

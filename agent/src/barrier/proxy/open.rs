@@ -31,6 +31,8 @@ pub(super) struct Impersonator {
     groups: Vec<libc::gid_t>,
     fsuid: libc::uid_t,
     fsgid: libc::gid_t,
+    /// Our effective capabilities, to return to.
+    caps: u64,
 }
 
 /// Where the caller's path starts.
@@ -93,6 +95,7 @@ impl Impersonator {
             // The file-system ids follow the effective ones unless changed.
             fsuid: nix::unistd::geteuid().as_raw(),
             fsgid: nix::unistd::getegid().as_raw(),
+            caps: effective_caps()?,
         })
     }
 
@@ -152,9 +155,9 @@ impl Impersonator {
         result
     }
 
-    /// Runs `f` with the caller's file-system ids, groups and umask. Fails, without
-    /// running `f`, if the caller's groups can't be taken on: opening with ours
-    /// (root's) could grant what the caller lacks.
+    /// Runs `f` with the caller's file-system ids, groups, capabilities and umask.
+    /// Fails, without running `f`, if the caller's groups or capabilities can't be
+    /// taken on: opening with ours (root's) could grant what the caller lacks.
     fn as_caller<T>(&self, creds: &Creds, f: impl FnOnce() -> T) -> io::Result<T> {
         // The raw system call changes this thread only; glibc's setgroups would
         // change every thread of the agent.
@@ -167,7 +170,14 @@ impl Impersonator {
             libc::setfsuid(creds.fsuid);
             libc::umask(creds.umask as libc::mode_t);
         }
-        let out = f();
+        // The caller's capabilities, not ours: a container's root without
+        // CAP_DAC_OVERRIDE must not open what its permissions refuse. Our own
+        // (root's) are a superset, so this only lowers them. If it fails, nothing
+        // is opened.
+        let out = set_effective_caps(creds.caps & self.caps).map(|()| f());
+        // Capabilities first: capset accepts any subset of the permitted ones
+        // whatever the fsuid, and setfsuid(0) below restores the file-system ones.
+        let restored = set_effective_caps(self.caps);
         // SAFETY: as above, back to ours.
         unsafe {
             libc::setfsuid(self.fsuid);
@@ -175,7 +185,8 @@ impl Impersonator {
             libc::umask(self.umask);
         }
         set_groups(&self.groups)?;
-        Ok(out)
+        restored?;
+        out
     }
 
     fn leave_root(&self) -> io::Result<()> {
@@ -190,6 +201,63 @@ impl Impersonator {
 fn enter_root(root: &File) -> io::Result<()> {
     nix::unistd::fchdir(root)?;
     nix::unistd::chroot(".")?;
+    Ok(())
+}
+
+/// `struct __user_cap_header_struct` with `_LINUX_CAPABILITY_VERSION_3`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`; version 3 takes two, low and high 32 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+fn cap_get() -> io::Result<[CapData; 2]> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two cap data structs for this thread (pid 0) to the
+    // pointer, which points to two.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(data)
+}
+
+/// This thread's effective capabilities as one mask.
+fn effective_caps() -> io::Result<u64> {
+    let d = cap_get()?;
+    Ok(u64::from(d[0].effective) | (u64::from(d[1].effective) << 32))
+}
+
+/// Sets this thread's effective capabilities (a subset of its permitted ones).
+fn set_effective_caps(mask: u64) -> io::Result<()> {
+    let mut d = cap_get()?;
+    d[0].effective = mask as u32;
+    d[1].effective = (mask >> 32) as u32;
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads two cap data structs from the pointer, which points to
+    // two; with pid 0 it changes only the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, d.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

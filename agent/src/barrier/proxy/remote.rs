@@ -118,6 +118,8 @@ pub(super) struct Creds {
     pub(super) fsgid: u32,
     pub(super) groups: Vec<u32>,
     pub(super) umask: u32,
+    /// Effective capabilities (a container's root may lack `CAP_DAC_OVERRIDE`).
+    pub(super) caps: u64,
 }
 
 /// Reads [`Creds`] from `/proc/<tid>/status`.
@@ -131,8 +133,9 @@ pub(super) fn creds(tid: u32) -> io::Result<Creds> {
     })
 }
 
-/// Parses the `Uid:`, `Gid:`, `Groups:` and `Umask:` lines of a status file. The
-/// id lines list real, effective, saved and file-system ids; the last one counts.
+/// Parses the `Uid:`, `Gid:`, `Groups:`, `Umask:` and `CapEff:` lines of a status
+/// file. The id lines list real, effective, saved and file-system ids; the last
+/// one counts.
 fn parse_creds(status: &str) -> Option<Creds> {
     let field = |name: &str| {
         status
@@ -147,11 +150,13 @@ fn parse_creds(status: &str) -> Option<Creds> {
         .collect::<Result<Vec<u32>, _>>()
         .ok()?;
     let umask = u32::from_str_radix(field("Umask")?.trim(), 8).ok()?;
+    let caps = u64::from_str_radix(field("CapEff")?.trim(), 16).ok()?;
     Some(Creds {
         fsuid: fs_id("Uid")?,
         fsgid: fs_id("Gid")?,
         groups,
         umask,
+        caps,
     })
 }
 
@@ -173,7 +178,7 @@ mod tests {
     #[test]
     fn creds_come_from_the_file_system_ids() {
         let status = "Name:\tdb\nUmask:\t0027\nUid:\t1000\t1001\t1002\t1003\n\
-                      Gid:\t50\t51\t52\t53\nGroups:\t4 24 27 \n";
+                      Gid:\t50\t51\t52\t53\nGroups:\t4 24 27 \nCapEff:\t00000000a80425fb\n";
         assert_eq!(
             parse_creds(status),
             Some(Creds {
@@ -181,9 +186,10 @@ mod tests {
                 fsgid: 53,
                 groups: vec![4, 24, 27],
                 umask: 0o027,
+                caps: 0xa804_25fb,
             })
         );
-        let no_groups = "Umask:\t0022\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n";
+        let no_groups = "Umask:\t0022\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\t0\n";
         assert_eq!(parse_creds(no_groups).map(|c| c.groups), Some(vec![]));
         // A line missing or mangled: no guess.
         assert_eq!(parse_creds("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"), None);

@@ -315,6 +315,36 @@ pub(super) fn sync_writes(dir: &Path) {
         .status()
         .expect("spawn setpriv");
     println!("RESULT unprivileged {} 0 0", status.code().unwrap_or(-1));
+    // Root without the capabilities that override file permissions (a container's
+    // root may lack them): the agent's open for it must not have them either.
+    let status = Command::new("/usr/bin/setpriv")
+        .args([
+            "--bounding-set=-dac_override,-dac_read_search,-fowner",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            super::CHILD_TEST,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(super::CHILD_ENV, "capless")
+        .env(super::STAGE_ENV, "attached")
+        .status()
+        .expect("spawn setpriv");
+    println!("RESULT capless {} 0 0", status.code().unwrap_or(-1));
+}
+
+/// As root without `CAP_DAC_OVERRIDE`: the file uid 65534 made (mode 0640) can't be
+/// opened for writing.
+pub(super) fn capless(dir: &Path) {
+    let path = std::ffi::CString::new(dir.join("by-nobody").into_os_string().into_encoded_bytes())
+        .expect("path");
+    // SAFETY: a NUL-terminated path.
+    measure("capless_denied", || unsafe {
+        i64::from(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_DSYNC))
+    });
 }
 
 /// As uid 65534 with umask 027: a synchronous file it creates is its own, one it
