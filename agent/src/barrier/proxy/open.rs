@@ -1,14 +1,13 @@
 //! Opening a file as a held thread would have: from its root directory and its
 //! working directory (or the directory descriptor it passed), with its
-//! file-system uid, gid, groups and umask.
+//! file-system uid, gid, groups, effective capabilities and umask.
 //!
 //! Root, working directory and umask belong to a thread's `fs_struct`, and the
 //! credentials to the thread itself, so the proxy thread unshares its `fs_struct`
 //! once ([`Impersonator::new`]) and changes them around each open without touching
 //! the rest of the agent. The caller's root is `/proc/<tid>/root`: a path in the
 //! caller's own mount namespace, so the walk sees the container's mounts too.
-//! Not reproduced: the caller's LSM profile (AppArmor, SELinux) and its
-//! capabilities beyond what its fsuid implies.
+//! Not reproduced: the caller's LSM profile (AppArmor, SELinux).
 
 use std::{
     ffi::CString,
