@@ -94,6 +94,13 @@ pub struct Replication {
     pub released_unprotected: u64,
     /// Durability calls that waited for the peer.
     pub barriers: u64,
+    /// A SECOND's last replication phase, numbered: (changes so far, whether the
+    /// last one reached "in sync"). Unlike `in_sync` and `resyncing`, which a
+    /// closed link clears, it keeps what the last session reached, so that the
+    /// failover actor, which polls the status, cannot miss a session that synced
+    /// and ended between two polls. Not part of the JSON.
+    #[serde(skip)]
+    pub phase: (u64, bool),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

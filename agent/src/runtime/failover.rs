@@ -237,6 +237,7 @@ pub async fn run(
         exec: exec_tx,
         payload: payload_tx,
         repl: None,
+        phase_base: 0,
         gens: ctx.generations(),
         follow_ups: VecDeque::new(),
         checkers: Vec::new(),
@@ -275,6 +276,11 @@ pub async fn run(
             () = tokio::time::sleep_until(deadline.into()) => Event::Tick,
             _ = stop.changed() => break,
         };
+        // The replication status is read before the event too: a peer's handover
+        // heartbeat must meet this node's current copy state, not the one of the
+        // last wake-up (a resync that began and ended since would otherwise still
+        // count as running, and the node would refuse a handover it can take).
+        actor.poll_replication(&mut engine)?;
         actor.feed(&mut engine, ev)?;
         actor.poll_replication(&mut engine)?;
         actor.show_peer(&engine);
@@ -301,6 +307,9 @@ struct Actor {
     payload: watch::Sender<Beacon>,
     /// The replication status last reported to the engine.
     repl: Option<(bool, bool)>,
+    /// The replication phase counter when this node last became SECOND: phases
+    /// reached before (in an earlier SECOND period) say nothing about this one.
+    phase_base: u64,
     gens: Generations,
     follow_ups: VecDeque<Event>,
     /// The checkers' states as the status last showed them.
@@ -399,8 +408,10 @@ impl Actor {
             self.gens = g.clone();
             self.feed(engine, Event::Generations(g))?;
         }
+        let (changes, synced) = self.ctx.status.read(|s| s.replication.phase);
         if engine.state() != State::Second {
             self.repl = None;
+            self.phase_base = changes;
             return Ok(());
         }
         let (resyncing, in_sync) = self
@@ -408,13 +419,21 @@ impl Actor {
             .status
             .read(|s| (s.replication.resyncing, s.replication.in_sync));
         // A lost connection is not news: the last value stands until a new
-        // session starts a resync.
+        // session starts a resync. With the link down, the last phase a session of
+        // this SECOND period reached counts: a session that reached sync and ended
+        // between two polls (a handover's primary stops right after) must count as
+        // in sync, or this node would look unable to run and the handover would be
+        // abandoned.
         let now = if resyncing {
             Some((false, true))
         } else if in_sync {
             Some((true, false))
         } else {
-            None
+            (changes > self.phase_base).then_some(if synced {
+                (true, false)
+            } else {
+                (false, true)
+            })
         };
         if let Some(v) = now
             && self.repl != Some(v)

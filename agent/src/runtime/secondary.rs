@@ -118,6 +118,7 @@ async fn serve(
         s.replication.linked = true;
         s.replication.in_sync = false;
         s.replication.resyncing = true;
+        s.replication.phase = (s.replication.phase.0 + 1, false);
     });
     tracing::info!("resynchronising from the primary");
     // The primary says what to list: everything, or the paths its change log names.
@@ -271,6 +272,7 @@ async fn serve(
                     ctx.status.update(|s| {
                         s.replication.in_sync = true;
                         s.replication.resyncing = false;
+                        s.replication.phase = (s.replication.phase.0 + 1, true);
                     });
                     tracing::info!("in sync with the primary");
                 }
