@@ -69,6 +69,7 @@ pub async fn run(
     let mut dials = 0u64;
     let mut next_dial = Instant::now();
     let mut peer_heard = false;
+    let mut peer_stopped = false;
     let mut manifest: TargetView = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut out = Vec::new();
@@ -233,9 +234,19 @@ pub async fn run(
                 // more): once the heartbeats hear the peer again, its endpoint is
                 // bound (it binds before it sends heartbeats), so a dial started
                 // before then is replaced by one at once.
-                let heard = ctx.status.read(|s| s.peer.connected);
-                let news = heard && !peer_heard;
+                //
+                // A peer restarted within the heartbeat timeout is never unheard: its
+                // last heartbeat said STOP, and its next says otherwise. That is news
+                // too (seen in run G2: a dial to the stopped agent cost 0.4 s).
+                let (heard, stopped) = ctx.status.read(|s| {
+                    (
+                        s.peer.connected,
+                        s.peer.state == Some(crate::status::State::Stop),
+                    )
+                });
+                let news = heard && (!peer_heard || (peer_stopped && !stopped));
                 peer_heard = heard;
+                peer_stopped = stopped;
                 if news && let Some(d) = dial.take_if(|d| !d.heard) {
                     d.task.abort();
                 }
@@ -247,7 +258,11 @@ pub async fn run(
                         let r = link::dial(&ctx2).await.map_err(|e| format!("{e:#}"));
                         let _ = tx.send((id, r)).await;
                     });
-                    dial = Some(Dial { id, task, heard });
+                    dial = Some(Dial {
+                        id,
+                        task,
+                        heard: heard && !stopped,
+                    });
                 }
             }
         }
@@ -435,7 +450,8 @@ fn go_alone(ctx: &Ctx, started: &mut bool, reason: &str) -> anyhow::Result<bool>
 struct Dial {
     id: u64,
     task: tokio::task::JoinHandle<()>,
-    /// Whether the peer was heard when it started.
+    /// Whether the peer was heard, and not stopped, when it started: only such a
+    /// dial can have reached a listening endpoint.
     heard: bool,
 }
 
