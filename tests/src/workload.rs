@@ -1215,20 +1215,11 @@ impl Worker {
             opcode::Write::new(fd, parts[0].as_ptr(), parts[0].len() as u32)
                 .offset(off)
                 .build()
-        };
-        // SAFETY: the buffers (`parts`), the iovec array and the file stay alive until
-        // the completion is reaped below, before this function returns.
-        unsafe { ring.submission().push(&entry.user_data(7)) }
-            .map_err(|_| io::Error::other("submission queue full"))?;
-        ring.submit_and_wait(1)?;
-        let cqe = ring
-            .completion()
-            .next()
-            .ok_or_else(|| io::Error::other("no completion"))?;
-        if cqe.result() < 0 {
-            return Err(err(-cqe.result()));
         }
-        Ok(())
+        .user_data(7);
+        // SAFETY: the buffers (`parts`), the iovec array and the file stay alive until
+        // the completion is reaped, before this function returns.
+        unsafe { submit_and_reap(ring, &entry) }.map(drop)
     }
 
     /// Cuts a file by opening it with `O_TRUNC` through io_uring's openat, then
@@ -1245,20 +1236,13 @@ impl Worker {
             libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), c.as_ptr())
             .flags(flags)
-            .build();
-        // SAFETY: the path (`c`) stays alive until the completion is reaped below.
-        unsafe { ring.submission().push(&entry.user_data(8)) }
-            .map_err(|_| io::Error::other("submission queue full"))?;
-        ring.submit_and_wait(1)?;
-        let cqe = ring
-            .completion()
-            .next()
-            .ok_or_else(|| io::Error::other("no completion"))?;
-        if cqe.result() < 0 {
-            return Err(err(-cqe.result()));
-        }
+            .build()
+            .user_data(8);
+        // SAFETY: the path (`c`) stays alive until the completion is reaped, before
+        // this call returns.
+        let fd = unsafe { submit_and_reap(ring, &entry) }?;
         // SAFETY: the ring just opened this descriptor for us; nobody else owns it.
-        let mut f = unsafe { File::from_raw_fd(cqe.result()) };
+        let mut f = unsafe { File::from_raw_fd(fd) };
         if f.metadata()?.is_file() && self.rng.chance(50) {
             let d = self.data();
             f.write_all(&d)?;
@@ -1364,6 +1348,30 @@ pub fn tree_size(p: &Path) -> u64 {
     } else {
         m.blocks() * 512
     }
+}
+
+/// Submits one request on `ring` and waits for its completion; its result, or the
+/// error it failed with.
+///
+/// # Safety
+/// Everything `entry` points to must stay alive until this returns.
+unsafe fn submit_and_reap(
+    ring: &mut io_uring::IoUring,
+    entry: &io_uring::squeue::Entry,
+) -> io::Result<i32> {
+    // SAFETY: the caller keeps what the entry points to alive until the completion
+    // is reaped below.
+    unsafe { ring.submission().push(entry) }
+        .map_err(|_| io::Error::other("submission queue full"))?;
+    ring.submit_and_wait(1)?;
+    let cqe = ring
+        .completion()
+        .next()
+        .ok_or_else(|| io::Error::other("no completion"))?;
+    if cqe.result() < 0 {
+        return Err(err(-cqe.result()));
+    }
+    Ok(cqe.result())
 }
 
 #[cfg(test)]

@@ -301,39 +301,35 @@ pub(super) fn sync_writes(dir: &Path) {
     // binary again, copied where that user can run it.
     let exe = dir.join("child-exe");
     std::fs::copy(std::env::current_exe().expect("current_exe"), &exe).expect("copy exe");
-    let status = Command::new("/usr/bin/setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            super::CHILD_TEST,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(super::CHILD_ENV, "unprivileged")
-        .env(super::STAGE_ENV, "attached")
-        .status()
-        .expect("spawn setpriv");
-    println!("RESULT unprivileged {} 0 0", status.code().unwrap_or(-1));
+    let as_other = |setpriv: &[&str], scenario: &str| {
+        let status = Command::new("/usr/bin/setpriv")
+            .args(setpriv)
+            .arg(&exe)
+            .args([
+                "--exact",
+                super::CHILD_TEST,
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(super::CHILD_ENV, scenario)
+            .env(super::STAGE_ENV, "attached")
+            .status()
+            .expect("spawn setpriv");
+        println!("RESULT {scenario} {} 0 0", status.code().unwrap_or(-1));
+    };
+    as_other(
+        &["--reuid=65534", "--regid=65534", "--clear-groups"],
+        "unprivileged",
+    );
     // Root without the capabilities that override file permissions (a container's
     // root may lack them): the agent's open for it must not have them either.
-    let status = Command::new("/usr/bin/setpriv")
-        .args([
+    as_other(
+        &[
             "--bounding-set=-dac_override,-dac_read_search,-fowner",
             "--inh-caps=-all",
-        ])
-        .arg(&exe)
-        .args([
-            "--exact",
-            super::CHILD_TEST,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(super::CHILD_ENV, "capless")
-        .env(super::STAGE_ENV, "attached")
-        .status()
-        .expect("spawn setpriv");
-    println!("RESULT capless {} 0 0", status.code().unwrap_or(-1));
+        ],
+        "capless",
+    );
 }
 
 /// As root without `CAP_DAC_OVERRIDE`: the file uid 65534 made (mode 0640) can't be
