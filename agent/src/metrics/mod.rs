@@ -48,6 +48,7 @@ pub const NAMES: &[&str] = &[
     "tandem_replicated_bytes_total",
     "tandem_barrier_wait_seconds",
     "tandem_barrier_released_unprotected_total",
+    "tandem_barrier_unheld_sync_opens_total",
     "tandem_resync_remaining_bytes",
     "tandem_heartbeat_rtt_seconds",
     "tandem_failovers_total",
@@ -131,6 +132,7 @@ struct Inner {
     replicated: Family<DirectionLabels, Counter>,
     barrier_wait: Histogram,
     released_unprotected: Counter,
+    unheld_sync_opens: Counter,
     resync_remaining: Gauge,
     rtt: Family<NetworkLabels, FloatGauge>,
     failovers: Family<ReasonLabels, Counter>,
@@ -166,6 +168,7 @@ impl Metrics {
         // from 100 µs up to the hold limit (ack timeout, at least 5 s).
         let barrier_wait = Histogram::new(exponential_buckets(0.000_1, 2.0, 17));
         let released_unprotected = Counter::default();
+        let unheld_sync_opens = Counter::default();
         let resync_remaining = Gauge::default();
         let rtt = Family::<NetworkLabels, FloatGauge>::default();
         let failovers = Family::<ReasonLabels, Counter>::default();
@@ -212,6 +215,11 @@ impl Metrics {
             "tandem_barrier_released_unprotected",
             "Durability calls let run without the peer having what they cover",
             released_unprotected.clone(),
+        );
+        r.register(
+            "tandem_barrier_unheld_sync_opens",
+            "Files an application opened with O_SYNC/O_DSYNC whose writes will not wait for the peer (its descriptor limit leaves no reserved number free)",
+            unheld_sync_opens.clone(),
         );
         r.register_with_unit(
             "tandem_resync_remaining",
@@ -274,6 +282,7 @@ impl Metrics {
             replicated,
             barrier_wait,
             released_unprotected,
+            unheld_sync_opens,
             resync_remaining,
             rtt,
             failovers,
@@ -305,6 +314,12 @@ impl Metrics {
     /// Counts durability calls let run without the peer having what they cover.
     pub fn released_unprotected(&self, calls: u64) {
         self.0.released_unprotected.inc_by(calls);
+    }
+
+    /// Counts synchronous files opened outside the reserved descriptors, whose
+    /// writes the barrier cannot hold.
+    pub fn unheld_sync_opens(&self, files: u64) {
+        self.0.unheld_sync_opens.inc_by(files);
     }
 
     /// Counts one start of the application from WAIT or SECOND.

@@ -266,6 +266,12 @@ fn every_metric_is_updated_somewhere() {
             &["ctx.metrics.released_unprotected(fresh);"],
         ),
         (
+            "tandem_barrier_unheld_sync_opens_total",
+            "runtime/primary.rs",
+            primary,
+            &["ctx.metrics.unheld_sync_opens(fresh_unheld);"],
+        ),
+        (
             "tandem_resync_remaining_bytes",
             "runtime/primary.rs",
             primary,

@@ -94,6 +94,7 @@ pub async fn run(
     // and those the barrier listener let run on its own limit.
     let mut core_unprotected = 0;
     let mut listener_timeouts = timeouts.count();
+    let mut unheld_seen = timeouts.unreserved_opens();
     loop {
         let wants = core.wants_more(MAX_LAG_BYTES);
         let ev = tokio::select! {
@@ -272,6 +273,13 @@ pub async fn run(
         // one without it.
         let timed_out = timeouts.count().saturating_sub(listener_timeouts);
         listener_timeouts += timed_out;
+        // Synchronous files the applications opened whose writes cannot be held:
+        // counted for the operator (and logged by the listener).
+        let fresh_unheld = timeouts.unreserved_opens().saturating_sub(unheld_seen);
+        unheld_seen += fresh_unheld;
+        if fresh_unheld > 0 {
+            ctx.metrics.unheld_sync_opens(fresh_unheld);
+        }
         if timed_out > 0 {
             tracing::warn!(
                 calls = timed_out,

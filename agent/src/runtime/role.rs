@@ -70,6 +70,13 @@ impl ListenerTimeouts {
     pub fn count(&self) -> u64 {
         self.0.as_ref().map_or(0, |r| r.stats().released_on_timeout)
     }
+
+    /// Synchronous files opened outside the reserved descriptors since the
+    /// listener started (their writes are not held).
+    #[must_use]
+    pub fn unreserved_opens(&self) -> u64 {
+        self.0.as_ref().map_or(0, |r| r.stats().unreserved_opens)
+    }
 }
 
 impl Gate {
