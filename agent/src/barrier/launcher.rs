@@ -88,6 +88,13 @@ fn reserve_fds() -> Range<u32> {
         return 0..0;
     };
     let reserved = filter::reserved_fds(hard);
+    if reserved.is_empty() {
+        tracing::warn!(
+            hard_limit = hard,
+            "the open-file limit leaves no descriptors to reserve; writes through O_SYNC/O_DSYNC files will not wait for the peer"
+        );
+        return reserved;
+    }
     let want = u64::from(reserved.end);
     if soft < want
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
