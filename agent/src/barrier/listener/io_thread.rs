@@ -75,13 +75,9 @@ pub(super) fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>, tid: &mpsc::Sende
             Outcome::Vanished => {
                 counters.vanished.fetch_add(1, Ordering::Relaxed);
             }
-            Outcome::Wrote { ret, file } => {
+            Outcome::Wrote { fd, ret, file } => {
                 drop(guard);
                 counters.proxied_writes.fetch_add(1, Ordering::Relaxed);
-                let fd = match job.call {
-                    Call::Write(w) => w.fd,
-                    _ => -1,
-                };
                 shared
                     .written
                     .lock()

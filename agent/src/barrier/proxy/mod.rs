@@ -107,9 +107,9 @@ pub(crate) enum WriteHow {
 pub(crate) enum Outcome {
     /// The caller must be answered so (let it run, a value, an error).
     Respond(Response),
-    /// The proxy wrote `ret` bytes to `file` for the caller: hold the answer
-    /// (`ret`) until the peer has them.
-    Wrote { ret: i64, file: FileId },
+    /// The proxy wrote `ret` bytes to `file`, the caller's descriptor `fd`, for
+    /// the caller: hold the answer (`ret`) until the peer has them.
+    Wrote { fd: i32, ret: i64, file: FileId },
     /// Answered already (a descriptor was placed in the caller).
     Answered { reserved: bool },
     /// The caller is gone.
@@ -252,18 +252,7 @@ impl Proxy {
         if positioned && w.pos < 0 {
             return Ok(Outcome::Respond(Response::Error(libc::EINVAL)));
         }
-        let copied = match w.how {
-            WriteHow::Write | WriteHow::Pwrite => {
-                let len = usize::try_from(w.count).unwrap_or(MAX_WRITE).min(MAX_WRITE);
-                read_into(tid, w.addr, len, &mut self.buf)?;
-                if self.buf.is_empty() && len > 0 {
-                    return Ok(Outcome::Respond(Response::Error(libc::EFAULT)));
-                }
-                true
-            }
-            WriteHow::Writev | WriteHow::Pwritev | WriteHow::Pwritev2 => self.gather(tid, w)?,
-        };
-        if !copied {
+        if !self.gather(tid, w)? {
             return Ok(Outcome::Respond(Response::Error(libc::EFAULT)));
         }
         let ret = match w.how {
@@ -276,6 +265,7 @@ impl Proxy {
         Ok(match ret {
             Ok(0) => Outcome::Respond(Response::Value(0)),
             Ok(n) => Outcome::Wrote {
+                fd: w.fd,
                 ret: i64::try_from(n).unwrap_or(i64::MAX),
                 file: FileId {
                     dev: meta.dev(),
@@ -286,23 +276,33 @@ impl Proxy {
         })
     }
 
-    /// Copies the buffers of a vector write into `self.buf`, up to `MAX_WRITE`.
-    /// Returns false if none could be read although some were named.
+    /// Copies the caller's data into `self.buf`, up to `MAX_WRITE`: the buffer of
+    /// a plain write, the buffers of a vector one. Returns false if none could be
+    /// read although some were named.
     fn gather(&mut self, tid: u32, w: Write) -> io::Result<bool> {
         self.buf.clear();
-        if w.count > IOV_MAX {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let n = usize::try_from(w.count).unwrap_or(0);
-        let got = read_into(tid, w.addr, n * 16, &mut self.iov)?;
-        if got < n * 16 {
-            return Ok(false);
-        }
+        let segments: Vec<(u64, u64)> = match w.how {
+            WriteHow::Write | WriteHow::Pwrite => vec![(w.addr, w.count)],
+            WriteHow::Writev | WriteHow::Pwritev | WriteHow::Pwritev2 => {
+                if w.count > IOV_MAX {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                }
+                let n = usize::try_from(w.count).unwrap_or(0);
+                if read_into(tid, w.addr, n * 16, &mut self.iov)? < n * 16 {
+                    return Ok(false);
+                }
+                self.iov
+                    .chunks_exact(16)
+                    .map(|v| {
+                        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+                        (word(&v[..8]), word(&v[8..]))
+                    })
+                    .collect()
+            }
+        };
         let mut piece = Vec::new();
         let mut wanted = 0usize;
-        for v in self.iov.chunks_exact(16) {
-            let base = u64::from_le_bytes(v[..8].try_into().unwrap_or_default());
-            let len = u64::from_le_bytes(v[8..].try_into().unwrap_or_default());
+        for (base, len) in segments {
             let room = MAX_WRITE - self.buf.len();
             let len = usize::try_from(len).unwrap_or(room).min(room);
             if len == 0 {
